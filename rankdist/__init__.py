@@ -1,0 +1,18 @@
+"""rankdist: exact all-pairs rank (Spearman) correlation of single cells, on Dask."""
+
+from rankdist.encode.registry import ENCODINGS
+from rankdist.io.ingest import ingest
+from rankdist.io.store import Store
+from rankdist.pipeline import ExcludedCellsWarning, neighbors
+from rankdist.reduce.result import NeighborResult, list_runs, load
+
+__all__ = [
+    "ENCODINGS",
+    "ExcludedCellsWarning",
+    "NeighborResult",
+    "Store",
+    "ingest",
+    "list_runs",
+    "load",
+    "neighbors",
+]

@@ -1,0 +1,1 @@
+"""Encodings: expression rows -> standardised float32 rows whose dot product is a correlation."""

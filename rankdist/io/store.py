@@ -1,0 +1,186 @@
+"""The rankdist store: one Zarr (format 3) directory per dataset.
+
+Layout (see docs/store.md, which this module must keep true)::
+
+    store.zarr/
+      zarr.json                 attrs["rankdist"]: format, shape, label roles, provenance
+      X                         cells x genes, source dtype, chunked (chunk_cells, n_genes)
+      obs/names                 cell names (str)
+      obs/<role>                int32 codes; attrs: column, categories      role in LABEL_ROLES
+      var/names                 gene names (str)
+      encodings/<name>-<key>/   Z (float32, cells x genes), valid (bool); attrs: params
+      results/<run>/            indices, similarities, counts/<role>, excluded; attrs: metadata
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+STORE_FORMAT = 1
+#: Label roles a store can carry, in the order their counts are laid out.
+LABEL_ROLES = ("cell_type", "coarse_type", "batch")
+
+
+class StoreError(ValueError):
+    """A path is not a usable rankdist store."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """One categorical obs column, stored as codes into ``categories``."""
+
+    role: str
+    column: str
+    codes: np.ndarray  # (n_cells,) int32, every code in [0, len(categories))
+    categories: tuple[str, ...]
+
+
+def compressor():
+    """The codec rankdist writes every array with (zstd: fast, good on zero-heavy counts)."""
+    return zarr.codecs.ZstdCodec(level=3)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory that becomes ``final`` only on success.
+
+    Readers never see a half-written ``final``: it appears by one ``rename`` after the
+    body returns. If the body raises, the temporary directory is removed and ``final`` is
+    untouched. With ``replace=True`` an existing ``final`` is swapped out (rename away,
+    rename in, then delete the old one); otherwise an existing ``final`` is an error.
+    """
+    final = Path(final)
+    if final.exists() and not replace:
+        msg = f"{final} already exists; choose another path or remove it first"
+        raise FileExistsError(msg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class Store:
+    """Read access to an ingested rankdist store.
+
+    Parameters
+    ----------
+    path
+        Directory written by :func:`rankdist.ingest`.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            msg = f"store {self.path} does not exist; create it with `rankdist ingest`"
+            raise StoreError(msg)
+        try:
+            self.root = zarr.open_group(self.path, mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as err:
+            msg = f"{self.path} is not a Zarr store written by `rankdist ingest` ({err})"
+            raise StoreError(msg) from err
+        meta = self.root.attrs.get("rankdist")
+        if not isinstance(meta, dict) or "format" not in meta:
+            msg = f"{self.path} is a Zarr group but not a rankdist store (no 'rankdist' attrs)"
+            raise StoreError(msg)
+        if meta["format"] != STORE_FORMAT:
+            msg = (
+                f"{self.path} has store format {meta['format']}, this rankdist reads format "
+                f"{STORE_FORMAT}; re-run `rankdist ingest`"
+            )
+            raise StoreError(msg)
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        roles = ", ".join(f"{r}={lab.column!r}" for r, lab in self.labels.items())
+        return f"Store({str(self.path)!r}, {self.n_cells} cells x {self.n_genes} genes, {roles})"
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.root["X"].shape[0])
+
+    @property
+    def n_genes(self) -> int:
+        return int(self.root["X"].shape[1])
+
+    @property
+    def chunk_cells(self) -> int:
+        return int(self.root["X"].chunks[0])
+
+    @property
+    def provenance(self) -> dict:
+        return dict(self.meta.get("provenance", {}))
+
+    @property
+    def content_id(self) -> str:
+        """Identifies the stored matrix: encodings cached under another id are stale."""
+        return str(self.meta["content_id"])
+
+    @cached_property
+    def cell_names(self) -> np.ndarray:
+        return np.asarray(self.root["obs/names"][:], dtype=object)
+
+    @cached_property
+    def gene_names(self) -> np.ndarray:
+        return np.asarray(self.root["var/names"][:], dtype=object)
+
+    @cached_property
+    def labels(self) -> dict[str, Labels]:
+        """Stored label columns by role, in :data:`LABEL_ROLES` order."""
+        out = {}
+        for role in LABEL_ROLES:
+            key = f"obs/{role}"
+            if key in self.root:
+                arr = self.root[key]
+                out[role] = Labels(
+                    role=role,
+                    column=str(arr.attrs["column"]),
+                    codes=np.asarray(arr[:], dtype=np.int32),
+                    categories=tuple(arr.attrs["categories"]),
+                )
+        return out
+
+    def read_x(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of X as a dense array, ``(stop - start, n_genes)``."""
+        return np.asarray(self.root["X"][start:stop])
+
+
+def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, categories) -> None:
+    """Write one label column as int32 codes with its categories in the attrs."""
+    if role not in LABEL_ROLES:
+        msg = f"unknown label role {role!r}; expected one of {LABEL_ROLES}"
+        raise ValueError(msg)
+    arr = group.create_array(
+        f"obs/{role}", shape=codes.shape, dtype="int32", chunks=(max(1, min(len(codes), 1 << 20)),),
+        compressors=compressor(),
+    )
+    arr[:] = codes.astype(np.int32)
+    arr.attrs["column"] = column
+    arr.attrs["categories"] = [str(c) for c in categories]
+
+
+def write_names(group: zarr.Group, key: str, names) -> None:
+    """Write a 1-d array of strings (cell or gene names)."""
+    names = np.asarray([str(n) for n in names])
+    arr = group.create_array(key, shape=names.shape, dtype=str, chunks=(max(1, min(len(names), 1 << 18)),))
+    arr[:] = names

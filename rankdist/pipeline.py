@@ -1,0 +1,183 @@
+"""``neighbors``: store -> encoding -> tiles -> results/<run>, on a Dask cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from importlib.metadata import version
+
+import numpy as np
+import zarr
+from distributed import Client
+
+from rankdist.cluster.local import cluster_client
+from rankdist.encode.cache import encode
+from rankdist.io.store import Store, atomic_directory, compressor
+from rankdist.reduce.result import NeighborResult, load
+from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
+from rankdist.tiles.scheduler import TileJob, run_tiles
+
+
+class ExcludedCellsWarning(UserWarning):
+    """Some cells are constant over the selected genes and have no rank correlation."""
+
+
+def neighbors(
+    store: str | os.PathLike | Store,
+    encoding: str = "spearman",
+    k: int = 30,
+    cutoffs=(0.5,),
+    client: Client | None = None,
+    *,
+    params: dict | None = None,
+    name: str | None = None,
+    block_size: int | None = None,
+    cluster: str = "local",
+    workers: int | None = None,
+    progress: bool = True,
+) -> NeighborResult:
+    """Exact top-k neighbours and cutoff counts of every cell of a store.
+
+    Parameters
+    ----------
+    store
+        Store written by :func:`rankdist.ingest` (path or :class:`Store`).
+    encoding
+        ``'spearman'`` (ranks) or ``'pearson'`` (log1p CP10k), see ``rankdist.ENCODINGS``.
+    k
+        Neighbours per cell, the cell itself excluded. Must be below the number of
+        cells with a defined correlation.
+    cutoffs
+        Correlation cutoffs in [-1, 1] at which relations are counted per label value.
+    client
+        A Dask client to run on. If None, a LocalCluster is started (``cluster='local'``,
+        ``workers``) or the scheduler at ``cluster`` is joined, and closed afterwards.
+    params
+        Encoding parameters (e.g. ``{'target_sum': 1e4}`` for pearson).
+    name
+        Run name under ``results/`` (default: the encoding's name). An existing run of
+        the same name is replaced when this one finishes.
+    block_size
+        Cells per row block, a multiple of 512 (default: chosen from worker memory).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    NeighborResult
+        Also stored, and readable with :func:`rankdist.load`.
+    """
+    started = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
+    k = _check_k(k)
+    cutoffs = _check_cutoffs(cutoffs)
+    name = name or encoding
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
+        raise ValueError(msg)
+    if block_size is not None and (block_size <= 0 or block_size % SUBTILE):
+        msg = f"block size {block_size} must be a positive multiple of {SUBTILE}"
+        raise ValueError(msg)
+    if client is None:
+        with cluster_client(cluster, workers=workers, quiet=not progress) as own:
+            return _run(store, encoding, params, k, cutoffs, own, name, block_size, progress, started)
+    return _run(store, encoding, params, k, cutoffs, client, name, block_size, progress, started)
+
+
+def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress, started):
+    enc = encode(store, encoding, params, client, progress=progress)
+    if k >= enc.n_valid:
+        msg = (
+            f"k={k} must be smaller than the number of cells with a defined correlation "
+            f"({enc.n_valid} of {store.n_cells} in {store.path}); choose k <= {enc.n_valid - 1}"
+        )
+        raise ValueError(msg)
+    if len(enc.excluded):
+        names = list(store.cell_names[enc.excluded[:5]])
+        warnings.warn(
+            f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
+            f"and have no defined {encoding} correlation; they are excluded (indices -1, "
+            f"similarities NaN, result.excluded True). First: {names}",
+            ExcludedCellsWarning,
+            stacklevel=3,
+        )
+    roles = tuple(store.labels)
+    sizes = tuple(len(store.labels[r].categories) for r in roles)
+    threads, mem_per_thread = _worker_capacity(client)
+    per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
+    block_rows = block_size or choose_block_rows(
+        store.n_cells, store.n_genes, threads=threads,
+        memory_per_thread=mem_per_thread, bytes_per_row_partial=per_row,
+    )  # fmt: skip
+    plan = TilePlan(store.n_cells, block_rows)
+    job = TileJob(
+        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
+        cutoffs=cutoffs, roles=roles, role_sizes=sizes,
+    )  # fmt: skip
+    n = store.n_cells
+    with atomic_directory(store.path / "results" / name, replace=True) as tmp:
+        out = zarr.open_group(tmp, mode="w")
+        out.create_array("indices", shape=(n, k), dtype="int64", chunks=(block_rows, k), compressors=compressor())
+        out.create_array("similarities", shape=(n, k), dtype="float32", chunks=(block_rows, k), compressors=compressor())
+        excluded = np.zeros(n, dtype=bool)
+        excluded[enc.excluded] = True
+        out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))[:] = excluded
+        for role, size in zip(roles, sizes, strict=True):
+            out.create_array(
+                f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
+                chunks=(block_rows, len(cutoffs), size), compressors=compressor(),
+            )  # fmt: skip
+        run_tiles(client, job, str(tmp), progress=progress)
+        out.attrs["run"] = {
+            "name": name,
+            "encoding": encoding,
+            "encoding_params": enc.params,
+            "encoding_key": enc.key,
+            "k": k,
+            "cutoffs": list(cutoffs),
+            "labels": {r: store.labels[r].column for r in roles},
+            "block_rows": block_rows,
+            "subtile": SUBTILE,
+            "n_blocks": plan.n_blocks,
+            "n_tiles": plan.n_tiles,
+            "n_cells": n,
+            "n_genes": store.n_genes,
+            "n_excluded": len(enc.excluded),
+            "workers": len(client.scheduler_info().get("workers", {})),
+            "threads": threads,
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "versions": {p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    return load(store, name)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        msg = f"k must be a positive integer, got {k!r}"
+        raise ValueError(msg)
+    return int(k)
+
+
+def _check_cutoffs(cutoffs) -> tuple[float, ...]:
+    if isinstance(cutoffs, int | float):
+        cutoffs = (cutoffs,)
+    vals = tuple(sorted({float(c) for c in cutoffs}))
+    bad = [c for c in vals if not -1.0 <= c <= 1.0]
+    if bad:
+        msg = f"cutoffs must lie in [-1, 1] (they are correlations); got {bad}"
+        raise ValueError(msg)
+    return vals
+
+
+def _worker_capacity(client: Client) -> tuple[int, float | None]:
+    """Total worker threads, and the smallest memory limit per thread (None if unlimited)."""
+    workers = client.scheduler_info().get("workers", {})
+    if not workers:
+        msg = f"the Dask cluster at {client.scheduler.address} has no workers"
+        raise RuntimeError(msg)
+    threads = sum(w.get("nthreads", 1) for w in workers.values())
+    per_thread = [w["memory_limit"] / max(w.get("nthreads", 1), 1) for w in workers.values() if w.get("memory_limit")]
+    return threads, (min(per_thread) if per_thread else None)

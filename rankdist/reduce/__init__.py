@@ -1,0 +1,1 @@
+"""Reductions: per-block partials, their merge, and the neighbours result type."""

@@ -1,0 +1,269 @@
+"""The neighbours result: what ``neighbors`` returns, ``load`` reads back and exports take.
+
+Stored as ``results/<run>/`` in the store (see docs/results.md)::
+
+    indices       (n_cells, k) int64    best first, the cell itself excluded; -1 if excluded
+    similarities  (n_cells, k) float32  descending; NaN for excluded cells
+    excluded      (n_cells,)   bool     constant cells: no defined rank correlation
+    counts/<role> (n_cells, n_cutoffs, n_categories) int32
+                  relations with similarity >= cutoff, by the neighbour's label
+    attrs["run"]  metadata: encoding, k, cutoffs, block size, versions, wall time, ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import xarray as xr
+import zarr
+
+from rankdist.io.store import Labels, Store
+
+
+@dataclass
+class NeighborResult:
+    """Exact top-k neighbours and cutoff counts of every cell.
+
+    Attributes
+    ----------
+    indices
+        ``(n_cells, k)`` int64 neighbour indices, best first, self excluded, ties broken
+        by the lower cell index; ``-1`` rows for excluded cells.
+    similarities
+        ``(n_cells, k)`` float32 correlations, descending; NaN rows for excluded cells.
+    excluded
+        ``(n_cells,)`` bool: constant cells, which have no defined rank correlation.
+    cell_names
+        ``(n_cells,)`` cell names.
+    cutoffs
+        The cutoffs the counts refer to, ascending.
+    counts
+        xarray Dataset: one variable per label role (``cell_type``, ...), dims
+        ``(cell, cutoff, <role>)``: relations at or above each cutoff, by neighbour label.
+    labels
+        The store's label columns by role.
+    metadata
+        Run parameters and provenance.
+    """
+
+    indices: np.ndarray
+    similarities: np.ndarray
+    excluded: np.ndarray
+    cell_names: np.ndarray
+    cutoffs: tuple[float, ...]
+    counts: xr.Dataset
+    labels: dict[str, Labels] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n, k = self.indices.shape
+        if self.similarities.shape != (n, k):
+            msg = f"similarities {self.similarities.shape} and indices {(n, k)} differ in shape"
+            raise ValueError(msg)
+        if self.excluded.shape != (n,) or len(self.cell_names) != n:
+            msg = f"excluded {self.excluded.shape} / cell_names {len(self.cell_names)} != {n} cells"
+            raise ValueError(msg)
+
+    def __repr__(self) -> str:
+        return (
+            f"NeighborResult({self.n_cells} cells, k={self.k}, "
+            f"encoding={self.metadata.get('encoding')!r}, cutoffs={list(self.cutoffs)}, "
+            f"excluded={int(self.excluded.sum())})"
+        )
+
+    @property
+    def n_cells(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.indices.shape[1]
+
+    @cached_property
+    def distances(self) -> np.ndarray:
+        """``1 - similarity``, clipped at 0 (float32 rounding can give -1e-7)."""
+        return np.maximum(1.0 - self.similarities, 0.0).astype(np.float32)
+
+    @cached_property
+    def distance_graph(self) -> sp.csr_matrix:
+        """``(n, n)`` float32 CSR of ``1 - rho`` to each cell's k neighbours (no self)."""
+        n, k = self.indices.shape
+        keep = ~self.excluded
+        rows = np.repeat(np.arange(n), k).reshape(n, k)[keep].ravel()
+        cols = self.indices[keep].ravel()
+        vals = self.distances[keep].ravel()
+        graph = sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
+        graph.sort_indices()
+        return graph
+
+    @cached_property
+    def connectivities(self) -> sp.csr_matrix:
+        """UMAP fuzzy-simplicial-set weights, computed exactly as scanpy does from a kNN.
+
+        Excluded cells have no edges; the others are computed on the valid cells alone.
+        """
+        from umap.umap_ import fuzzy_simplicial_set
+
+        n = self.n_cells
+        valid = np.flatnonzero(~self.excluded)
+        knn_idx = np.searchsorted(valid, self.indices[valid])
+        knn_idx = np.hstack([np.arange(len(valid))[:, None], knn_idx])
+        knn_dist = np.hstack([np.zeros((len(valid), 1), np.float32), self.distances[valid]])
+        conn, _, _ = fuzzy_simplicial_set(
+            sp.coo_matrix((len(valid), 1)), self.k + 1, None, None,
+            knn_indices=knn_idx, knn_dists=knn_dist,
+        )  # fmt: skip
+        conn = conn.tocoo()
+        out = sp.csr_matrix(
+            (conn.data.astype(np.float32), (valid[conn.row], valid[conn.col])), shape=(n, n)
+        )
+        out.sort_indices()
+        return out
+
+    def self_first(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, k + 1)`` indices and distances with each cell itself in column 0.
+
+        This is the layout of scib-metrics' ``NeighborsResults``. Excluded cells get their
+        own index in every column and distance ``inf``.
+        """
+        n, k = self.indices.shape
+        idx = np.hstack([np.arange(n)[:, None], self.indices])
+        dist = np.hstack([np.zeros((n, 1), np.float32), self.distances])
+        idx[self.excluded] = np.arange(n)[self.excluded, None]
+        dist[self.excluded, 1:] = np.inf
+        return idx, dist
+
+    def to_scib(self):
+        """scib-metrics ``NeighborsResults`` of the valid cells, self in column 0."""
+        from scib_metrics.nearest_neighbors import NeighborsResults
+
+        if self.excluded.any():
+            msg = (
+                f"{int(self.excluded.sum())} cells are excluded (constant); scib-metrics needs "
+                "every row filled. Subset the AnnData to ~obs['rankdist_excluded'] and recompute."
+            )
+            raise ValueError(msg)
+        idx, dist = self.self_first()
+        return NeighborsResults(indices=idx, distances=dist)
+
+    def to_anndata(self, *, key_added: str | None = None, obs=None):
+        """An AnnData carrying the exact graph where scanpy and scib-metrics look for it.
+
+        Parameters
+        ----------
+        key_added
+            As in ``sc.pp.neighbors``: None writes ``obsp['distances']``,
+            ``obsp['connectivities']`` and ``uns['neighbors']``; a key K writes
+            ``obsp['K_distances']``, ``obsp['K_connectivities']`` and ``uns['K']``.
+        obs
+            obs DataFrame to attach (defaults to the stored label columns).
+
+        Returns
+        -------
+        anndata.AnnData
+            No X (``n_vars = 0``); obsp graphs, ``obsm['rankdist_indices']`` /
+            ``obsm['rankdist_distances']`` (self in column 0), ``obs['rankdist_excluded']``
+            and ``uns['rankdist']`` (run metadata).
+        """
+        import anndata as ad
+        import pandas as pd
+
+        if obs is None:
+            obs = pd.DataFrame(index=pd.Index(self.cell_names.astype(str), name=None))
+            for lab in self.labels.values():
+                obs[lab.column] = pd.Categorical.from_codes(lab.codes, lab.categories)
+        adata = ad.AnnData(obs=obs.copy())
+        adata.obs["rankdist_excluded"] = self.excluded
+        dkey = "distances" if key_added is None else f"{key_added}_distances"
+        ckey = "connectivities" if key_added is None else f"{key_added}_connectivities"
+        adata.obsp[dkey] = self.distance_graph
+        adata.obsp[ckey] = self.connectivities
+        adata.uns["neighbors" if key_added is None else key_added] = {
+            "connectivities_key": ckey,
+            "distances_key": dkey,
+            "params": {
+                "n_neighbors": self.k + 1,  # scanpy counts the cell itself
+                "method": "umap",
+                "metric": "correlation",
+                "random_state": 0,
+                "rankdist_encoding": str(self.metadata.get("encoding")),
+            },
+        }
+        idx, dist = self.self_first()
+        adata.obsm["rankdist_indices"] = idx
+        adata.obsm["rankdist_distances"] = dist
+        adata.uns["rankdist"] = _plain(self.metadata) | {"cutoffs": list(self.cutoffs)}
+        return adata
+
+
+def _plain(d):
+    """Metadata as AnnData-writable plain types (no None)."""
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items() if v is not None}
+    if isinstance(d, list | tuple):
+        return [_plain(v) for v in d if v is not None]
+    return d
+
+
+def list_runs(store: Store) -> list[str]:
+    """Names of the finished runs in a store."""
+    path = store.path / "results"
+    if not path.exists():
+        return []
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load(store_path: str | os.PathLike | Store, run: str | None = None) -> NeighborResult:
+    """Read a finished run back as a :class:`NeighborResult`.
+
+    Parameters
+    ----------
+    store_path
+        The store (path or :class:`Store`).
+    run
+        Run name; may be omitted when the store holds exactly one run.
+    """
+    store = store_path if isinstance(store_path, Store) else Store(store_path)
+    runs = list_runs(store)
+    if run is None:
+        if len(runs) != 1:
+            msg = f"{store.path} holds runs {runs}; say which one with run=NAME (--run NAME)"
+            raise ValueError(msg)
+        run = runs[0]
+    if run not in runs:
+        msg = f"no run {run!r} in {store.path}; runs there: {runs}"
+        raise KeyError(msg)
+    return read_result(store, Path(store.path) / "results" / run)
+
+
+def read_result(store: Store, path: Path) -> NeighborResult:
+    group = zarr.open_group(path, mode="r")
+    meta = dict(group.attrs["run"])
+    cutoffs = tuple(float(c) for c in meta["cutoffs"])
+    names = store.cell_names
+    data_vars = {}
+    for role, lab in store.labels.items():
+        key = f"counts/{role}"
+        if key in group:
+            data_vars[role] = xr.DataArray(
+                np.asarray(group[key][:]),
+                dims=("cell", "cutoff", role),
+                coords={"cell": names.astype(str), "cutoff": list(cutoffs), role: list(lab.categories)},
+                attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
+            )
+    counts = xr.Dataset(data_vars, coords={"cell": names.astype(str), "cutoff": list(cutoffs)})
+    return NeighborResult(
+        indices=np.asarray(group["indices"][:]),
+        similarities=np.asarray(group["similarities"][:]),
+        excluded=np.asarray(group["excluded"][:]),
+        cell_names=names,
+        cutoffs=cutoffs,
+        counts=counts,
+        labels=store.labels,
+        metadata=meta,
+    )

@@ -1,0 +1,167 @@
+"""The tile kernel: one GEMM per canonical sub-tile, then one fused numba pass.
+
+For a tile (i, j), i <= j, S = Z_i Z_j^T is computed in ``SUBTILE``-sized GEMM calls
+(see :mod:`rankdist.tiles.plan`). Each S sub-tile, still in cache, goes through
+:func:`fused_pass` once, which updates both the rows of i (with the columns of j as
+candidates) and the rows of j (with the rows of i): top-k and cutoff-bin counts.
+On diagonal tiles only pairs a < b are visited, so self-pairs never count.
+
+This module is the only hot code. A GPU version would replace :func:`tile_partials`
+(GEMM plus fused pass) and keep the same inputs and :class:`Partial` outputs.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from rankdist.reduce.partial import Partial
+from rankdist.tiles.plan import SUBTILE
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _insert(top_sim, top_idx, row, s, idx):
+    """Insert (s, idx) into the best-first list of ``row``, dropping the worst."""
+    pos = top_sim.shape[1] - 1
+    while pos > 0:
+        ps = top_sim[row, pos - 1]
+        if ps > s or (ps == s and top_idx[row, pos - 1] < idx):
+            break
+        top_sim[row, pos] = ps
+        top_idx[row, pos] = top_idx[row, pos - 1]
+        pos -= 1
+    top_sim[row, pos] = s
+    top_idx[row, pos] = idx
+
+
+@numba.njit(nogil=True, cache=True)
+def fused_pass(
+    S, row_g0, col_g0, row_l0, col_l0, upper_only,
+    row_valid, col_valid, row_codes, col_codes, cutoffs,
+    r_sim, r_idx, r_counts, c_sim, c_idx, c_counts,
+):  # fmt: skip
+    """Fold one similarity sub-tile into the row-side and column-side partials.
+
+    Parameters
+    ----------
+    S
+        ``(nr, nc)`` float32 similarities of rows ``row_g0 + a`` and cells ``col_g0 + b``.
+    row_g0, col_g0
+        Global cell index of S's first row and first column.
+    row_l0, col_l0
+        Block-local index of S's first row (in the row partial) and column (in the column
+        partial).
+    upper_only
+        Visit only b > a (a diagonal sub-tile: S is square and symmetric).
+    row_valid, col_valid
+        Block-local bool masks; invalid (constant) cells are neither rows nor candidates.
+    row_codes, col_codes
+        ``(n_roles, block rows)`` int32 label codes, already offset so that all roles
+        index one shared value axis of the counts.
+    cutoffs
+        Ascending float64 cutoffs; bin c holds similarities in ``[cutoffs[c], cutoffs[c+1])``.
+    r_sim, r_idx, r_counts
+        Row-side partial (top-k similarity, index, bin counts), updated in place.
+    c_sim, c_idx, c_counts
+        Column-side partial, updated in place (the same arrays as the row side on a
+        diagonal tile).
+    """
+    nr, nc = S.shape
+    k = r_sim.shape[1]
+    n_cut = cutoffs.shape[0]
+    n_roles = row_codes.shape[0]
+    cmin = cutoffs[0] if n_cut > 0 else np.inf
+    # Column-side thresholds (each column's current k-th best), kept contiguous.
+    c_thr_s = np.empty(nc, dtype=np.float32)
+    c_thr_i = np.empty(nc, dtype=np.int64)
+    for b in range(nc):
+        c_thr_s[b] = c_sim[col_l0 + b, k - 1]
+        c_thr_i[b] = c_idx[col_l0 + b, k - 1]
+    for a in range(nr):
+        ra = row_l0 + a
+        if not row_valid[ra]:
+            continue
+        ga = row_g0 + a
+        thr_s = r_sim[ra, k - 1]
+        thr_i = r_idx[ra, k - 1]
+        b0 = a + 1 if upper_only else 0
+        for b in range(b0, nc):
+            cb = col_l0 + b
+            if not col_valid[cb]:
+                continue
+            s = S[a, b]
+            gb = col_g0 + b
+            if s > thr_s or (s == thr_s and gb < thr_i):
+                _insert(r_sim, r_idx, ra, s, gb)
+                thr_s = r_sim[ra, k - 1]
+                thr_i = r_idx[ra, k - 1]
+            if s > c_thr_s[b] or (s == c_thr_s[b] and ga < c_thr_i[b]):
+                _insert(c_sim, c_idx, cb, s, ga)
+                c_thr_s[b] = c_sim[cb, k - 1]
+                c_thr_i[b] = c_idx[cb, k - 1]
+            if s >= cmin:
+                c = n_cut - 1
+                while s < cutoffs[c]:
+                    c -= 1
+                for r in range(n_roles):
+                    r_counts[ra, c, col_codes[r, cb]] += 1
+                    c_counts[cb, c, row_codes[r, ra]] += 1
+
+
+def tile_partials(
+    block_i,
+    block_j,
+    i: int,
+    j: int,
+    i_start: int,
+    j_start: int,
+    k: int,
+    cutoffs: np.ndarray,
+    n_values: int,
+) -> tuple[Partial, Partial | None]:
+    """Compute tile (i, j) and return the row partials of block i and (if i != j) block j.
+
+    Parameters
+    ----------
+    block_i, block_j
+        ``(z, valid, codes)`` of the two blocks: float32 ``(rows, genes)`` standardised
+        rows, bool ``(rows,)``, int32 ``(n_roles, rows)`` offset label codes.
+    i, j
+        Block indices, i <= j.
+    i_start, j_start
+        Global index of each block's first cell (multiples of ``SUBTILE``).
+    k
+        Neighbours kept per cell.
+    cutoffs
+        Ascending float64 cutoffs.
+    n_values
+        Length of the shared label-value axis of the counts.
+    """
+    zi, vi, ci = block_i
+    zj, vj, cj = block_j
+    diag = i == j
+    if diag:
+        # A distinct buffer keeps numpy on the general GEMM path (it takes a syrk path
+        # when both operands are one array, whose rounding differs from the grid's).
+        zj = zi.copy()
+    n_cut = len(cutoffs)
+    pi = Partial.empty(i, len(zi), k, n_cut, n_values, tiles=[(i, j, "row")])
+    pj = pi if diag else Partial.empty(j, len(zj), k, n_cut, n_values, tiles=[(i, j, "col")])
+    if diag:
+        pi.tiles = frozenset([(i, j, "row"), (i, j, "col")])
+    buffers: dict[tuple[int, int], np.ndarray] = {}
+    for p in range(0, len(zi), SUBTILE):
+        a = zi[p : p + SUBTILE]
+        for q in range(p if diag else 0, len(zj), SUBTILE):
+            b = zj[q : q + SUBTILE]
+            shape = (len(a), len(b))
+            s = buffers.get(shape)
+            if s is None:
+                s = buffers[shape] = np.empty(shape, dtype=np.float32)
+            np.matmul(a, b.T, out=s)
+            fused_pass(
+                s, i_start + p, j_start + q, p, q, diag and p == q,
+                vi, vj, ci, cj, cutoffs,
+                pi.top_sim, pi.top_idx, pi.counts, pj.top_sim, pj.top_idx, pj.counts,
+            )  # fmt: skip
+    return pi, (None if diag else pj)

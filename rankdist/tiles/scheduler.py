@@ -1,0 +1,167 @@
+"""Drive the tiles on Dask: submit tiles, tree-merge partials per row block, write blocks.
+
+The client submits every tile (row-major) and reacts to completions: each finished tile
+hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
+partials gets a merge task; a block whose tiles are all folded into one partial gets a
+write task. Tasks carry block coordinates and read their inputs from the store, so no
+large array passes through the scheduler. Task keys start with ``rankdist-tile``,
+``rankdist-merge`` and ``rankdist-write``, which is what the dashboard shows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+from distributed import Client, as_completed
+
+from rankdist import _progress
+from rankdist.reduce.partial import Partial, merge_partials
+from rankdist.tiles.blocks import read_block
+from rankdist.tiles.kernel import tile_partials
+from rankdist.tiles.plan import TilePlan
+
+#: Partials merged per merge task.
+FAN_IN = 4
+
+_blas_limited = False
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Everything a tile, merge or write task needs, small enough to ship with each task."""
+
+    store_path: str
+    z_path: str
+    plan: TilePlan
+    k: int
+    cutoffs: tuple[float, ...]
+    roles: tuple[str, ...]
+    role_sizes: tuple[int, ...]
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in np.cumsum((0,) + self.role_sizes[:-1])) if self.roles else ()
+
+    @property
+    def n_values(self) -> int:
+        return int(sum(self.role_sizes))
+
+    def block(self, b: int):
+        start, stop = self.plan.block_range(b)
+        return read_block(self.z_path, self.store_path, self.roles, self.offsets, start, stop)
+
+
+def _single_threaded_blas() -> None:
+    """Each task thread runs its own tile, so BLAS must not spawn threads of its own.
+
+    Set once per worker process (rankdist's workers are its own), not per task: a
+    per-task context would be undone by a neighbouring thread's exit.
+    """
+    global _blas_limited
+    if not _blas_limited:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+        _blas_limited = True
+
+
+def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
+    _single_threaded_blas()
+    si, _ = job.plan.block_range(i)
+    sj, _ = job.plan.block_range(j)
+    cutoffs = np.asarray(job.cutoffs, dtype=np.float64)
+    return tile_partials(job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values)
+
+
+def merge_task(*sources) -> Partial:
+    """Merge partials given as (tile result, side) or (partial, None) pairs."""
+    return merge_partials(*(src if side is None else src[side] for src, side in sources))
+
+
+def write_task(job: TileJob, out_path: str, source, side: int | None) -> int:
+    """Write one block's final top-k and cutoff counts (cumulated: at or above each cutoff)."""
+    part = source if side is None else source[side]
+    start, stop = job.plan.block_range(part.block)
+    _, valid, _ = job.block(part.block)
+    sim = part.top_sim.copy()
+    idx = part.top_idx.copy()
+    sim[~valid] = np.nan
+    idx[~valid] = -1
+    out = zarr.open_group(out_path, mode="r+")
+    out["similarities"][start:stop] = sim
+    out["indices"][start:stop] = idx
+    at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
+    for role, off, size in zip(job.roles, job.offsets, job.role_sizes, strict=True):
+        out[f"counts/{role}"][start:stop] = at_or_above[:, :, off : off + size]
+    return part.block
+
+
+def run_tiles(client: Client, job: TileJob, out_path: str, *, progress: bool = True) -> None:
+    """Compute every tile of ``job.plan`` and write the per-block results into ``out_path``."""
+    plan = job.plan
+    expected = plan.n_blocks  # tiles touching each row block
+    pending: dict[int, list] = {b: [] for b in range(plan.n_blocks)}  # (future, side, n_tiles)
+    folded = dict.fromkeys(range(plan.n_blocks), 0)  # tiles in completed pending items
+    merging = dict.fromkeys(range(plan.n_blocks), 0)  # merge tasks in flight
+    role_of: dict[str, tuple] = {}
+    counter = itertools.count()
+
+    futures = []
+    for i, j in plan.tiles():
+        fut = client.submit(tile_task, job, i, j, key=f"rankdist-tile-{i}-{j}", pure=False)
+        role_of[fut.key] = ("tile", i, j)
+        futures.append(fut)
+    ac = as_completed(futures)
+    del futures
+    written = 0
+
+    def settle(b: int) -> None:
+        items = pending[b]
+        done = folded[b] == expected and merging[b] == 0
+        if done and len(items) == 1:
+            (fut, side, _), = items
+            w = client.submit(write_task, job, out_path, fut, side, key=f"rankdist-write-{b}")
+            role_of[w.key] = ("write", b)
+            ac.add(w)
+            pending[b] = []
+        elif len(items) >= FAN_IN or (folded[b] == expected and merging[b] == 0 and len(items) > 1):
+            n = sum(t for _, _, t in items)
+            m = client.submit(
+                merge_task, *[(f, s) for f, s, _ in items],
+                key=f"rankdist-merge-{b}-{next(counter)}",
+            )  # fmt: skip
+            role_of[m.key] = ("merge", b, n)
+            merging[b] += 1
+            folded[b] -= n
+            pending[b] = []
+            ac.add(m)
+
+    with _progress.bar("tiles", plan.n_tiles, enabled=progress) as bar:
+        for fut in ac:
+            if fut.status != "finished":
+                for other in ac.futures:
+                    other.cancel()
+                fut.result()  # re-raise the task's own error
+            kind, *info = role_of.pop(fut.key)
+            if kind == "tile":
+                i, j = info
+                bar.advance()
+                sides = [(i, 0)] if i == j else [(i, 0), (j, 1)]
+                for b, side in sides:
+                    pending[b].append((fut, side, 1))
+                    folded[b] += 1
+                    settle(b)
+            elif kind == "merge":
+                b, n = info
+                merging[b] -= 1
+                pending[b].append((fut, None, n))
+                folded[b] += n
+                settle(b)
+            else:
+                written += 1
+    if written != plan.n_blocks:
+        msg = f"internal error: {written} of {plan.n_blocks} blocks written"
+        raise RuntimeError(msg)
