@@ -1,5 +1,7 @@
 """rankdist: exact all-pairs rank (Spearman) correlation of single cells, on Dask."""
 
+from rankdist import analysis
+from rankdist.analysis.purity import purity_table
 from rankdist.encode.registry import ENCODINGS
 from rankdist.io.ingest import ingest
 from rankdist.io.store import Store
@@ -15,4 +17,5 @@ __all__ = [
     "list_runs",
     "load",
     "neighbors",
+    "purity_table",
 ]
