@@ -14,6 +14,7 @@ from distributed import Client
 
 from rankdist.cluster.local import cluster_client
 from rankdist.encode.cache import encode
+from rankdist.encode.registry import get_encoding
 from rankdist.io.store import Store, atomic_directory, compressor
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
@@ -73,16 +74,17 @@ def neighbors(
     store = store if isinstance(store, Store) else Store(store)
     k = _check_k(k)
     cutoffs = _check_cutoffs(cutoffs)
+    get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
     name = name or encoding
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
         raise ValueError(msg)
-    if block_size is not None and (block_size <= 0 or block_size % SUBTILE):
-        msg = f"block size {block_size} must be a positive multiple of {SUBTILE}"
-        raise ValueError(msg)
+    block_size = _check_block_size(block_size)
     if client is None:
         with cluster_client(cluster, workers=workers, quiet=not progress) as own:
-            return _run(store, encoding, params, k, cutoffs, own, name, block_size, progress, started)
+            return _run(
+                store, encoding, params, k, cutoffs, own, name, block_size, progress, started
+            )
     return _run(store, encoding, params, k, cutoffs, client, name, block_size, progress, started)
 
 
@@ -119,11 +121,21 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
     n = store.n_cells
     with atomic_directory(store.path / "results" / name, replace=True) as tmp:
         out = zarr.open_group(tmp, mode="w")
-        out.create_array("indices", shape=(n, k), dtype="int64", chunks=(block_rows, k), compressors=compressor())
-        out.create_array("similarities", shape=(n, k), dtype="float32", chunks=(block_rows, k), compressors=compressor())
+        out.create_array(
+            "indices", shape=(n, k), dtype="int64", chunks=(block_rows, k), compressors=compressor()
+        )
+        out.create_array(
+            "similarities",
+            shape=(n, k),
+            dtype="float32",
+            chunks=(block_rows, k),
+            compressors=compressor(),
+        )
         excluded = np.zeros(n, dtype=bool)
         excluded[enc.excluded] = True
-        out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))[:] = excluded
+        out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))[
+            :
+        ] = excluded
         for role, size in zip(roles, sizes, strict=True):
             out.create_array(
                 f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
@@ -148,7 +160,9 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
             "workers": len(client.scheduler_info().get("workers", {})),
             "threads": threads,
             "wall_time_s": round(time.perf_counter() - started, 3),
-            "versions": {p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")},
+            "versions": {
+                p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")
+            },
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     return load(store, name)
@@ -164,12 +178,30 @@ def _check_k(k) -> int:
 def _check_cutoffs(cutoffs) -> tuple[float, ...]:
     if isinstance(cutoffs, int | float):
         cutoffs = (cutoffs,)
-    vals = tuple(sorted({float(c) for c in cutoffs}))
+    try:
+        vals = tuple(sorted({float(c) for c in cutoffs}))
+    except (TypeError, ValueError):
+        msg = f"cutoffs must be numbers in [-1, 1] such as (0.3, 0.5); got {cutoffs!r}"
+        raise ValueError(msg) from None
     bad = [c for c in vals if not -1.0 <= c <= 1.0]
     if bad:
         msg = f"cutoffs must lie in [-1, 1] (they are correlations); got {bad}"
         raise ValueError(msg)
     return vals
+
+
+def _check_block_size(block_size) -> int | None:
+    if block_size is None:
+        return None
+    is_int = isinstance(block_size, int | np.integer) and not isinstance(block_size, bool)
+    if not is_int or block_size <= 0 or block_size % SUBTILE:
+        msg = (
+            f"block size {block_size!r} must be a positive integer multiple of {SUBTILE} "
+            f"(e.g. {SUBTILE}, {2 * SUBTILE}, {8 * SUBTILE}), or None to choose it from worker "
+            "memory"
+        )
+        raise ValueError(msg)
+    return int(block_size)
 
 
 def _worker_capacity(client: Client) -> tuple[int, float | None]:
@@ -179,5 +211,9 @@ def _worker_capacity(client: Client) -> tuple[int, float | None]:
         msg = f"the Dask cluster at {client.scheduler.address} has no workers"
         raise RuntimeError(msg)
     threads = sum(w.get("nthreads", 1) for w in workers.values())
-    per_thread = [w["memory_limit"] / max(w.get("nthreads", 1), 1) for w in workers.values() if w.get("memory_limit")]
+    per_thread = [
+        w["memory_limit"] / max(w.get("nthreads", 1), 1)
+        for w in workers.values()
+        if w.get("memory_limit")
+    ]
     return threads, (min(per_thread) if per_thread else None)

@@ -73,14 +73,12 @@ def ingest(
         The new store, opened for reading.
     """
     store_path = Path(store_path)
-    if store_path.exists() and not overwrite:
-        msg = f"store {store_path} already exists; pass overwrite=True (--overwrite) to replace it"
-        raise FileExistsError(msg)
+    _check_store_path(store_path, overwrite)
     with open_source(source, use_raw=use_raw, layer=layer) as src:
         roles = {"cell_type": cell_type, "coarse_type": coarse_type, "batch": batch}
         labels = {role: _label_codes(src, col) for role, col in roles.items() if col is not None}
         _check_cell_names(src)
-        gene_idx, gene_desc = select_genes(src, genes)
+        gene_idx, gene_desc = select_genes(_CheckedSource(src), genes)
         if src.n_cells < 2:
             msg = f"{src.name} has {src.n_cells} cell(s); rankdist needs at least 2"
             raise ValueError(msg)
@@ -118,6 +116,57 @@ def ingest(
     return Store(store_path)
 
 
+def _check_store_path(store_path: Path, overwrite: bool) -> None:
+    """An existing ``store_path`` is an error, unless ``overwrite`` and it is safe to replace.
+
+    Only a rankdist store or an empty directory is replaced: overwriting anything else
+    (the input file itself, a project directory) would delete the user's data.
+    """
+    if not store_path.exists():
+        return
+    if not overwrite:
+        msg = f"store {store_path} already exists; pass overwrite=True (--overwrite) to replace it"
+        raise FileExistsError(msg)
+    if store_path.is_dir() and not any(store_path.iterdir()):
+        return
+    try:
+        # any rankdist store, including one of an older format that must be re-ingested
+        is_store = "rankdist" in zarr.open_group(store_path, mode="r").attrs
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, ValueError):
+        is_store = False
+    if not is_store:
+        kind = "a file" if store_path.is_file() else "a directory that is not a rankdist store"
+        msg = (
+            f"refusing to overwrite {store_path}: it is {kind}, and overwrite=True "
+            "(--overwrite) only replaces a rankdist store; choose another store path, "
+            "or remove it yourself first"
+        )
+        raise FileExistsError(msg)
+
+
+class _CheckedSource(Source):
+    """``source`` with every streamed block checked by :func:`_validate_block`.
+
+    Passes that read X before it is written (the highly-variable-genes pass) then stop at
+    the first NaN, inf or negative value with a message naming it, instead of failing
+    later on statistics computed from it.
+    """
+
+    def __init__(self, source: Source):
+        self._source = source
+        self.path, self.kind, self.dtype = source.path, source.kind, source.dtype
+        self.obs, self.var = source.obs, source.var
+        self._gene_names = np.asarray(source.var.index)
+
+    def _rows(self, start, stop):
+        return self._source._rows(start, stop)
+
+    def iter_chunks(self, chunk_cells, genes=None):
+        for start, block in super().iter_chunks(chunk_cells):
+            _validate_block(self, block, start, self._gene_names)
+            yield start, (block if genes is None else block[:, genes])
+
+
 def _label_codes(src: Source, column: str) -> tuple[str, np.ndarray, list[str]]:
     """Codes and categories of obs[column]; errors name the column and the file."""
     if column not in src.obs.columns:
@@ -132,8 +181,11 @@ def _label_codes(src: Source, column: str) -> tuple[str, np.ndarray, list[str]]:
             f"(first cells: {first}); fill or drop them before ingest"
         )
         raise ValueError(msg)
-    cat = pd.Categorical(values.astype(str) if not isinstance(values.dtype, pd.CategoricalDtype)
-                         else values.cat.remove_unused_categories())
+    cat = pd.Categorical(
+        values.astype(str)
+        if not isinstance(values.dtype, pd.CategoricalDtype)
+        else values.cat.remove_unused_categories()
+    )
     return column, np.asarray(cat.codes, dtype=np.int32), [str(c) for c in cat.categories]
 
 
@@ -153,7 +205,9 @@ def _write_matrix(src: Source, root: zarr.Group, gene_idx: np.ndarray, progress:
     n, g = src.n_cells, len(gene_idx)
     rows = chunk_rows(g, n)
     dtype = src.dtype if src.dtype.kind in "fiu" else np.dtype(np.float64)
-    x = root.create_array("X", shape=(n, g), dtype=dtype, chunks=(rows, g), compressors=compressor())
+    x = root.create_array(
+        "X", shape=(n, g), dtype=dtype, chunks=(rows, g), compressors=compressor()
+    )
     totals = np.empty(n, dtype=np.float64)
     gene_names = np.asarray(src.var.index)
     select_all = len(gene_idx) == src.n_genes
@@ -163,7 +217,9 @@ def _write_matrix(src: Source, root: zarr.Group, gene_idx: np.ndarray, progress:
             totals[start : start + len(block)] = block.sum(axis=1, dtype=np.float64)
             x[start : start + len(block)] = block if select_all else block[:, gene_idx]
             bar.advance()
-    tot = root.create_array("obs/total_counts", shape=(n,), dtype="float64", chunks=(max(1, min(n, 1 << 20)),))
+    tot = root.create_array(
+        "obs/total_counts", shape=(n,), dtype="float64", chunks=(max(1, min(n, 1 << 20)),)
+    )
     tot[:] = totals
 
 
@@ -203,4 +259,3 @@ def _sha256(path: os.PathLike) -> str:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()
-

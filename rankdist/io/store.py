@@ -97,11 +97,26 @@ class Store:
         try:
             self.root = zarr.open_group(self.path, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as err:
-            msg = f"{self.path} is not a Zarr store written by `rankdist ingest` ({err})"
+            if self.path.is_file():
+                msg = (
+                    f"{self.path} is a file, not a rankdist store (a directory written by "
+                    "`rankdist ingest`); if it holds your data, ingest it first: "
+                    f"rankdist ingest {self.path} STORE.zarr"
+                )
+            else:
+                msg = (
+                    f"{self.path} is not a rankdist store (no Zarr group there, so "
+                    "`rankdist ingest` did not write it); create one with "
+                    "`rankdist ingest SOURCE STORE.zarr`"
+                )
             raise StoreError(msg) from err
         meta = self.root.attrs.get("rankdist")
         if not isinstance(meta, dict) or "format" not in meta:
-            msg = f"{self.path} is a Zarr group but not a rankdist store (no 'rankdist' attrs)"
+            msg = (
+                f"{self.path} is a Zarr group but not a rankdist store (no 'rankdist' attrs); "
+                f"if it is an AnnData .zarr, ingest it first: rankdist ingest {self.path} "
+                "STORE.zarr"
+            )
             raise StoreError(msg)
         if meta["format"] != STORE_FORMAT:
             msg = (
@@ -171,7 +186,10 @@ def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, c
         msg = f"unknown label role {role!r}; expected one of {LABEL_ROLES}"
         raise ValueError(msg)
     arr = group.create_array(
-        f"obs/{role}", shape=codes.shape, dtype="int32", chunks=(max(1, min(len(codes), 1 << 20)),),
+        f"obs/{role}",
+        shape=codes.shape,
+        dtype="int32",
+        chunks=(max(1, min(len(codes), 1 << 20)),),
         compressors=compressor(),
     )
     arr[:] = codes.astype(np.int32)
@@ -182,5 +200,7 @@ def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, c
 def write_names(group: zarr.Group, key: str, names) -> None:
     """Write a 1-d array of strings (cell or gene names)."""
     names = np.asarray([str(n) for n in names])
-    arr = group.create_array(key, shape=names.shape, dtype=str, chunks=(max(1, min(len(names), 1 << 18)),))
+    arr = group.create_array(
+        key, shape=names.shape, dtype=str, chunks=(max(1, min(len(names), 1 << 18)),)
+    )
     arr[:] = names
