@@ -79,7 +79,9 @@ def assert_matches_oracle(indices, similarities, excluded, rho, k, atol=1e-5):
             gap = np.abs(vals - want[p])
             gap[want_idx[p]] = np.inf
             near = (gap > 1e-12) & (gap <= atol)
-            assert near.any(), f"row {r} position {p}: {got_idx[p]} != {want_idx[p]} without a near-tie"
+            assert near.any(), (
+                f"row {r} position {p}: {got_idx[p]} != {want_idx[p]} without a near-tie"
+            )
             n_ambiguous += 1
         # exact ties come out in index order
         same = np.diff(got) == 0

@@ -10,7 +10,9 @@ from distributed import Client, LocalCluster
 def client():
     """Two single-threaded worker processes: a real cluster with real data movement."""
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as lc,
         Client(lc) as c,
     ):
         yield c
@@ -20,7 +22,9 @@ def client():
 def client_one():
     """One worker with one thread: the serial reference."""
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as lc,
         Client(lc) as c,
     ):
         yield c

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import rankdist
+
 from _data import (
     assert_matches_oracle,
     oracle_counts,
@@ -12,8 +15,6 @@ from _data import (
     safe_cutoffs,
     tricky_adata,
 )
-
-import rankdist
 
 K = 12
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from _formats import counts_adata
 
 from rankdist.io import genes as genes_module
 from rankdist.io.genes import select_genes, streaming_normalised_mean_var
 from rankdist.io.readers import open_source
+
+from _formats import counts_adata
 
 
 @pytest.fixture

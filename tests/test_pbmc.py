@@ -9,6 +9,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 import rankdist
+
 from _data import assert_matches_oracle, oracle_spearman
 
 
@@ -42,7 +43,7 @@ def test_pbmc_matches_oracle(pbmc_result):
 
 def test_pbmc_neighbours_share_type_more_than_chance(pbmc_result):
     _, store, res = pbmc_result
-    table = rankdist.analysis.purity_table(res, "cell_type")
+    table = rankdist.purity_table(res, "cell_type")
     assert table.loc["all", "topk_same"] > 2 * table.loc["all", "expected"]
 
 

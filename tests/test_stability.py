@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rankdist
+
 from _data import tricky_adata
 
 
@@ -30,17 +31,31 @@ def _run(store, client, block_size, name):
 @pytest.mark.parametrize("encoding", ["spearman", "pearson"])
 def test_identical_across_workers_and_block_sizes(store, client, client_one, encoding):
     runs = {}
-    for label, cl, bs in [("1w-512", client_one, 512), ("2w-512", client, 512),
-                          ("2w-1024", client, 1024), ("1w-1536", client_one, 1536)]:
-        res = rankdist.neighbors(store, encoding, k=15, cutoffs=(0.2, 0.4), client=cl,
-                                 block_size=bs, name=f"{encoding}-{label}", progress=False)
+    for label, cl, bs in [
+        ("1w-512", client_one, 512),
+        ("2w-512", client, 512),
+        ("2w-1024", client, 1024),
+        ("1w-1536", client_one, 1536),
+    ]:
+        res = rankdist.neighbors(
+            store,
+            encoding,
+            k=15,
+            cutoffs=(0.2, 0.4),
+            client=cl,
+            block_size=bs,
+            name=f"{encoding}-{label}",
+            progress=False,
+        )
         runs[label] = res
     ref = runs["1w-512"]
     assert ref.metadata["n_blocks"] == 3
     for label, res in runs.items():
         assert np.array_equal(res.indices, ref.indices), label
         # bitwise, not approximately: compare the float32 bit patterns (NaN rows included)
-        assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32)), label
+        assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32)), (
+            label
+        )
         assert res.counts.identical(ref.counts), label
 
 

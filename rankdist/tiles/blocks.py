@@ -17,8 +17,14 @@ _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
 
-def read_block(z_path: str, store_path: str, roles: tuple[str, ...], offsets: tuple[int, ...],
-               start: int, stop: int):
+def read_block(
+    z_path: str,
+    store_path: str,
+    roles: tuple[str, ...],
+    offsets: tuple[int, ...],
+    start: int,
+    stop: int,
+):
     """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows)."""
     key = (z_path, start, stop)
     with _lock:
@@ -39,3 +45,41 @@ def read_block(z_path: str, store_path: str, roles: tuple[str, ...], offsets: tu
         while len(_cache) > _CACHE_BLOCKS:
             _cache.popitem(last=False)
     return value
+
+
+# Per-row lower bounds of each cell's final k-th best similarity, learnt from the tiles
+# this worker process has finished. The k-th best over any subset of a row's candidates
+# is a lower bound on its k-th best over all of them, so a later tile may drop every
+# candidate strictly below the floor: they can never reach the final top-k. Floors only
+# make tiles faster; results are identical with or without them.
+_floors: dict = {}
+
+
+def _floor_array(z_path: str, k: int, n_cells: int) -> np.ndarray:
+    key = (z_path, k)
+    arr = _floors.get(key)
+    if arr is None or len(arr) != n_cells:
+        arr = _floors[key] = np.full(n_cells, -np.inf, np.float32)
+    return arr
+
+
+def row_floors(z_path: str, k: int, n_cells: int, start: int, stop: int) -> np.ndarray:
+    """float32 floors of cells ``start:stop`` (``-inf`` where nothing is known yet)."""
+    with _lock:
+        return _floor_array(z_path, k, n_cells)[start:stop].copy()
+
+
+def raise_floors(
+    z_path: str,
+    k: int,
+    n_cells: int,
+    start: int,
+    top_sim: np.ndarray,
+    top_idx: np.ndarray,
+    empty: int,
+) -> None:
+    """Raise the floors of cells ``start:`` with a finished tile's k-th best (full lists)."""
+    kth = np.where(top_idx[:, -1] != empty, top_sim[:, -1], -np.inf).astype(np.float32)
+    with _lock:
+        view = _floor_array(z_path, k, n_cells)[start : start + len(kth)]
+        np.maximum(view, kth, out=view)

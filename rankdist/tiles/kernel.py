@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from rankdist.reduce.partial import Partial
+from rankdist.reduce.partial import EMPTY, Partial
 from rankdist.tiles.plan import SUBTILE
 
 
@@ -69,8 +69,7 @@ def fused_pass(
     nr, nc = S.shape
     k = r_sim.shape[1]
     n_cut = cutoffs.shape[0]
-    n_roles = row_codes.shape[0]
-    cmin = cutoffs[0] if n_cut > 0 else np.inf
+    cmin = np.float32(cutoffs[0]) if n_cut > 0 else np.float32(np.inf)
     # Column-side thresholds (each column's current k-th best), kept contiguous.
     c_thr_s = np.empty(nc, dtype=np.float32)
     c_thr_i = np.empty(nc, dtype=np.int64)
@@ -81,31 +80,62 @@ def fused_pass(
         ra = row_l0 + a
         if not row_valid[ra]:
             continue
-        ga = row_g0 + a
-        thr_s = r_sim[ra, k - 1]
-        thr_i = r_idx[ra, k - 1]
         b0 = a + 1 if upper_only else 0
-        for b in range(b0, nc):
-            cb = col_l0 + b
-            if not col_valid[cb]:
-                continue
-            s = S[a, b]
-            gb = col_g0 + b
-            if s > thr_s or (s == thr_s and gb < thr_i):
-                _insert(r_sim, r_idx, ra, s, gb)
-                thr_s = r_sim[ra, k - 1]
-                thr_i = r_idx[ra, k - 1]
-            if s > c_thr_s[b] or (s == c_thr_s[b] and ga < c_thr_i[b]):
-                _insert(c_sim, c_idx, cb, s, ga)
-                c_thr_s[b] = c_sim[cb, k - 1]
-                c_thr_i[b] = c_idx[cb, k - 1]
-            if s >= cmin:
-                c = n_cut - 1
-                while s < cutoffs[c]:
-                    c -= 1
-                for r in range(n_roles):
-                    r_counts[ra, c, col_codes[r, cb]] += 1
-                    c_counts[cb, c, row_codes[r, ra]] += 1
+        for c0 in range(b0, nc, _RUN):
+            c1 = min(c0 + _RUN, nc)
+            # Branch-free screen of a run of columns: can any element reach the row's
+            # k-th best (or the lowest cutoff), or its column's k-th best? (>= is a
+            # superset of the tie-aware test in _fold_run, so skipping a run with no hit
+            # is exact.)
+            thr = min(r_sim[ra, k - 1], cmin)
+            hits = 0
+            for b in range(c0, c1):
+                s = S[a, b]
+                hits += (s >= thr) | (s >= c_thr_s[b])
+            if hits:
+                _fold_run(
+                    S, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid, row_codes, col_codes,
+                    cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts, c_thr_s, c_thr_i,
+                )  # fmt: skip
+
+
+#: Columns screened together before any per-element work.
+_RUN = 32
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fold_run(
+    S, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid, row_codes, col_codes,
+    cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts, c_thr_s, c_thr_i,
+):  # fmt: skip
+    """Exact per-element update for columns ``c0:c1`` of row ``a`` (see fused_pass)."""
+    k = r_sim.shape[1]
+    n_cut = cutoffs.shape[0]
+    n_roles = row_codes.shape[0]
+    ga = row_g0 + a
+    thr_s = r_sim[ra, k - 1]
+    thr_i = r_idx[ra, k - 1]
+    for b in range(c0, c1):
+        cb = col_l0 + b
+        if not col_valid[cb]:
+            continue
+        s = S[a, b]
+        gb = col_g0 + b
+        if s > thr_s or (s == thr_s and gb < thr_i):
+            _insert(r_sim, r_idx, ra, s, gb)
+            thr_s = r_sim[ra, k - 1]
+            thr_i = r_idx[ra, k - 1]
+        if s > c_thr_s[b] or (s == c_thr_s[b] and ga < c_thr_i[b]):
+            _insert(c_sim, c_idx, cb, s, ga)
+            c_thr_s[b] = c_sim[cb, k - 1]
+            c_thr_i[b] = c_idx[cb, k - 1]
+        if n_cut > 0 and s >= cutoffs[0]:
+            c = n_cut - 1
+            while s < cutoffs[c]:
+                c -= 1
+            for r in range(n_roles):
+                r_counts[ra, c, col_codes[r, cb]] += 1
+                c_counts[cb, c, row_codes[r, ra]] += 1
 
 
 def tile_partials(
@@ -118,6 +148,7 @@ def tile_partials(
     k: int,
     cutoffs: np.ndarray,
     n_values: int,
+    floors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Partial, Partial | None]:
     """Compute tile (i, j) and return the row partials of block i and (if i != j) block j.
 
@@ -136,6 +167,16 @@ def tile_partials(
         Ascending float64 cutoffs.
     n_values
         Length of the shared label-value axis of the counts.
+    floors
+        Optional float32 lower bounds of each row's final k-th best similarity, for the
+        rows of block i and block j. Candidates strictly below a row's floor cannot reach
+        its final top-k and are dropped early; the results do not depend on them.
+
+    Returns
+    -------
+    Partial, Partial or None
+        Row partials of block i and (off the diagonal) block j. Lists may hold fewer than
+        k entries (``-inf`` / ``EMPTY``) where floors dropped candidates.
     """
     zi, vi, ci = block_i
     zj, vj, cj = block_j
@@ -149,6 +190,11 @@ def tile_partials(
     pj = pi if diag else Partial.empty(j, len(zj), k, n_cut, n_values, tiles=[(i, j, "col")])
     if diag:
         pi.tiles = frozenset([(i, j, "row"), (i, j, "col")])
+    if floors is not None:
+        # Placeholders (floor, EMPTY) admit exactly the candidates s >= floor.
+        pi.top_sim[:] = floors[0][:, None]
+        if not diag:
+            pj.top_sim[:] = floors[1][:, None]
     buffers: dict[tuple[int, int], np.ndarray] = {}
     for p in range(0, len(zi), SUBTILE):
         a = zi[p : p + SUBTILE]
@@ -164,4 +210,6 @@ def tile_partials(
                 vi, vj, ci, cj, cutoffs,
                 pi.top_sim, pi.top_idx, pi.counts, pj.top_sim, pj.top_idx, pj.counts,
             )  # fmt: skip
+    for part in (pi,) if diag else (pi, pj):
+        part.top_sim[part.top_idx == EMPTY] = -np.inf  # drop unused placeholders
     return pi, (None if diag else pj)

@@ -18,8 +18,8 @@ import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
-from rankdist.reduce.partial import Partial, merge_partials
-from rankdist.tiles.blocks import read_block
+from rankdist.reduce.partial import EMPTY, Partial, merge_partials
+from rankdist.tiles.blocks import raise_floors, read_block, row_floors
 from rankdist.tiles.kernel import tile_partials
 from rankdist.tiles.plan import TilePlan
 
@@ -70,10 +70,21 @@ def _single_threaded_blas() -> None:
 
 def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
     _single_threaded_blas()
-    si, _ = job.plan.block_range(i)
-    sj, _ = job.plan.block_range(j)
+    si, ei = job.plan.block_range(i)
+    sj, ej = job.plan.block_range(j)
     cutoffs = np.asarray(job.cutoffs, dtype=np.float64)
-    return tile_partials(job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values)
+    floors = (
+        row_floors(job.z_path, job.k, job.plan.n_cells, si, ei),
+        row_floors(job.z_path, job.k, job.plan.n_cells, sj, ej),
+    )
+    pi, pj = tile_partials(
+        job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values, floors
+    )
+    n = job.plan.n_cells
+    raise_floors(job.z_path, job.k, n, si, pi.top_sim, pi.top_idx, EMPTY)
+    if pj is not None:
+        raise_floors(job.z_path, job.k, n, sj, pj.top_sim, pj.top_idx, EMPTY)
+    return pi, pj
 
 
 def merge_task(*sources) -> Partial:
@@ -122,7 +133,7 @@ def run_tiles(client: Client, job: TileJob, out_path: str, *, progress: bool = T
         items = pending[b]
         done = folded[b] == expected and merging[b] == 0
         if done and len(items) == 1:
-            (fut, side, _), = items
+            ((fut, side, _),) = items
             w = client.submit(write_task, job, out_path, fut, side, key=f"rankdist-write-{b}")
             role_of[w.key] = ("write", b)
             ac.add(w)
