@@ -1,6 +1,6 @@
 """rankdist: exact all-pairs rank (Spearman) correlation of single cells, on Dask."""
 
-from rankdist import analysis
+from rankdist import analysis  # noqa: F401  (rankdist.analysis.* is public)
 from rankdist.analysis.purity import purity_table
 from rankdist.encode.registry import ENCODINGS
 from rankdist.io.ingest import ingest

@@ -44,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--encoding", default="spearman", help="spearman (default) or pearson")
     p.add_argument("--k", type=int, default=30, help="neighbours per cell (default 30)")
-    p.add_argument("--cutoffs", type=_cutoffs, default=(0.5,), help="e.g. 0.3,0.5,0.7 (default 0.5)")
+    p.add_argument(
+        "--cutoffs", type=_cutoffs, default=(0.5,), help="e.g. 0.3,0.5,0.7 (default 0.5)"
+    )
     p.add_argument("--cluster", default="local", help="local (default) or tcp://HOST:PORT")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 1)")
-    p.add_argument("--block-size", type=int, help="cells per block, multiple of 512 (default: auto)")
+    p.add_argument(
+        "--block-size", type=int, help="cells per block, multiple of 512 (default: auto)"
+    )
     p.add_argument("--name", help="run name (default: the encoding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or dashboard link")
 
@@ -61,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
 
     p = sub.add_parser("demo", help="synthetic labelled data -> neighbours -> purity table")
-    p.add_argument("--out", default="rankdist-demo", help="working directory (default ./rankdist-demo)")
+    p.add_argument(
+        "--out", default="rankdist-demo", help="working directory (default ./rankdist-demo)"
+    )
     p.add_argument("--cells", type=int, default=4000, help="cells to simulate (default 4000)")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 1)")
     return parser

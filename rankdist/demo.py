@@ -19,15 +19,25 @@ def run_demo(out: Path, *, n_cells: int = 4000, workers: int | None = None) -> N
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
     h5ad = out / "synthetic.h5ad"
-    console.print(f"[bold]1/3[/] simulating {n_cells} cells (3 classes x 2 types, 2 batches) -> {h5ad}")
+    console.print(
+        f"[bold]1/3[/] simulating {n_cells} cells (3 classes x 2 types, 2 batches) -> {h5ad}"
+    )
     synthetic_counts(n_cells=n_cells, n_genes=800, seed=0).write_h5ad(h5ad)
     console.print(f"[bold]2/3[/] ingesting into {out / 'synthetic.zarr'}")
-    store = ingest(h5ad, out / "synthetic.zarr", cell_type="cell_type", coarse_type="coarse_type",
-                   batch="batch", overwrite=True)
-    console.print(f"[bold]3/3[/] exact neighbours (k=15) on a Dask LocalCluster")
+    store = ingest(
+        h5ad,
+        out / "synthetic.zarr",
+        cell_type="cell_type",
+        coarse_type="coarse_type",
+        batch="batch",
+        overwrite=True,
+    )
+    console.print("[bold]3/3[/] exact neighbours (k=15) on a Dask LocalCluster")
     with cluster_client("local", workers=workers) as client:
-        results = {enc: neighbors(store, enc, k=15, cutoffs=(0.2, 0.4), client=client)
-                   for enc in ("spearman", "pearson")}
+        results = {
+            enc: neighbors(store, enc, k=15, cutoffs=(0.2, 0.4), client=client)
+            for enc in ("spearman", "pearson")
+        }
     for enc, res in results.items():
         table = purity_table(res, "cell_type")
         console.print(_rich_table(table, f"{enc}: share of relations with the same cell type"))

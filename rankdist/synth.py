@@ -56,7 +56,9 @@ def synthetic_counts(
     shape = 2.0
     counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
     coarse_names = [f"class{c}" for c in range(n_coarse)]
-    type_names = [f"class{t // types_per_coarse}.type{t % types_per_coarse}" for t in range(n_types)]
+    type_names = [
+        f"class{t // types_per_coarse}.type{t % types_per_coarse}" for t in range(n_types)
+    ]
     obs = pd.DataFrame(
         {
             "cell_type": pd.Categorical.from_codes(cell_type, type_names),

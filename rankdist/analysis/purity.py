@@ -45,8 +45,12 @@ def purity_table(res: NeighborResult, role: str = "cell_type") -> pd.DataFrame:
     groups = [(c, valid & (codes == i), freq[i]) for i, c in enumerate(lab.categories)]
     groups.append(("all", valid, float((freq * freq).sum())))
     for name, mask, expected in groups:
-        row = {role: name, "cells": int(mask.sum()), "expected": expected,
-               "topk_same": float(np.mean(same_topk[mask])) if mask.any() else np.nan}
+        row = {
+            role: name,
+            "cells": int(mask.sum()),
+            "expected": expected,
+            "topk_same": float(np.mean(same_topk[mask])) if mask.any() else np.nan,
+        }
         if counts is not None:
             for c, cut in enumerate(res.cutoffs):
                 total = counts[mask, c, :].sum(axis=1)

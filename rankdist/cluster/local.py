@@ -91,15 +91,16 @@ def describe_client(client: Client) -> str:
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
     return (
-        f"Dask: {len(workers)} worker(s), {threads} thread(s); "
-        f"dashboard: {client.dashboard_link}"
+        f"Dask: {len(workers)} worker(s), {threads} thread(s); dashboard: {client.dashboard_link}"
     )
 
 
 @contextlib.contextmanager
 def _quiet_distributed_logs():
     """Keep LocalCluster start/stop chatter out of the user's terminal (warnings still show)."""
-    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.scheduler")]
+    loggers = [
+        logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.scheduler")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)

@@ -92,7 +92,12 @@ def encode(
                 for fut in _completed(futures):
                     fut.result()  # re-raises a worker's error here
                     bar.advance()
-            group.attrs["encoding"] = {"name": name, "params": resolved, "version": enc.version, "key": key}
+            group.attrs["encoding"] = {
+                "name": name,
+                "params": resolved,
+                "version": enc.version,
+                "key": key,
+            }
     group = zarr.open_group(path, mode="r")
     valid = np.asarray(group["valid"][:])
     return Encoded(
@@ -108,7 +113,9 @@ def _completed(futures):
     return as_completed(futures)
 
 
-def _encode_chunk(start: int, *, store_path: str, out_path: str, rows: int, name: str, params: dict):
+def _encode_chunk(
+    start: int, *, store_path: str, out_path: str, rows: int, name: str, params: dict
+):
     """Worker task: encode cells ``start:start+rows`` and write their Z and valid rows."""
     root = zarr.open_group(store_path, mode="r")
     stop = min(start + rows, root["X"].shape[0])

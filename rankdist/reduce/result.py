@@ -253,7 +253,11 @@ def read_result(store: Store, path: Path) -> NeighborResult:
             data_vars[role] = xr.DataArray(
                 np.asarray(group[key][:]),
                 dims=("cell", "cutoff", role),
-                coords={"cell": names.astype(str), "cutoff": list(cutoffs), role: list(lab.categories)},
+                coords={
+                    "cell": names.astype(str),
+                    "cutoff": list(cutoffs),
+                    role: list(lab.categories),
+                },
                 attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
             )
     counts = xr.Dataset(data_vars, coords={"cell": names.astype(str), "cutoff": list(cutoffs)})
