@@ -205,6 +205,10 @@ def tile_partials(
             if s is None:
                 s = buffers[shape] = np.empty(shape, dtype=np.float32)
             np.matmul(a, b.T, out=s)
+            if q == (p if diag else 0):
+                _prime(s, pi.top_sim[p : p + len(a)], vj[q : q + len(b)], diag and p == q, axis=1)
+            if p == 0:
+                _prime(s, pj.top_sim[q : q + len(b)], vi[: len(a)], diag and q == 0, axis=0)
             fused_pass(
                 s, i_start + p, j_start + q, p, q, diag and p == q,
                 vi, vj, ci, cj, cutoffs,
@@ -213,3 +217,26 @@ def tile_partials(
     for part in (pi,) if diag else (pi, pj):
         part.top_sim[part.top_idx == EMPTY] = -np.inf  # drop unused placeholders
     return pi, (None if diag else pj)
+
+
+def _prime(s: np.ndarray, top_sim: np.ndarray, cand_valid: np.ndarray, diagonal: bool, axis: int):
+    """Raise empty lists' placeholders to the k-th best of this first sub-tile.
+
+    A row's k-th best among any of its candidates is a lower bound on its final k-th best,
+    so lists may start from it instead of -inf: the fused pass then inserts about k
+    candidates per row instead of every early one. ``axis=1`` primes the rows of ``s``,
+    ``axis=0`` its columns. Only rows whose floor is still unknown are touched.
+    """
+    k = top_sim.shape[1]
+    unknown = ~np.isfinite(top_sim[:, -1])
+    n_cand = int(cand_valid.sum()) - (1 if diagonal else 0)
+    if not unknown.any() or n_cand < k:
+        return
+    vals = s if axis == 1 else s.T
+    if diagonal or not cand_valid.all():
+        vals = vals.copy()
+        vals[:, ~cand_valid] = -np.inf
+        if diagonal:
+            np.fill_diagonal(vals, -np.inf)
+    kth = np.partition(vals, vals.shape[1] - k, axis=1)[:, vals.shape[1] - k]
+    top_sim[unknown] = kth[unknown, None]
