@@ -20,7 +20,7 @@ class _Bar:
 @contextlib.contextmanager
 def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[_Bar]:
     """A rich progress bar counting ``total`` units; a no-op when ``enabled`` is False."""
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():  # bars only where a person watches
         yield _Bar(None, None)
         return
     from rich.progress import (
@@ -40,6 +40,6 @@ def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[_Bar]
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=not sys.stderr.isatty()) as progress:
+    with Progress(*columns) as progress:
         task = progress.add_task(description, total=total)
         yield _Bar(progress, task)

@@ -53,8 +53,8 @@ def neighbors(
     cutoffs
         Correlation cutoffs in [-1, 1] at which relations are counted per label value.
     client
-        A Dask client to run on. If None, a LocalCluster is started (``cluster='local'``,
-        ``workers``) or the scheduler at ``cluster`` is joined, and closed afterwards.
+        A Dask client to run on. If None, a cluster is made from ``cluster`` and
+        ``workers`` for this call and closed afterwards.
     params
         Encoding parameters (e.g. ``{'target_sum': 1e4}`` for pearson).
     name
@@ -62,6 +62,11 @@ def neighbors(
         the same name is replaced when this one finishes.
     block_size
         Cells per row block, a multiple of 512 (default: chosen from worker memory).
+    cluster
+        Used when ``client`` is None: ``'local'`` starts a LocalCluster on this machine;
+        a scheduler address (``tcp://host:8786``) joins that cluster.
+    workers
+        Worker processes of the LocalCluster (default 1, using every core through threads).
     progress
         Show progress bars.
 

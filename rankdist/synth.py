@@ -16,7 +16,8 @@ def synthetic_counts(
 ):
     """Negative-binomial counts for cell types nested in coarse classes, with batches.
 
-    Each coarse class up-regulates its own block of marker genes and each fine type a
+    Coarse classes are named A, B, C, ... and their types A1, A2, ...; each coarse class
+    up-regulates its own block of marker genes and each fine type a
     smaller block of its own; each batch scales every gene by a log-normal factor.
     Library sizes are log-normal. Counts are gamma-Poisson (negative binomial, inverse
     dispersion 2), which gives the zero-heavy matrices of droplet data.
@@ -55,9 +56,9 @@ def synthetic_counts(
     mean = prob * library[:, None]
     shape = 2.0
     counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
-    coarse_names = [f"class{c}" for c in range(n_coarse)]
+    coarse_names = [_letters(c) for c in range(n_coarse)]
     type_names = [
-        f"class{t // types_per_coarse}.type{t % types_per_coarse}" for t in range(n_types)
+        f"{_letters(t // types_per_coarse)}{t % types_per_coarse + 1}" for t in range(n_types)
     ]
     obs = pd.DataFrame(
         {
@@ -69,3 +70,13 @@ def synthetic_counts(
     )
     var = pd.DataFrame(index=[f"gene{g:05d}" for g in range(n_genes)])
     return ad.AnnData(X=counts, obs=obs, var=var)
+
+
+def _letters(i: int) -> str:
+    """0 -> 'A', 25 -> 'Z', 26 -> 'AA': short class names that fit in a table."""
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
+    return out

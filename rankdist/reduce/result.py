@@ -227,6 +227,11 @@ def load(store_path: str | os.PathLike | Store, run: str | None = None) -> Neigh
         The store (path or :class:`Store`).
     run
         Run name; may be omitted when the store holds exactly one run.
+
+    Returns
+    -------
+    NeighborResult
+        The same object :func:`rankdist.neighbors` returned for that run.
     """
     store = store_path if isinstance(store_path, Store) else Store(store_path)
     runs = list_runs(store)
