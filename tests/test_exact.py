@@ -56,6 +56,7 @@ def test_neighbours_and_counts_match_oracle(tricky, client, encoding):
         assert np.array_equal(got, want), f"{role} counts differ from the oracle"
 
 
+@pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
 def test_duplicates_tie_by_lower_index(tricky, client):
     _, store = tricky
     res = rankdist.neighbors(store, k=K, cutoffs=(0.5,), client=client, progress=False)
@@ -66,6 +67,7 @@ def test_duplicates_tie_by_lower_index(tricky, client):
     np.testing.assert_allclose(res.similarities[250, :2], 1.0, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
 def test_stored_run_loads_identically(tricky, client):
     _, store = tricky
     res = rankdist.neighbors(store, k=5, cutoffs=(0.4,), client=client, name="k5", progress=False)
