@@ -14,19 +14,45 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _average_ranks(x, out):
-    """Average-tie ranks (1-based) of the 1-d float64 ``x`` into ``out``."""
-    order = np.argsort(x, kind="mergesort")
+def _average_ranks(x, out, vals, pos):
+    """Average-tie ranks (1-based) of the 1-d float64 ``x`` into ``out``.
+
+    Expression rows are mostly zeros, which all share one rank when nothing is negative:
+    then only the non-zeros are sorted (``vals`` and ``pos`` are work buffers of len(x)).
+    """
     n = x.shape[0]
+    nz = 0
+    for g in range(n):
+        v = x[g]
+        if v < 0:
+            nz = -1
+            break
+        if v != 0:
+            vals[nz] = v
+            pos[nz] = g
+            nz += 1
+    if nz < 0:  # negative values: rank the whole row
+        for g in range(n):
+            vals[g] = x[g]
+            pos[g] = g
+        nz = n
+        offset = 0
+    else:
+        offset = n - nz
+        zero_rank = 0.5 * (offset + 1)
+        for g in range(n):
+            if x[g] == 0:
+                out[g] = zero_rank
+    order = np.argsort(vals[:nz], kind="quicksort")
     i = 0
-    while i < n:
+    while i < nz:
         j = i
-        xi = x[order[i]]
-        while j + 1 < n and x[order[j + 1]] == xi:
+        vi = vals[order[i]]
+        while j + 1 < nz and vals[order[j + 1]] == vi:
             j += 1
-        rank = 0.5 * (i + j) + 1.0
+        rank = offset + 0.5 * (i + j) + 1.0
         for t in range(i, j + 1):
-            out[order[t]] = rank
+            out[pos[order[t]]] = rank
         i = j + 1
 
 
@@ -80,8 +106,10 @@ def standardised_ranks(block):
     z = np.empty((n, g), dtype=np.float32)
     valid = np.empty(n, dtype=np.bool_)
     ranks = np.empty(g, dtype=np.float64)
+    vals = np.empty(g, dtype=np.float64)
+    pos = np.empty(g, dtype=np.int64)
     for r in range(n):
-        _average_ranks(block[r], ranks)
+        _average_ranks(block[r], ranks, vals, pos)
         valid[r] = _standardise_into(ranks, z[r])
     return z, valid
 

