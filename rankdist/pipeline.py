@@ -37,6 +37,8 @@ def neighbors(
     block_size: int | None = None,
     cluster: str = "local",
     workers: int | None = None,
+    jobs: int | None = None,
+    profile: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> NeighborResult:
     """Exact top-k neighbours and cutoff counts of every cell of a store.
@@ -67,6 +69,11 @@ def neighbors(
         a scheduler address (``tcp://host:8786``) joins that cluster.
     workers
         Worker processes of the LocalCluster (default 1, using every core through threads).
+    jobs
+        With a batch-system cluster (``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``): the
+        number of jobs to submit, each running the workers its profile describes.
+    profile
+        A dask-jobqueue YAML profile (see ``deploy/``) for a batch-system cluster.
     progress
         Show progress bars.
 
@@ -86,7 +93,9 @@ def neighbors(
         raise ValueError(msg)
     block_size = _check_block_size(block_size)
     if client is None:
-        with cluster_client(cluster, workers=workers, quiet=not progress) as own:
+        with cluster_client(
+            cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
+        ) as own:
             return _run(
                 store, encoding, params, k, cutoffs, own, name, block_size, progress, started
             )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 from distributed import Client, LocalCluster
 
@@ -28,3 +32,34 @@ def client_one():
         Client(lc) as c,
     ):
         yield c
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs(service): needs a system service (slurm, chromium); skipped where it is "
+        "missing, but a failure when CI=true",
+    )
+
+
+_PROBES = {
+    "slurm": lambda: (
+        shutil.which("sbatch") is not None
+        and subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    ),
+    "chromium": lambda: shutil.which("chromium") is not None,
+}
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers(name="needs"):
+        for service in mark.args:
+            try:
+                ok = _PROBES[service]()
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+            if ok:
+                continue
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"CI=true but the {service!r} service is not available", pytrace=False)
+            pytest.skip(f"{service} not available on this machine")

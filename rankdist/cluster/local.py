@@ -26,6 +26,8 @@ def cluster_client(
     threads_per_worker: int | None = None,
     memory_limit: str | float | None = "auto",
     dashboard_address: str = ":8787",
+    jobs: int | None = None,
+    profile: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> Iterator[Client]:
     """A Dask client for the duration of the block; a started LocalCluster is closed after.
@@ -44,9 +46,16 @@ def cluster_client(
         Per-worker memory limit for the LocalCluster (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
         Where the LocalCluster serves its dashboard (another port is taken if busy).
+    jobs, profile
+        For batch-system clusters only (not implemented here yet): jobs to submit and the
+        dask-jobqueue profile to read.
     quiet
         Do not print the dashboard link.
     """
+    batch_system = cluster != "local" and "://" not in cluster
+    if not batch_system and (jobs is not None or profile is not None):
+        msg = f"--jobs/--profile apply to slurm, pbs, sge and lsf clusters, not to {cluster!r}"
+        raise ValueError(msg)
     if cluster == "local":
         n_workers = workers or 1
         threads = threads_per_worker or max(1, _cores() // n_workers)
