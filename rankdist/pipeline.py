@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import time
 import warnings
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -15,7 +18,7 @@ from distributed import Client
 from rankdist.cluster.local import cluster_client
 from rankdist.encode.cache import encode
 from rankdist.encode.registry import get_encoding
-from rankdist.io.store import Store, atomic_directory, compressor
+from rankdist.io.store import Store, compressor, publish_directory
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
 from rankdist.tiles.scheduler import TileJob, run_tiles
@@ -122,64 +125,99 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
     roles = tuple(store.labels)
     sizes = tuple(len(store.labels[r].categories) for r in roles)
     threads, mem_per_thread = _worker_capacity(client)
-    per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
-    block_rows = block_size or choose_block_rows(
-        store.n_cells, store.n_genes, threads=threads,
-        memory_per_thread=mem_per_thread, bytes_per_row_partial=per_row,
-    )  # fmt: skip
-    plan = TilePlan(store.n_cells, block_rows)
+    n = store.n_cells
+    work = store.path / "results" / f".{name}.partial"
+    fingerprint = {
+        "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
+        "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
+        "subtile": SUBTILE, "n_cells": n,
+    }  # fmt: skip
+    block_rows = _resumable_block_rows(work, fingerprint, block_size)
+    if block_rows is None:
+        per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
+        block_rows = block_size or choose_block_rows(
+            n, store.n_genes, threads=threads,
+            memory_per_thread=mem_per_thread, bytes_per_row_partial=per_row,
+        )  # fmt: skip
+        _new_work_dir(work, fingerprint | {"block_rows": block_rows}, enc, k, cutoffs, roles, sizes)
+    plan = TilePlan(n, block_rows)
     job = TileJob(
         store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
         cutoffs=cutoffs, roles=roles, role_sizes=sizes,
     )  # fmt: skip
-    n = store.n_cells
-    with atomic_directory(store.path / "results" / name, replace=True) as tmp:
-        out = zarr.open_group(tmp, mode="w")
-        out.create_array(
-            "indices", shape=(n, k), dtype="int64", chunks=(block_rows, k), compressors=compressor()
-        )
-        out.create_array(
-            "similarities",
-            shape=(n, k),
-            dtype="float32",
-            chunks=(block_rows, k),
-            compressors=compressor(),
-        )
-        excluded = np.zeros(n, dtype=bool)
-        excluded[enc.excluded] = True
-        out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))[
-            :
-        ] = excluded
-        for role, size in zip(roles, sizes, strict=True):
-            out.create_array(
-                f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
-                chunks=(block_rows, len(cutoffs), size), compressors=compressor(),
-            )  # fmt: skip
-        run_tiles(client, job, str(tmp), progress=progress)
-        out.attrs["run"] = {
-            "name": name,
-            "encoding": encoding,
-            "encoding_params": enc.params,
-            "encoding_key": enc.key,
-            "k": k,
-            "cutoffs": list(cutoffs),
-            "labels": {r: store.labels[r].column for r in roles},
-            "block_rows": block_rows,
-            "subtile": SUBTILE,
-            "n_blocks": plan.n_blocks,
-            "n_tiles": plan.n_tiles,
-            "n_cells": n,
-            "n_genes": store.n_genes,
-            "n_excluded": len(enc.excluded),
-            "workers": len(client.scheduler_info().get("workers", {})),
-            "threads": threads,
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "versions": {
-                p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")
-            },
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+    stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
+    shutil.rmtree(work / "checkpoint")
+    (work / "job.json").unlink()
+    out = zarr.open_group(work, mode="r+")
+    out.attrs["run"] = {
+        "name": name,
+        "encoding": encoding,
+        "encoding_params": enc.params,
+        "encoding_key": enc.key,
+        "k": k,
+        "cutoffs": list(cutoffs),
+        "labels": {r: store.labels[r].column for r in roles},
+        "block_rows": block_rows,
+        "subtile": SUBTILE,
+        "n_blocks": plan.n_blocks,
+        "n_tiles": plan.n_tiles,
+        "tiles_computed": stats.tiles_computed,
+        "tiles_resumed": stats.tiles_resumed,
+        "blocks_resumed": stats.blocks_resumed,
+        "n_cells": n,
+        "n_genes": store.n_genes,
+        "n_excluded": len(enc.excluded),
+        "workers": len(client.scheduler_info().get("workers", {})),
+        "threads": threads,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "versions": {
+            p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")
+        },
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    publish_directory(work, store.path / "results" / name)
     return load(store, name)
+
+
+def _resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) -> int | None:
+    """The block size of an unfinished run of the same job in ``work``, if it can resume.
+
+    A work directory of another job (other parameters, another ingest) or of another
+    explicit block size is removed: its partial results do not apply.
+    """
+    if not work.exists():
+        return None
+    try:
+        previous = json.loads((work / "job.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        previous = None
+    if previous is not None:
+        rows = previous.pop("block_rows", None)
+        if previous == fingerprint and block_size in (None, rows):
+            return rows
+    shutil.rmtree(work)
+    return None
+
+
+def _new_work_dir(work: Path, job_json: dict, enc, k, cutoffs, roles, sizes) -> None:
+    """Create the run's work directory: empty result arrays, then job.json (last)."""
+    n, rows = job_json["n_cells"], job_json["block_rows"]
+    out = zarr.open_group(work, mode="w")
+    (work / "checkpoint").mkdir()
+    for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
+        out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
+    excluded = np.zeros(n, dtype=bool)
+    excluded[enc.excluded] = True
+    out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))
+    out["excluded"][:] = excluded
+    for role, size in zip(roles, sizes, strict=True):
+        out.create_array(
+            f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
+            chunks=(rows, len(cutoffs), size), compressors=compressor(),
+        )  # fmt: skip
+    tmp = work / ".job.json.tmp"
+    tmp.write_text(json.dumps(job_json))
+    os.replace(tmp, work / "job.json")
 
 
 def _check_k(k) -> int:

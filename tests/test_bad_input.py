@@ -434,13 +434,15 @@ def test_constant_cells_are_excluded_and_reported(fresh_store, client):
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
-def test_failed_run_leaves_no_result_and_keeps_the_old_one(fresh_store, client, monkeypatch):
+def test_failed_run_leaves_no_result_keeps_the_old_one_and_resumes(
+    fresh_store, client, monkeypatch
+):
     old = rankdist.neighbors(fresh_store, k=4, client=client, name="run", progress=False)
     real_run_tiles = pipeline_module.run_tiles
 
-    def fail_after_tiles(client_, job, out_path, **kwargs):
-        real_run_tiles(client_, job, out_path, **kwargs)
-        assert Path(out_path).is_dir()  # the run was written to a temporary directory
+    def fail_after_tiles(client_, job, out_path, ckpt_dir, **kwargs):
+        real_run_tiles(client_, job, out_path, ckpt_dir, **kwargs)
+        assert Path(out_path).name.endswith(".partial")  # a hidden work directory
         msg = "worker lost"
         raise RuntimeError(msg)
 
@@ -448,9 +450,24 @@ def test_failed_run_leaves_no_result_and_keeps_the_old_one(fresh_store, client, 
     for name in ("run", "new"):
         with pytest.raises(RuntimeError, match="worker lost"):
             rankdist.neighbors(fresh_store, k=6, client=client, name=name, progress=False)
-    assert_no_run(fresh_store.path, "new")
+    results = fresh_store.path / "results"
+    # no visible run appears, the old one is untouched ...
+    assert rankdist.list_runs(fresh_store) == ["run"]
     again = rankdist.load(fresh_store, "run")
     assert again.k == 4 and np.array_equal(again.indices, old.indices)
+    # ... and the unfinished work stays, hidden, for the same command to resume
+    assert (results / ".new.partial" / "job.json").exists()
+    monkeypatch.undo()
+    new = rankdist.neighbors(fresh_store, k=6, client=client, name="new", progress=False)
+    assert new.metadata["tiles_computed"] == 0  # every block was already written
+    assert new.metadata["blocks_resumed"] == new.metadata["n_blocks"]
+    assert not (results / ".new.partial").exists()
+    # the failed k=6 attempt at "run" left its work too; a run with other parameters
+    # (here k=4) cannot use it, discards it and computes from scratch
+    assert (results / ".run.partial").exists()
+    redo = rankdist.neighbors(fresh_store, k=4, client=client, name="run", progress=False)
+    assert redo.metadata["tiles_resumed"] == 0 and np.array_equal(redo.indices, old.indices)
+    assert_no_run(fresh_store.path, "missing")
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")

@@ -75,11 +75,22 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_directory(tmp, final)
+
+
+def publish_directory(ready: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Make the finished directory ``ready`` appear as ``final`` (replacing one there).
+
+    The old ``final`` is renamed away, ``ready`` renamed in, then the old one deleted:
+    at every instant ``final`` is either the complete old or the complete new directory
+    (or, between the two renames, absent).
+    """
+    ready, final = Path(ready), Path(final)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, old)
-    os.rename(tmp, final)
+    os.rename(ready, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -18,7 +18,7 @@ import numpy as np
 EMPTY = np.iinfo(np.int64).max
 
 
-@dataclass
+@dataclass(eq=False)
 class Partial:
     """Reductions over some tiles for the rows of one block.
 
@@ -35,7 +35,10 @@ class Partial:
         ``[cutoffs[c], cutoffs[c+1])`` per neighbour label value (all label roles side by
         side). Cumulated into "at or above each cutoff" when the result is written.
     tiles
-        The tiles folded in so far (each tile contributes once per side).
+        The tiles folded in so far, as ``(i, j, side)`` with side ``'row'`` (block i's rows)
+        or ``'col'`` (block j's rows).
+    checkpoint
+        Path of the checkpoint file holding exactly this partial, if any.
     """
 
     block: int
@@ -43,6 +46,7 @@ class Partial:
     top_idx: np.ndarray
     counts: np.ndarray
     tiles: frozenset
+    checkpoint: str | None = None
 
     @classmethod
     def empty(cls, block: int, rows: int, k: int, n_cutoffs: int, n_values: int, tiles=()):

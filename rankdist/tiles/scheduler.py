@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
+from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.tiles.blocks import raise_floors, read_block, row_floors
 from rankdist.tiles.kernel import tile_partials
@@ -87,12 +89,27 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
     return pi, pj
 
 
-def merge_task(*sources) -> Partial:
-    """Merge partials given as (tile result, side) or (partial, None) pairs."""
-    return merge_partials(*(src if side is None else src[side] for src, side in sources))
+def merge_task(ckpt_dir: str, *sources) -> Partial:
+    """Merge partials given as (tile result, side) or (partial, None) pairs; checkpoint it.
+
+    The merged partial is written before the checkpoints it supersedes are deleted, so a
+    kill at any instant leaves every durable tile on disk (see reduce/checkpoint.py).
+    """
+    parts = [src if side is None else src[side] for src, side in sources]
+    merged = merge_partials(*parts)
+    merged.checkpoint = save_partial(ckpt_dir, merged)
+    for part in parts:
+        if part.checkpoint is not None:
+            Path(part.checkpoint).unlink(missing_ok=True)
+    return merged
 
 
-def write_task(job: TileJob, out_path: str, source, side: int | None) -> int:
+def load_task(path: str, block: int) -> Partial:
+    """Read a checkpointed partial of a resumed run."""
+    return load_partial(path, block)
+
+
+def write_task(job: TileJob, out_path: str, ckpt_dir: str, source, side: int | None) -> int:
     """Write one block's final top-k and cutoff counts (cumulated: at or above each cutoff)."""
     part = source if side is None else source[side]
     start, stop = job.plan.block_range(part.block)
@@ -107,23 +124,68 @@ def write_task(job: TileJob, out_path: str, source, side: int | None) -> int:
     at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
     for role, off, size in zip(job.roles, job.offsets, job.role_sizes, strict=True):
         out[f"counts/{role}"][start:stop] = at_or_above[:, :, off : off + size]
+    mark_written(ckpt_dir, part.block)
     return part.block
 
 
-def run_tiles(client: Client, job: TileJob, out_path: str, *, progress: bool = True) -> None:
-    """Compute every tile of ``job.plan`` and write the per-block results into ``out_path``."""
+@dataclass
+class TileStats:
+    """How much of a run was computed now and how much was resumed from checkpoints."""
+
+    tiles_computed: int = 0
+    tiles_resumed: int = 0
+    blocks_resumed: int = 0
+
+
+def run_tiles(
+    client: Client, job: TileJob, out_path: str, ckpt_dir: str, *, progress: bool = True
+) -> TileStats:
+    """Compute the tiles of ``job.plan`` not yet durable in ``ckpt_dir``; write every block.
+
+    Parameters
+    ----------
+    client
+        Dask client.
+    job
+        What to compute.
+    out_path
+        Zarr group with the result arrays (created by the caller).
+    ckpt_dir
+        Checkpoint directory of this run; what it holds is reused (see
+        :mod:`rankdist.reduce.checkpoint`).
+    progress
+        Show a progress bar of tiles (resumed tiles count as done).
+    """
     plan = job.plan
+    resume = scan(ckpt_dir)
+    stats = TileStats(blocks_resumed=len(resume.written))
     expected = plan.n_blocks  # tiles touching each row block
-    pending: dict[int, list] = {b: [] for b in range(plan.n_blocks)}  # (future, side, n_tiles)
-    folded = dict.fromkeys(range(plan.n_blocks), 0)  # tiles in completed pending items
-    merging = dict.fromkeys(range(plan.n_blocks), 0)  # merge tasks in flight
+    todo = [b for b in range(plan.n_blocks) if b not in resume.written]
+    pending: dict[int, list] = {b: [] for b in todo}  # (future, side, n_tiles)
+    folded = dict.fromkeys(todo, 0)  # tiles in completed pending items
+    merging = dict.fromkeys(todo, 0)  # merge tasks in flight
+    covered = {b: resume.covered(b) for b in todo}
     role_of: dict[str, tuple] = {}
     counter = itertools.count()
-
     futures = []
+
+    for b in todo:
+        for path, tiles in resume.files.get(b, []):
+            fut = client.submit(load_task, path, b, key=f"rankdist-resume-{b}-{next(counter)}")
+            role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}))
+            futures.append(fut)
+    needs: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in plan.tiles():
+        sides = [(i, 0, "row")] if i == j else [(i, 0, "row"), (j, 1, "col")]
+        need = [
+            (b, side) for b, side, name in sides if b in covered and (i, j, name) not in covered[b]
+        ]
+        if not need:
+            stats.tiles_resumed += 1
+            continue
         fut = client.submit(tile_task, job, i, j, key=f"rankdist-tile-{i}-{j}", pure=False)
         role_of[fut.key] = ("tile", i, j)
+        needs[(i, j)] = need
         futures.append(fut)
     ac = as_completed(futures)
     del futures
@@ -131,26 +193,29 @@ def run_tiles(client: Client, job: TileJob, out_path: str, *, progress: bool = T
 
     def settle(b: int) -> None:
         items = pending[b]
-        done = folded[b] == expected and merging[b] == 0
-        if done and len(items) == 1:
+        complete = folded[b] == expected and merging[b] == 0
+        if complete and len(items) == 1:
             ((fut, side, _),) = items
-            w = client.submit(write_task, job, out_path, fut, side, key=f"rankdist-write-{b}")
+            w = client.submit(
+                write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{b}"
+            )
             role_of[w.key] = ("write", b)
             ac.add(w)
             pending[b] = []
-        elif len(items) >= FAN_IN or (folded[b] == expected and merging[b] == 0 and len(items) > 1):
+        elif len(items) >= FAN_IN or (complete and len(items) > 1):
             n = sum(t for _, _, t in items)
             m = client.submit(
-                merge_task, *[(f, s) for f, s, _ in items],
+                merge_task, ckpt_dir, *[(f, s) for f, s, _ in items],
                 key=f"rankdist-merge-{b}-{next(counter)}",
             )  # fmt: skip
-            role_of[m.key] = ("merge", b, n)
+            role_of[m.key] = ("partial", b, n)
             merging[b] += 1
             folded[b] -= n
             pending[b] = []
             ac.add(m)
 
     with _progress.bar("tiles", plan.n_tiles, enabled=progress) as bar:
+        bar.advance(stats.tiles_resumed)
         for fut in ac:
             if fut.status != "finished":
                 for other in ac.futures:
@@ -158,21 +223,22 @@ def run_tiles(client: Client, job: TileJob, out_path: str, *, progress: bool = T
                 fut.result()  # re-raise the task's own error
             kind, *info = role_of.pop(fut.key)
             if kind == "tile":
-                i, j = info
                 bar.advance()
-                sides = [(i, 0)] if i == j else [(i, 0), (j, 1)]
-                for b, side in sides:
+                stats.tiles_computed += 1
+                for b, side in needs.pop(tuple(info)):
                     pending[b].append((fut, side, 1))
                     folded[b] += 1
                     settle(b)
-            elif kind == "merge":
+            elif kind == "partial":
                 b, n = info
-                merging[b] -= 1
+                if fut.key.startswith("rankdist-merge"):
+                    merging[b] -= 1
                 pending[b].append((fut, None, n))
                 folded[b] += n
                 settle(b)
             else:
                 written += 1
-    if written != plan.n_blocks:
-        msg = f"internal error: {written} of {plan.n_blocks} blocks written"
+    if written != len(todo):
+        msg = f"internal error: {written} of {len(todo)} blocks written"
         raise RuntimeError(msg)
+    return stats
