@@ -20,6 +20,7 @@ from rankdist.encode.cache import encode
 from rankdist.encode.registry import get_encoding
 from rankdist.io.store import Store, compressor, publish_directory
 from rankdist.reduce.result import NeighborResult, load
+from rankdist.tiles.kernel import HIST_BINS
 from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
 from rankdist.tiles.scheduler import TileJob, run_tiles
 
@@ -42,6 +43,7 @@ def neighbors(
     workers: int | None = None,
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
+    type_hist: bool = False,
     progress: bool = True,
 ) -> NeighborResult:
     """Exact top-k neighbours and cutoff counts of every cell of a store.
@@ -77,6 +79,11 @@ def neighbors(
         number of jobs to submit, each running the workers its profile describes.
     profile
         A dask-jobqueue YAML profile (see ``deploy/``) for a batch-system cluster.
+    type_hist
+        Also count every pair of cells by (cell type, cell type, similarity bin of 0.005)
+        in the tile pass: the cell type x cell type similarity distributions
+        (``result.pair_hist``, :func:`rankdist.analysis.type_similarity`). Costs about an
+        eighth more tile time; needs cell-type labels.
     progress
         Show progress bars.
 
@@ -95,17 +102,29 @@ def neighbors(
         msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
         raise ValueError(msg)
     block_size = _check_block_size(block_size)
+    if type_hist and "cell_type" not in store.labels:
+        msg = (
+            f"type_hist needs cell-type labels, and {store.path} has none; "
+            "re-ingest with --cell-type COLUMN"
+        )
+        raise ValueError(msg)
     if client is None:
         with cluster_client(
             cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
         ) as own:
             return _run(
-                store, encoding, params, k, cutoffs, own, name, block_size, progress, started
-            )
-    return _run(store, encoding, params, k, cutoffs, client, name, block_size, progress, started)
+                store, encoding, params, k, cutoffs, own, name, block_size, type_hist,
+                progress, started,
+            )  # fmt: skip
+    return _run(
+        store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress,
+        started,
+    )  # fmt: skip
 
 
-def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress, started):
+def _run(
+    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started
+):
     enc = encode(store, encoding, params, client, progress=progress)
     if k >= enc.n_valid:
         msg = (
@@ -130,7 +149,7 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
     fingerprint = {
         "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
         "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
-        "subtile": SUBTILE, "n_cells": n,
+        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist),
     }  # fmt: skip
     block_rows = _resumable_block_rows(work, fingerprint, block_size)
     if block_rows is None:
@@ -143,12 +162,14 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
     plan = TilePlan(n, block_rows)
     job = TileJob(
         store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
-        cutoffs=cutoffs, roles=roles, role_sizes=sizes,
+        cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
     )  # fmt: skip
     stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
     shutil.rmtree(work / "checkpoint")
     (work / "job.json").unlink()
     out = zarr.open_group(work, mode="r+")
+    if type_hist:
+        _finish_pair_hist(out, job.hist_types)
     out.attrs["run"] = {
         "name": name,
         "encoding": encoding,
@@ -161,6 +182,7 @@ def _run(store, encoding, params, k, cutoffs, client, name, block_size, progress
         "subtile": SUBTILE,
         "n_blocks": plan.n_blocks,
         "n_tiles": plan.n_tiles,
+        "type_hist": bool(type_hist),
         "tiles_computed": stats.tiles_computed,
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
@@ -215,9 +237,37 @@ def _new_work_dir(work: Path, job_json: dict, enc, k, cutoffs, roles, sizes) -> 
             f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
             chunks=(rows, len(cutoffs), size), compressors=compressor(),
         )  # fmt: skip
+    if job_json["type_hist"]:
+        t = sizes[roles.index("cell_type")]
+        n_blocks = -(-n // rows)
+        out.create_array(
+            "pair_hist_blocks", shape=(n_blocks, t, t, HIST_BINS), dtype="int64",
+            chunks=(1, t, t, HIST_BINS), compressors=compressor(),
+        )  # fmt: skip
     tmp = work / ".job.json.tmp"
     tmp.write_text(json.dumps(job_json))
     os.replace(tmp, work / "job.json")
+
+
+def _finish_pair_hist(out: zarr.Group, n_types: int) -> None:
+    """Sum the per-block histograms and fold them into unordered type pairs.
+
+    A pair (a, b) of cells was counted once, under (type of the lower-index cell, type of
+    the other); ``pair_hist[s, t]`` (= ``pair_hist[t, s]``) counts the pairs of one cell
+    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t.
+    """
+    total = np.zeros((n_types, n_types, HIST_BINS), np.int64)
+    for b in range(out["pair_hist_blocks"].shape[0]):
+        total += np.asarray(out["pair_hist_blocks"][b])
+    sym = total + total.transpose(1, 0, 2)
+    diag = np.arange(n_types)
+    sym[diag, diag] = total[diag, diag]
+    arr = out.create_array(
+        "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape, compressors=compressor()
+    )
+    arr[:] = sym
+    arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, HIST_BINS + 1).tolist()
+    del out["pair_hist_blocks"]
 
 
 def _check_k(k) -> int:

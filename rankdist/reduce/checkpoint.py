@@ -35,7 +35,10 @@ def save_partial(ckpt_dir: str | os.PathLike, part: Partial) -> str:
     tmp = ckpt_dir / f".{path.name}.tmp"
     tiles = np.array([(i, j, _SIDE[s]) for i, j, s in sorted(part.tiles)], dtype=np.int64)
     with open(tmp, "wb") as fh:
-        np.savez(fh, top_sim=part.top_sim, top_idx=part.top_idx, counts=part.counts, tiles=tiles)
+        extra = {} if part.pair_hist is None else {"pair_hist": part.pair_hist}
+        np.savez(
+            fh, top_sim=part.top_sim, top_idx=part.top_idx, counts=part.counts, tiles=tiles, **extra
+        )
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -53,6 +56,7 @@ def load_partial(path: str | os.PathLike, block: int) -> Partial:
             counts=data["counts"],
             tiles=tiles,
             checkpoint=str(path),
+            pair_hist=data["pair_hist"] if "pair_hist" in data.files else None,
         )
 
 

@@ -39,6 +39,9 @@ class Partial:
         or ``'col'`` (block j's rows).
     checkpoint
         Path of the checkpoint file holding exactly this partial, if any.
+    pair_hist
+        ``(types, types, bins)`` int64 similarity histogram of the pairs of the tiles
+        whose row side is this block (each tile counted once), or None.
     """
 
     block: int
@@ -47,6 +50,7 @@ class Partial:
     counts: np.ndarray
     tiles: frozenset
     checkpoint: str | None = None
+    pair_hist: np.ndarray | None = None
 
     @classmethod
     def empty(cls, block: int, rows: int, k: int, n_cutoffs: int, n_values: int, tiles=()):
@@ -77,10 +81,12 @@ def merge_partials(*parts: Partial) -> Partial:
         tiles |= p.tiles
     top_sim, top_idx = first.top_sim.copy(), first.top_idx.copy()
     counts = first.counts.copy()
+    hists = [p.pair_hist for p in parts if p.pair_hist is not None]
+    pair_hist = np.sum(hists, axis=0) if hists else None
     for p in parts[1:]:
         top_sim, top_idx = merge_topk(top_sim, top_idx, p.top_sim, p.top_idx)
         counts += p.counts
-    return Partial(first.block, top_sim, top_idx, counts, frozenset(tiles))
+    return Partial(first.block, top_sim, top_idx, counts, frozenset(tiles), pair_hist=pair_hist)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -49,6 +49,10 @@ class NeighborResult:
         The store's label columns by role.
     metadata
         Run parameters and provenance.
+    pair_hist
+        With ``type_hist=True``: int64 counts of cell pairs by (``type_a``, ``type_b``,
+        ``bin``), 400 bins of 0.005 on [-1, 1]; symmetric in the two types, each pair of
+        cells counted once. None otherwise.
     """
 
     indices: np.ndarray
@@ -59,6 +63,7 @@ class NeighborResult:
     counts: xr.Dataset
     labels: dict[str, Labels] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    pair_hist: xr.DataArray | None = None
 
     def __post_init__(self):
         n, k = self.indices.shape
@@ -266,6 +271,16 @@ def read_result(store: Store, path: Path) -> NeighborResult:
                 attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
             )
     counts = xr.Dataset(data_vars, coords={"cell": names.astype(str), "cutoff": list(cutoffs)})
+    pair_hist = None
+    if "pair_hist" in group:
+        edges = np.asarray(group["pair_hist"].attrs["bin_edges"])
+        types = list(store.labels["cell_type"].categories)
+        pair_hist = xr.DataArray(
+            np.asarray(group["pair_hist"][:]),
+            dims=("type_a", "type_b", "bin"),
+            coords={"type_a": types, "type_b": types, "bin": (edges[:-1] + edges[1:]) / 2},
+            attrs={"bin_edges": edges, "meaning": "pairs of cells by type and similarity bin"},
+        )
     return NeighborResult(
         indices=np.asarray(group["indices"][:]),
         similarities=np.asarray(group["similarities"][:]),
@@ -275,4 +290,5 @@ def read_result(store: Store, path: Path) -> NeighborResult:
         counts=counts,
         labels=store.labels,
         metadata=meta,
+        pair_hist=pair_hist,
     )

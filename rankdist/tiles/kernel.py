@@ -149,6 +149,7 @@ def tile_partials(
     cutoffs: np.ndarray,
     n_values: int,
     floors: tuple[np.ndarray, np.ndarray] | None = None,
+    hist_types: int = 0,
 ) -> tuple[Partial, Partial | None]:
     """Compute tile (i, j) and return the row partials of block i and (if i != j) block j.
 
@@ -171,6 +172,10 @@ def tile_partials(
         Optional float32 lower bounds of each row's final k-th best similarity, for the
         rows of block i and block j. Candidates strictly below a row's floor cannot reach
         its final top-k and are dropped early; the results do not depend on them.
+    hist_types
+        If > 0, also count every pair of the tile by (cell type, cell type, similarity
+        bin), with the cell-type codes in row 0 of the blocks' codes; the histogram goes
+        with block i's partial only, so each tile counts once.
 
     Returns
     -------
@@ -195,6 +200,7 @@ def tile_partials(
         pi.top_sim[:] = floors[0][:, None]
         if not diag:
             pj.top_sim[:] = floors[1][:, None]
+    hist = np.zeros((hist_types, hist_types, HIST_BINS), np.int32) if hist_types else None
     buffers: dict[tuple[int, int], np.ndarray] = {}
     for p in range(0, len(zi), SUBTILE):
         a = zi[p : p + SUBTILE]
@@ -214,8 +220,12 @@ def tile_partials(
                 vi, vj, ci, cj, cutoffs,
                 pi.top_sim, pi.top_idx, pi.counts, pj.top_sim, pj.top_idx, pj.counts,
             )  # fmt: skip
+            if hist is not None:
+                pair_histogram(s, diag and p == q, vi, vj, ci[0], cj[0], p, q, hist)
     for part in (pi,) if diag else (pi, pj):
         part.top_sim[part.top_idx == EMPTY] = -np.inf  # drop unused placeholders
+    if hist is not None:
+        pi.pair_hist = hist.astype(np.int64)
     return pi, (None if diag else pj)
 
 
@@ -240,3 +250,38 @@ def _prime(s: np.ndarray, top_sim: np.ndarray, cand_valid: np.ndarray, diagonal:
             np.fill_diagonal(vals, -np.inf)
     kth = np.partition(vals, vals.shape[1] - k, axis=1)[:, vals.shape[1] - k]
     top_sim[unknown] = kth[unknown, None]
+
+
+#: Similarity histogram bins: 400 bins of width 0.005 on [-1, 1].
+HIST_BINS = 400
+
+
+@numba.njit(nogil=True, cache=True)
+def pair_histogram(S, upper_only, row_valid, col_valid, row_types, col_types, row_l0, col_l0, hist):
+    """Add every pair of the sub-tile to ``hist[type_a, type_b, bin]`` (int32, in place).
+
+    Bins are ``HIST_BINS`` equal bins on [-1, 1]; 1.0 falls in the last. On a diagonal
+    sub-tile only pairs b > a are counted, so each unordered pair of cells counts once.
+    Bin indices of a row are computed in one vectorised loop, then scattered.
+    """
+    nr, nc = S.shape
+    n_bins = hist.shape[2]
+    half = np.float32(n_bins / 2.0)
+    flat = hist.reshape(hist.shape[0], hist.shape[1] * n_bins)
+    col_base = np.empty(nc, np.int64)
+    for b in range(nc):
+        col_base[b] = col_types[col_l0 + b] * n_bins if col_valid[col_l0 + b] else -1
+    idx = np.empty(nc, np.int64)
+    for a in range(nr):
+        ra = row_l0 + a
+        if not row_valid[ra]:
+            continue
+        h = flat[row_types[ra]]
+        row = S[a]
+        b0 = a + 1 if upper_only else 0
+        for b in range(b0, nc):
+            k = np.int64((row[b] + np.float32(1.0)) * half)
+            idx[b] = col_base[b] + min(max(k, 0), n_bins - 1)
+        for b in range(b0, nc):
+            if col_base[b] >= 0:
+                h[idx[b]] += 1

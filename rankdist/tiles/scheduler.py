@@ -42,6 +42,14 @@ class TileJob:
     cutoffs: tuple[float, ...]
     roles: tuple[str, ...]
     role_sizes: tuple[int, ...]
+    type_hist: bool = False
+
+    @property
+    def hist_types(self) -> int:
+        """Cell types in the type x type histogram (0: no histogram)."""
+        if not self.type_hist:
+            return 0
+        return self.role_sizes[self.roles.index("cell_type")]
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -80,8 +88,9 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         row_floors(job.z_path, job.k, job.plan.n_cells, sj, ej),
     )
     pi, pj = tile_partials(
-        job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values, floors
-    )
+        job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values, floors,
+        hist_types=job.hist_types,
+    )  # fmt: skip
     n = job.plan.n_cells
     raise_floors(job.z_path, job.k, n, si, pi.top_sim, pi.top_idx, EMPTY)
     if pj is not None:
@@ -124,6 +133,8 @@ def write_task(job: TileJob, out_path: str, ckpt_dir: str, source, side: int | N
     at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
     for role, off, size in zip(job.roles, job.offsets, job.role_sizes, strict=True):
         out[f"counts/{role}"][start:stop] = at_or_above[:, :, off : off + size]
+    if part.pair_hist is not None:
+        out["pair_hist_blocks"][part.block] = part.pair_hist
     mark_written(ckpt_dir, part.block)
     return part.block
 
