@@ -143,7 +143,7 @@ def _run(
         )
     roles = tuple(store.labels)
     sizes = tuple(len(store.labels[r].categories) for r in roles)
-    threads, mem_per_thread = _worker_capacity(client)
+    threads, worker_memory, threads_per_worker = _worker_capacity(client)
     n = store.n_cells
     work = store.path / "results" / f".{name}.partial"
     fingerprint = {
@@ -155,8 +155,8 @@ def _run(
     if block_rows is None:
         per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
         block_rows = block_size or choose_block_rows(
-            n, store.n_genes, threads=threads,
-            memory_per_thread=mem_per_thread, bytes_per_row_partial=per_row,
+            n, store.n_genes, threads=threads, worker_memory=worker_memory,
+            threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
         )  # fmt: skip
         _new_work_dir(work, fingerprint | {"block_rows": block_rows}, enc, k, cutoffs, roles, sizes)
     plan = TilePlan(n, block_rows)
@@ -306,16 +306,15 @@ def _check_block_size(block_size) -> int | None:
     return int(block_size)
 
 
-def _worker_capacity(client: Client) -> tuple[int, float | None]:
-    """Total worker threads, and the smallest memory limit per thread (None if unlimited)."""
+def _worker_capacity(client: Client) -> tuple[int, float | None, int]:
+    """Total worker threads; the tightest worker's memory limit (None if unlimited) and threads."""
     workers = client.scheduler_info().get("workers", {})
     if not workers:
         msg = f"the Dask cluster at {client.scheduler.address} has no workers"
         raise RuntimeError(msg)
     threads = sum(w.get("nthreads", 1) for w in workers.values())
-    per_thread = [
-        w["memory_limit"] / max(w.get("nthreads", 1), 1)
-        for w in workers.values()
-        if w.get("memory_limit")
-    ]
-    return threads, (min(per_thread) if per_thread else None)
+    limited = [w for w in workers.values() if w.get("memory_limit")]
+    if not limited:
+        return threads, None, max(w.get("nthreads", 1) for w in workers.values())
+    tight = min(limited, key=lambda w: w["memory_limit"] / max(w.get("nthreads", 1), 1))
+    return threads, float(tight["memory_limit"]), max(tight.get("nthreads", 1), 1)

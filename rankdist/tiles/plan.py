@@ -58,12 +58,19 @@ class TilePlan:
         return self.n_blocks * (self.n_blocks + 1) // 2
 
 
+#: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
+CACHED_BLOCKS = 4
+#: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
+WORKER_BASE_BYTES = 350 * 2**20
+
+
 def choose_block_rows(
     n_cells: int,
     n_genes: int,
     *,
     threads: int,
-    memory_per_thread: float | None,
+    worker_memory: float | None,
+    threads_per_worker: int = 1,
     bytes_per_row_partial: int = 0,
 ) -> int:
     """Pick a block size: large enough to amortise reads, small enough to fit and balance.
@@ -73,11 +80,13 @@ def choose_block_rows(
     n_cells, n_genes
         Shape of the encoded matrix.
     threads
-        Worker threads in the cluster.
-    memory_per_thread
-        Bytes a task may use (worker memory limit / threads), or None if unlimited.
+        Worker threads in the whole cluster (each runs one tile at a time).
+    worker_memory
+        Memory limit of one worker process in bytes, or None if unlimited.
+    threads_per_worker
+        Threads sharing that memory.
     bytes_per_row_partial
-        Bytes per row of one partial result (top-k plus counts).
+        Bytes per row of one partial result (top-k, counts, histogram share).
 
     Returns
     -------
@@ -87,10 +96,14 @@ def choose_block_rows(
     # Balance: n_blocks^2 / 2 >= TILES_PER_THREAD * threads.
     target_blocks = math.sqrt(2 * TILES_PER_THREAD * max(threads, 1))
     rows = n_cells / target_blocks
-    if memory_per_thread:
-        # Per task: Z_i and Z_j (float32) plus four partials (two sides, merge in and out),
-        # with headroom 2x for the worker's own bookkeeping.
-        per_row = 2 * n_genes * 4 + 4 * bytes_per_row_partial
-        rows = min(rows, memory_per_thread / 2 / max(per_row, 1))
+    if worker_memory:
+        # A worker holds its block cache, and per running tile: two Z blocks (the
+        # diagonal's copy) and about four partials (two sides, merge inputs and output).
+        # Stay within 60 % of the limit, below Dask's spill (70 %) and pause (80 %) marks.
+        budget = 0.6 * worker_memory - WORKER_BASE_BYTES
+        z_row = n_genes * 4
+        per_tile = 2 * z_row + 4 * bytes_per_row_partial
+        per_row = CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+        rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))
