@@ -142,3 +142,71 @@ def standardised_log_cp(block, totals, target_sum):
             v[j] = np.log1p(block[r, j] * scale)
         valid[r] = _standardise_into(v, z[r])
     return z, valid
+
+
+@numba.njit(nogil=True, cache=True)
+def standardised_top_ranks(block, gene_divisors, top):
+    """Truncated rank-value encoding: the ``top`` highest genes ranked, every other gene tied.
+
+    For each row the ranking key of gene g is ``block[r, g] / gene_divisors[g]`` where
+    ``block[r, g] != 0``. The kept genes are the non-zero genes that fewer than ``top``
+    non-zero genes beat on that key: the ``top`` highest, plus every gene tied with the
+    ``top``-th (so the result never depends on the gene order). The row's value vector is
+    the key on kept genes and 0 elsewhere; its average-tie ranks
+    (``scipy.stats.rankdata(method="average")``) are standardised as in
+    :func:`standardised_ranks`. Used by the geneformer encoding (divisors: per-gene
+    non-zero medians, Theodoris et al. 2023) and the topn encoding (divisors 1,
+    cell2sentence, Levine et al. 2023).
+
+    Parameters
+    ----------
+    block
+        ``(cells, genes)`` float64, non-negative.
+    gene_divisors
+        ``(genes,)`` float64, positive wherever a column of ``block`` has a non-zero.
+    top
+        Genes kept per row, at least 1.
+
+    Returns
+    -------
+    z, valid
+        As :func:`standardised_ranks`; a row with no non-zero, or whose kept genes are
+        every gene and all tied, is constant.
+    """
+    n, g = block.shape
+    z = np.empty((n, g), dtype=np.float32)
+    valid = np.empty(n, dtype=np.bool_)
+    ranks = np.empty(g, dtype=np.float64)
+    vals = np.empty(g, dtype=np.float64)
+    pos = np.empty(g, dtype=np.int64)
+    for r in range(n):
+        nz = 0
+        for j in range(g):
+            x = block[r, j]
+            if x != 0:
+                vals[nz] = x / gene_divisors[j]
+                pos[nz] = j
+                nz += 1
+        order = np.argsort(vals[:nz], kind="quicksort")  # ascending
+        first = 0  # position in `order` of the lowest kept gene
+        if nz > top:
+            first = nz - top
+            cut = vals[order[first]]
+            while first > 0 and vals[order[first - 1]] == cut:
+                first -= 1  # genes tied with the top-th are kept too
+        offset = g - (nz - first)  # genes tied at the bottom
+        bottom = 0.5 * (offset + 1)
+        for j in range(g):
+            ranks[j] = bottom
+        i = first
+        while i < nz:
+            k = i
+            vi = vals[order[i]]
+            while k + 1 < nz and vals[order[k + 1]] == vi:
+                k += 1
+            rank = offset + 0.5 * (i + k) - first + 1.0
+            for t in range(i, k + 1):
+                ranks[pos[order[t]]] = rank
+            i = k + 1
+        valid[r] = _standardise_into(ranks, z[r])
+    return z, valid

@@ -3,6 +3,13 @@
 Every encoding maps a ``(cells, genes)`` float64 block (plus per-cell library sizes)
 to standardised float32 rows, so that for any two cells ``z_a @ z_b`` is the
 correlation that encoding defines. Adding an encoding is one decorated function.
+
+An encoding that needs statistics of the whole dataset (geneformer's per-gene medians)
+declares a ``prepare`` step: ``prepare(store, client, progress=...)`` returns named
+arrays, computed (or read from the store's cache) once by
+:func:`rankdist.encode.cache.encode` before the per-chunk tasks, covered by the
+encoding's cache key, and passed to ``fn`` as keyword arguments. The definitions and
+citations are in docs/encodings.md.
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ import numpy as np
 from rankdist.encode import kernels
 
 EncodeFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+#: ``prepare(store, client, *, progress) -> {argument name: array}``.
+PrepareFn = Callable[..., dict[str, np.ndarray]]
+#: ``check(resolved_params) -> resolved_params``: raises ValueError, may normalise types.
+CheckFn = Callable[[dict], dict]
 
 
 @dataclass(frozen=True)
@@ -26,13 +37,18 @@ class Encoding:
     name
         Registry key, e.g. ``'spearman'``.
     fn
-        ``fn(block_f64, totals_f64, **params) -> (z_f32, valid_bool)``.
+        ``fn(block_f64, totals_f64, **params, **prepared) -> (z_f32, valid_bool)``.
     defaults
         Default parameters; the cache key covers the resolved parameters.
     version
         Bumped when ``fn``'s output changes, so stale caches are recomputed.
     summary
         One line for ``--help`` and the docs.
+    prepare
+        Optional dataset-wide step run once before the per-chunk tasks; its arrays are
+        passed to ``fn`` by name and hashed into the cache key.
+    check
+        Optional validation of the resolved parameters.
     """
 
     name: str
@@ -40,6 +56,8 @@ class Encoding:
     defaults: dict = field(default_factory=dict)
     version: int = 1
     summary: str = ""
+    prepare: PrepareFn | None = None
+    check: CheckFn | None = None
 
     def resolve(self, params: dict | None) -> dict:
         """Defaults updated by ``params``; unknown parameter names are an error."""
@@ -51,17 +69,26 @@ class Encoding:
                 f"its parameters are {sorted(self.defaults) or 'none'}"
             )
             raise ValueError(msg)
-        return {**self.defaults, **params}
+        resolved = {**self.defaults, **params}
+        return self.check(resolved) if self.check is not None else resolved
 
 
 ENCODINGS: dict[str, Encoding] = {}
 
 
-def register(name: str, *, defaults: dict | None = None, version: int = 1, summary: str = ""):
+def register(
+    name: str,
+    *,
+    defaults: dict | None = None,
+    version: int = 1,
+    summary: str = "",
+    prepare: PrepareFn | None = None,
+    check: CheckFn | None = None,
+):
     """Decorator adding an encoding function to :data:`ENCODINGS`."""
 
     def add(fn: EncodeFn) -> EncodeFn:
-        ENCODINGS[name] = Encoding(name, fn, dict(defaults or {}), version, summary)
+        ENCODINGS[name] = Encoding(name, fn, dict(defaults or {}), version, summary, prepare, check)
         return fn
 
     return add
@@ -94,3 +121,80 @@ def pearson(
         np.ascontiguousarray(totals, dtype=np.float64),
         float(target_sum),
     )
+
+
+def _positive_int(encoding: str, param: str) -> CheckFn:
+    """A check that ``params[param]`` is a positive integer (stored as a Python int)."""
+
+    def check(params: dict) -> dict:
+        value = params[param]
+        is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not is_int or value < 1:
+            msg = (
+                f"encoding {encoding!r}: {param} must be a positive integer, got {value!r}; "
+                f"e.g. params={{{param!r}: {ENCODINGS[encoding].defaults[param]}}}"
+            )
+            raise ValueError(msg)
+        # one JSON form for the cache key, whatever integer type the caller used
+        return {**params, param: int(value)}
+
+    return check
+
+
+def _non_negative(block: np.ndarray, encoding: str) -> np.ndarray:
+    block = np.ascontiguousarray(block, dtype=np.float64)
+    if block.size and block.min() < 0:
+        msg = (
+            f"encoding {encoding!r} ranks non-zero expression and needs non-negative values; "
+            f"this block holds {block.min()}: ingest counts or log-normalised expression"
+        )
+        raise ValueError(msg)
+    return block
+
+
+def _gene_nonzero_medians(store, client, *, progress: bool = True) -> dict[str, np.ndarray]:
+    # cache imports this module, so the store-side work is imported when first needed
+    from rankdist.encode.cache import gene_nonzero_medians
+
+    return {"gene_medians": gene_nonzero_medians(store, client, progress=progress)}
+
+
+@register(
+    "geneformer",
+    defaults={"top": 2048},
+    summary="Geneformer rank-value encoding: top genes by CP10k / gene non-zero median",
+    prepare=_gene_nonzero_medians,
+    check=_positive_int("geneformer", "top"),
+)
+def geneformer(
+    block: np.ndarray, totals: np.ndarray, top: int, gene_medians: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Geneformer's rank-value encoding (Theodoris et al. 2023, Nature 618:616).
+
+    Each cell's counts per 10k are divided by each gene's non-zero median over the
+    dataset; the ``top`` highest genes are ranked and every other gene is tied at the
+    bottom. Within a cell, dividing by the cell's total is a common positive factor, so
+    the kernel ranks ``x_g / median_g``: the same order, and exact ties stay exact.
+    """
+    return kernels.standardised_top_ranks(
+        _non_negative(block, "geneformer"),
+        np.ascontiguousarray(gene_medians, dtype=np.float64),
+        int(top),
+    )
+
+
+@register(
+    "topn",
+    defaults={"n": 100},
+    summary="cell2sentence: the n most expressed genes ranked, the rest tied",
+    check=_positive_int("topn", "n"),
+)
+def topn(block: np.ndarray, totals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell2sentence's rank encoding (Levine et al. 2023, bioRxiv 2023.09.11.557287).
+
+    Genes ranked by expression, the ``n`` highest non-zero genes kept, the rest tied at
+    the bottom. Any per-cell monotone normalisation (CP10k, log1p) gives the same order,
+    so the stored values are ranked as they are.
+    """
+    block = _non_negative(block, "topn")
+    return kernels.standardised_top_ranks(block, np.ones(block.shape[1]), int(n))

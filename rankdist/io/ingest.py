@@ -1,10 +1,18 @@
-"""Ingest: stream a source into a validated, atomically written rankdist store."""
+"""Ingest: stream one or several sources into a validated, atomically written rankdist store.
+
+Several sources are concatenated in the order given, keeping the genes present in every
+one of them (by var name, in the first source's order); cells can be subsampled per cell
+type on the way (``max_per_type``), reading only the kept rows. See docs/store.md.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -27,6 +35,8 @@ from rankdist.io.store import (
 
 #: Target number of values in one stored chunk of X (16 MiB at float32).
 CHUNK_VALUES = 1 << 22
+#: The obs "column" recorded for batches taken from the source names.
+SOURCE_BATCH_COLUMN = "source"
 
 
 def chunk_rows(n_genes: int, n_cells: int) -> int:
@@ -45,23 +55,36 @@ def ingest(
     genes: str | None = None,
     use_raw: bool = False,
     layer: str | None = None,
+    max_per_type: int | None = None,
+    seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Store:
-    """Stream a dataset into a rankdist store.
+    """Stream one or several datasets into a rankdist store.
 
     Parameters
     ----------
     source
-        Path to a .h5ad, 10x .h5, 10x mtx directory or AnnData .zarr; or an AnnData.
+        Path to a .h5ad, 10x .h5, 10x mtx directory or AnnData .zarr; or an AnnData; or a
+        list of these, concatenated in order. Several sources keep the genes present in
+        all of them (matched by var name, in the first source's order); colliding cell
+        names are prefixed with the source's name (``'<stem>:<cell>'``).
     store_path
         Directory to create. It appears only when ingest succeeds.
     cell_type, coarse_type, batch
-        obs columns holding the fine cell type, the coarse class and the batch.
+        obs columns holding the fine cell type, the coarse class and the batch; with
+        several sources each column must exist in all of them. With several sources and
+        no ``batch``, the batch is the source file's name without suffix (its stem).
     genes
         ``None``/``'all'``, ``'hvg:N'``, a file with one gene per line, or a boolean var column.
     use_raw, layer
         Read ``.raw.X`` or ``layers[layer]`` instead of ``X``.
+    max_per_type
+        Keep at most this many cells of each cell type (needs ``cell_type``), drawn
+        uniformly at random; types with fewer cells are kept whole, and kept cells stay
+        in their original order. Only the kept rows are read.
+    seed
+        Seed of :func:`numpy.random.default_rng` for ``max_per_type``.
     overwrite
         Replace an existing store at ``store_path`` (atomically).
     progress
@@ -74,29 +97,49 @@ def ingest(
     """
     store_path = Path(store_path)
     _check_store_path(store_path, overwrite)
-    with open_source(source, use_raw=use_raw, layer=layer) as src:
+    inputs = list(source) if isinstance(source, list | tuple) else [source]
+    if not inputs:
+        msg = "source is an empty list; pass a path, an AnnData, or a list of them"
+        raise ValueError(msg)
+    max_per_type = _check_subsample(max_per_type, seed, cell_type)
+    with contextlib.ExitStack() as sources:
+        srcs = [sources.enter_context(open_source(s, use_raw=use_raw, layer=layer)) for s in inputs]
+        parts = _plan_parts(srcs)
         roles = {"cell_type": cell_type, "coarse_type": coarse_type, "batch": batch}
-        labels = {role: _label_codes(src, col) for role, col in roles.items() if col is not None}
-        _check_cell_names(src)
-        gene_idx, gene_desc = select_genes(_CheckedSource(src), genes)
-        if src.n_cells < 2:
-            msg = f"{src.name} has {src.n_cells} cell(s); rankdist needs at least 2"
+        labels = {role: _union_labels(parts, col) for role, col in roles.items() if col is not None}
+        if batch is None and len(parts) > 1:
+            labels["batch"] = _source_batches(parts)
+        names, prefixed = _cell_names(parts)
+        subsample = None
+        if max_per_type is not None:
+            kept, subsample = _subsample(labels["cell_type"], max_per_type, seed)
+            names = names[kept]
+            labels = {
+                r: _used_only(col, codes[kept], cats) for r, (col, codes, cats) in labels.items()
+            }
+            _keep_rows(parts, kept)
+        combined = _CombinedSource(parts, names)
+        gene_idx, gene_desc = select_genes(combined, genes)
+        if combined.n_cells < 2:
+            msg = f"{combined.name} has {combined.n_cells} cell(s); rankdist needs at least 2"
+            if subsample is not None:
+                msg += f" (after max_per_type={max_per_type})"
             raise ValueError(msg)
-        source_sha = _sha256(src.path) if src.path is not None else None
         params = {
             "genes": gene_desc,
             "use_raw": use_raw,
             "layer": layer,
-            "labels": {r: c for r, c in roles.items() if c is not None},
+            "labels": {role: column for role, (column, _, _) in labels.items()},
         }
+        provenance = _provenance(parts, params, prefixed, subsample)
         # Encodings are cached inside the store and a re-ingest replaces the whole store,
         # so a fresh id per ingest is all a cache key needs.
         content_id = uuid.uuid4().hex[:16]
         with atomic_directory(store_path, replace=overwrite) as tmp:
             root = zarr.open_group(tmp, mode="w")
-            _write_matrix(src, root, gene_idx, progress)
-            write_names(root, "obs/names", src.obs.index)
-            write_names(root, "var/names", src.var.index[gene_idx])
+            _write_matrix(combined, root, gene_idx, progress)
+            write_names(root, "obs/names", names)
+            write_names(root, "var/names", combined.var.index[gene_idx])
             for role, (column, codes, cats) in labels.items():
                 write_labels(root, role, column, codes, cats)
             root.create_group("encodings")
@@ -104,16 +147,273 @@ def ingest(
             root.attrs["rankdist"] = {
                 "format": STORE_FORMAT,
                 "content_id": content_id,
-                "provenance": {
-                    "source": str(Path(src.path).resolve()) if src.path is not None else None,
-                    "source_kind": src.kind,
-                    "sha256": source_sha,
-                    "source_shape": [src.n_cells, src.n_genes],
-                    "parameters": params,
-                    "rankdist_version": version("rankdist"),
-                },
+                "provenance": provenance,
             }
     return Store(store_path)
+
+
+@dataclass
+class _Part:
+    """One source of an ingest and where its cells and genes go in the store."""
+
+    source: Source
+    label: str  # the file's stem (or anndata_<i>): the default batch and the name prefix
+    genes: np.ndarray | None  # source columns of the common genes, None: all, in order
+    n_dropped: int  # source genes not in every source
+    offset: int = 0  # first store row of this source's cells
+    rows: np.ndarray | None = None  # kept source rows (sorted), None: all
+
+    @property
+    def n_kept(self) -> int:
+        return self.source.n_cells if self.rows is None else len(self.rows)
+
+    def columns(self, genes: np.ndarray | None) -> np.ndarray | None:
+        """Source columns of the common genes ``genes`` (indices into them; None: all)."""
+        if self.genes is None:
+            return genes
+        return self.genes if genes is None else self.genes[genes]
+
+    def n_blocks(self, chunk_cells: int) -> int:
+        if self.rows is None:
+            return -(-self.source.n_cells // chunk_cells)
+        return len(np.unique(self.rows // chunk_cells))
+
+    def blocks(self, chunk_cells: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first store row - offset, block)`` of the kept cells, all genes, validated."""
+        src = self.source
+        gene_names = np.asarray(src.var.index)
+        for start, block in src.iter_chunks(chunk_cells, rows=self.rows):
+            if self.rows is None:
+                _validate_block(src, block, start, gene_names)
+            else:
+                rows = self.rows[start : start + len(block)]
+                _validate_block(src, block, start, gene_names, rows=rows)
+            yield start, block
+
+
+class _CombinedSource(Source):
+    """The kept cells of every part, over the common genes, each block validated.
+
+    What gene selection sees: ``var`` is the first source's, restricted to the common
+    genes; the highly-variable-genes pass then stops at the first NaN, inf or negative
+    value with a message naming it, instead of failing later on statistics computed
+    from it.
+    """
+
+    def __init__(self, parts: list[_Part], names: np.ndarray):
+        self.parts = parts
+        first = parts[0]
+        self.path = first.source.path if len(parts) == 1 else None
+        self.kind = first.source.kind if len(parts) == 1 else "multiple"
+        dtypes = [p.source.dtype for p in parts]
+        numeric = all(d.kind in "fiu" for d in dtypes)
+        self.dtype = np.result_type(*dtypes) if numeric else np.dtype(np.float64)
+        self.obs = pd.DataFrame(index=pd.Index(names, dtype=object))
+        var = first.source.var
+        self.var = var if first.genes is None else var.iloc[first.genes]
+        self._name = ", ".join(p.source.name for p in parts)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def iter_chunks(self, chunk_cells, genes=None, rows=None):
+        if rows is not None:
+            msg = "the combined sources are already subsampled; rows is not supported here"
+            raise ValueError(msg)
+        for part in self.parts:
+            cols = part.columns(genes)
+            for start, block in part.blocks(chunk_cells):
+                yield part.offset + start, (block if cols is None else block[:, cols])
+
+
+def _check_subsample(max_per_type, seed, cell_type) -> int | None:
+    if max_per_type is None:
+        return None
+    if cell_type is None:
+        msg = (
+            f"max_per_type={max_per_type} keeps at most that many cells per cell type, so it "
+            "needs the cell type column: pass cell_type=COLUMN (--cell-type COLUMN)"
+        )
+        raise ValueError(msg)
+    for name, value, low in (("max_per_type", max_per_type, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            kind = "a positive" if low else "a non-negative"
+            msg = f"{name} must be {kind} integer, got {value!r}"
+            raise ValueError(msg)
+    return int(max_per_type)
+
+
+def _source_label(src: Source, position: int) -> str:
+    return Path(src.path).stem if src.path is not None else f"anndata_{position}"
+
+
+def _plan_parts(srcs: list[Source]) -> list[_Part]:
+    """One part per source, with the genes common to all sources (first source's order)."""
+    labels = [_source_label(src, i) for i, src in enumerate(srcs)]
+    if len(srcs) == 1:
+        return [_Part(srcs[0], labels[0], genes=None, n_dropped=0)]
+    for src in srcs:
+        dup = src.var.index[src.var.index.duplicated()]
+        if len(dup):
+            msg = (
+                f"{src.name} has {len(dup)} duplicate gene name(s), e.g. "
+                f"{list(dup.unique()[:5])}; several sources are matched by gene name, so "
+                "make them unique (AnnData.var_names_make_unique()) before ingest"
+            )
+            raise ValueError(msg)
+    common = srcs[0].var.index
+    for src in srcs[1:]:
+        common = common[common.isin(src.var.index)]
+    if len(common) == 0:
+        examples = "; ".join(f"{s.name}: {list(s.var.index[:3])}" for s in srcs)
+        msg = (
+            f"no gene is in every one of the {len(srcs)} sources (genes are matched by var "
+            f"name; first names: {examples}); use the same gene naming in all sources"
+        )
+        raise ValueError(msg)
+    parts = []
+    for src, label in zip(srcs, labels, strict=True):
+        cols = src.var.index.get_indexer(common).astype(np.int64)
+        in_order = np.array_equal(cols, np.arange(src.n_genes))
+        parts.append(_Part(src, label, None if in_order else cols, src.n_genes - len(common)))
+    offset = 0
+    for part in parts:
+        part.offset = offset
+        offset += part.n_kept
+    return parts
+
+
+def _require_distinct_labels(parts: list[_Part], why: str) -> None:
+    seen: dict[str, Source] = {}
+    for part in parts:
+        other = seen.setdefault(part.label, part.source)
+        if other is not part.source:
+            msg = (
+                f"sources {other.name} and {part.source.name} have the same name "
+                f"{part.label!r} (file name without suffix), which {why}; rename or "
+                "symlink one of them"
+            )
+            raise ValueError(msg)
+
+
+def _union_labels(parts: list[_Part], column: str) -> tuple[str, np.ndarray, list[str]]:
+    """Codes over all parts into the union of their categories (first-seen order)."""
+    per_source = [_label_codes(p.source, column) for p in parts]
+    categories = list(dict.fromkeys(c for _, _, cats in per_source for c in cats))
+    index = {c: i for i, c in enumerate(categories)}
+    codes = [
+        np.asarray([index[c] for c in cats], dtype=np.int32)[codes] for _, codes, cats in per_source
+    ]
+    return column, np.concatenate(codes).astype(np.int32), categories
+
+
+def _source_batches(parts: list[_Part]) -> tuple[str, np.ndarray, list[str]]:
+    """Batch labels from the sources' names: one batch per source."""
+    _require_distinct_labels(parts, "the batches are named after (pass batch=COLUMN)")
+    codes = np.repeat(np.arange(len(parts), dtype=np.int32), [p.source.n_cells for p in parts])
+    return SOURCE_BATCH_COLUMN, codes, [p.label for p in parts]
+
+
+def _cell_names(parts: list[_Part]) -> tuple[np.ndarray, bool]:
+    """Cell names of all parts, prefixed ``'<label>:'`` when any name is in two sources."""
+    for part in parts:
+        _check_cell_names(part.source)
+    names = np.concatenate([np.asarray(p.source.obs.index, dtype=object) for p in parts])
+    if len(parts) == 1 or not pd.Index(names).duplicated().any():
+        return names, False
+    _require_distinct_labels(parts, "prefixes the cell names that occur in several sources")
+    names = np.concatenate(
+        [np.asarray([f"{p.label}:{n}" for n in p.source.obs.index], dtype=object) for p in parts]
+    )
+    dup = pd.Index(names)[pd.Index(names).duplicated()]
+    if len(dup):
+        msg = (
+            f"cell names are not unique even prefixed with their source's name, e.g. "
+            f"{list(dup.unique()[:5])}; make them unique before ingest"
+        )
+        raise ValueError(msg)
+    return names, True
+
+
+def _subsample(cell_type, max_per_type: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Indices (sorted) of at most ``max_per_type`` cells per type, and their record.
+
+    Types are visited in category order; each with more cells than ``max_per_type`` draws
+    ``rng.choice(its cells, max_per_type, replace=False)`` from one
+    ``numpy.random.default_rng(seed)``.
+    """
+    column, codes, categories = cell_type
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(codes), dtype=bool)
+    before, after = {}, {}
+    for code, name in enumerate(categories):
+        cells = np.flatnonzero(codes == code)
+        if len(cells) > max_per_type:
+            cells = rng.choice(cells, size=max_per_type, replace=False)
+        keep[cells] = True
+        before[name] = int((codes == code).sum())
+        after[name] = len(cells)
+    record = {
+        "max_per_type": max_per_type,
+        "seed": seed,
+        "column": column,
+        "n_cells_before": len(codes),
+        "n_cells_kept": int(keep.sum()),
+        "cells_per_type": before,
+        "kept_per_type": after,
+    }
+    return np.flatnonzero(keep), record
+
+
+def _used_only(column: str, codes: np.ndarray, categories: list[str]):
+    """Drop the categories no kept cell has (as for a single source), keeping the order."""
+    used = np.zeros(len(categories), dtype=bool)
+    used[codes] = True
+    new_codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
+    return column, new_codes, [c for c, u in zip(categories, used, strict=True) if u]
+
+
+def _keep_rows(parts: list[_Part], kept: np.ndarray) -> None:
+    """Give each part its kept source rows and its first store row."""
+    start = offset = 0
+    for part in parts:
+        stop = start + part.source.n_cells
+        lo, hi = np.searchsorted(kept, [start, stop])
+        part.rows = kept[lo:hi] - start
+        part.offset = offset
+        offset += len(part.rows)
+        start = stop
+
+
+def _provenance(parts: list[_Part], params: dict, prefixed: bool, subsample) -> dict:
+    """The store's provenance: every source with its sha256, and what was kept of it."""
+    sources = []
+    for part in parts:
+        src = part.source
+        sources.append(
+            {
+                "source": str(Path(src.path).resolve()) if src.path is not None else None,
+                "source_kind": src.kind,
+                "sha256": _sha256(src.path) if src.path is not None else None,
+                "source_shape": [src.n_cells, src.n_genes],
+                "label": part.label,
+                "n_cells": part.n_kept,
+                "genes_dropped": part.n_dropped,
+            }
+        )
+    # one source: its fields at the top level; several: a list of each field
+    flat = ("source", "source_kind", "sha256", "source_shape")
+    single = len(sources) == 1
+    return {
+        **{key: sources[0][key] if single else [s[key] for s in sources] for key in flat},
+        "sources": sources,
+        "genes_common": int(parts[0].source.n_genes - parts[0].n_dropped),
+        "cell_names": "prefixed with the source label" if prefixed else "as in the source",
+        "subsample": subsample,
+        "parameters": params,
+        "rankdist_version": version("rankdist"),
+    }
 
 
 def _check_store_path(store_path: Path, overwrite: bool) -> None:
@@ -142,29 +442,6 @@ def _check_store_path(store_path: Path, overwrite: bool) -> None:
             "or remove it yourself first"
         )
         raise FileExistsError(msg)
-
-
-class _CheckedSource(Source):
-    """``source`` with every streamed block checked by :func:`_validate_block`.
-
-    Passes that read X before it is written (the highly-variable-genes pass) then stop at
-    the first NaN, inf or negative value with a message naming it, instead of failing
-    later on statistics computed from it.
-    """
-
-    def __init__(self, source: Source):
-        self._source = source
-        self.path, self.kind, self.dtype = source.path, source.kind, source.dtype
-        self.obs, self.var = source.obs, source.var
-        self._gene_names = np.asarray(source.var.index)
-
-    def _rows(self, start, stop):
-        return self._source._rows(start, stop)
-
-    def iter_chunks(self, chunk_cells, genes=None):
-        for start, block in super().iter_chunks(chunk_cells):
-            _validate_block(self, block, start, self._gene_names)
-            yield start, (block if genes is None else block[:, genes])
 
 
 def _label_codes(src: Source, column: str) -> tuple[str, np.ndarray, list[str]]:
@@ -200,39 +477,83 @@ def _check_cell_names(src: Source) -> None:
         raise ValueError(msg)
 
 
-def _write_matrix(src: Source, root: zarr.Group, gene_idx: np.ndarray, progress: bool) -> None:
+def _write_matrix(
+    src: _CombinedSource, root: zarr.Group, gene_idx: np.ndarray, progress: bool
+) -> None:
     """Stream X into ``root['X']`` (selected genes) and ``obs/total_counts`` (all genes)."""
     n, g = src.n_cells, len(gene_idx)
     rows = chunk_rows(g, n)
-    dtype = src.dtype if src.dtype.kind in "fiu" else np.dtype(np.float64)
     x = root.create_array(
-        "X", shape=(n, g), dtype=dtype, chunks=(rows, g), compressors=compressor()
+        "X", shape=(n, g), dtype=src.dtype, chunks=(rows, g), compressors=compressor()
     )
     totals = np.empty(n, dtype=np.float64)
-    gene_names = np.asarray(src.var.index)
-    select_all = len(gene_idx) == src.n_genes
-    with _progress.bar(f"ingest {src.name}", -(-n // rows), enabled=progress) as bar:
-        for start, block in src.iter_chunks(rows):
-            _validate_block(src, block, start, gene_names)
-            totals[start : start + len(block)] = block.sum(axis=1, dtype=np.float64)
-            x[start : start + len(block)] = block if select_all else block[:, gene_idx]
-            bar.advance()
+    genes = None if len(gene_idx) == src.n_genes else gene_idx
+    writer = _ChunkWriter(x)
+    n_blocks = sum(p.n_blocks(rows) for p in src.parts)
+    with _progress.bar(f"ingest {src.name}", n_blocks, enabled=progress) as bar:
+        for part in src.parts:
+            cols = part.columns(genes)
+            for start, block in part.blocks(rows):
+                first = part.offset + start
+                # library size over every gene of the cell's own source
+                totals[first : first + len(block)] = block.sum(axis=1, dtype=np.float64)
+                writer.append(block if cols is None else block[:, cols])
+                bar.advance()
+    writer.close()
     tot = root.create_array(
         "obs/total_counts", shape=(n,), dtype="float64", chunks=(max(1, min(n, 1 << 20)),)
     )
     tot[:] = totals
 
 
-def _validate_block(src: Source, block: np.ndarray, start: int, gene_names: np.ndarray) -> None:
-    """NaN, inf and negative values are errors naming the cell, the gene and the value."""
+class _ChunkWriter:
+    """Appends blocks of any number of rows to an array, writing whole chunks only.
+
+    Subsampled or concatenated sources yield blocks that do not line up with the store's
+    chunks; buffering them to chunk boundaries writes (and compresses) each chunk once.
+    """
+
+    def __init__(self, array: zarr.Array):
+        self._array, self._rows = array, int(array.chunks[0])
+        self._pending: list[np.ndarray] = []
+        self._held = 0
+        self._written = 0
+
+    def append(self, block: np.ndarray) -> None:
+        self._pending.append(block)
+        self._held += len(block)
+        if self._held >= self._rows:
+            self._write(self._held // self._rows * self._rows)
+
+    def close(self) -> None:
+        if self._held:
+            self._write(self._held)
+
+    def _write(self, n_rows: int) -> None:
+        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        stop = self._written + n_rows
+        self._array[self._written : stop] = data[:n_rows].astype(self._array.dtype, copy=False)
+        rest = data[n_rows:]
+        self._pending = [rest] if len(rest) else []
+        self._held, self._written = len(rest), stop
+
+
+def _validate_block(
+    src: Source, block: np.ndarray, start: int, gene_names: np.ndarray, rows=None
+) -> None:
+    """NaN, inf and negative values are errors naming the cell, the gene and the value.
+
+    The block holds source cells ``start, start + 1, ...``, or the cells ``rows``.
+    """
+    cells = np.arange(start, start + len(block)) if rows is None else np.asarray(rows)
     if block.dtype.kind == "f":
         bad = ~np.isfinite(block)
         if bad.any():
             r, c = np.argwhere(bad)[0]
             msg = (
                 f"{src.name}: X has {int(bad.sum())} non-finite value(s) in cells "
-                f"{start}..{start + len(block) - 1}; first: {block[r, c]} at cell "
-                f"{src.obs.index[start + r]!r}, gene {gene_names[c]!r}"
+                f"{cells[0]}..{cells[-1]}; first: {block[r, c]} at cell "
+                f"{src.obs.index[cells[r]]!r}, gene {gene_names[c]!r}"
             )
             raise ValueError(msg)
     if block.dtype.kind in "fi":
@@ -241,7 +562,7 @@ def _validate_block(src: Source, block: np.ndarray, start: int, gene_names: np.n
             r, c = np.argwhere(neg)[0]
             msg = (
                 f"{src.name}: X has negative value(s) ({block[r, c]} at cell "
-                f"{src.obs.index[start + r]!r}, gene {gene_names[c]!r}); rankdist expects "
+                f"{src.obs.index[cells[r]]!r}, gene {gene_names[c]!r}); rankdist expects "
                 "counts or log-normalised expression, not scaled/centred data"
             )
             raise ValueError(msg)

@@ -59,7 +59,10 @@ class Source:
         raise NotImplementedError
 
     def iter_chunks(
-        self, chunk_cells: int, genes: np.ndarray | None = None
+        self,
+        chunk_cells: int,
+        genes: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` for consecutive cell chunks, in cell order.
 
@@ -69,22 +72,57 @@ class Source:
             Rows per chunk (the last chunk may be shorter).
         genes
             Sorted integer indices of the genes to keep, or ``None`` for all.
+        rows
+            Sorted, unique integer indices of the cells to read, or ``None`` for all.
+            The cells are cut into spans of ``chunk_cells`` (``0:chunk_cells``,
+            ``chunk_cells:2*chunk_cells``, ...); a span holding no selected cell is not
+            read, and a span holding some is read from its first to its last selected
+            cell. Each block holds the selected cells of one span.
 
         Yields
         ------
         start
-            Index of the chunk's first cell.
+            Index of the chunk's first cell; with ``rows``, the position of its first
+            cell in ``rows`` (its cells are ``rows[start:start + len(block)]``).
         block
             Dense ``(rows, n_kept_genes)`` array in the source dtype.
         """
-        for start in range(0, self.n_cells, chunk_cells):
-            stop = min(start + chunk_cells, self.n_cells)
-            block = self._rows(start, stop)
+        if rows is None:
+            spans = (
+                (start, start, min(start + chunk_cells, self.n_cells), None)
+                for start in range(0, self.n_cells, chunk_cells)
+            )
+        else:
+            spans = self._selected_spans(chunk_cells, rows)
+        for start, first, stop, local in spans:
+            block = self._rows(first, stop)
+            if local is not None:
+                block = block[local]
             if genes is not None:
                 block = block[:, genes]
             if sp.issparse(block):
                 block = block.toarray()
             yield start, np.asarray(block)
+
+    def _selected_spans(self, chunk_cells: int, rows) -> Iterator[tuple]:
+        """``(position in rows, first cell read, stop, local rows or None)`` per span read."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (
+            len(rows) and (rows[0] < 0 or rows[-1] >= self.n_cells or (np.diff(rows) <= 0).any())
+        ):
+            msg = (
+                f"rows must be sorted, unique cell indices in 0..{self.n_cells - 1} "
+                f"(the cells of {self.name})"
+            )
+            raise ValueError(msg)
+        span = rows // chunk_cells
+        cuts = np.flatnonzero(np.diff(span)) + 1
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+            if hi == lo:
+                continue
+            first, last = int(rows[lo]), int(rows[hi - 1])
+            whole = last - first + 1 == hi - lo  # a contiguous run: no row selection
+            yield lo, first, last + 1, None if whole else rows[lo:hi] - first
 
     def close(self) -> None:
         """Release open file handles."""
