@@ -25,12 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="stream a dataset into a rankdist store")
-    p.add_argument("source", help=".h5ad, 10x .h5, 10x mtx directory or AnnData .zarr")
+    p = sub.add_parser(
+        "ingest", help="stream one or several datasets into a rankdist store",
+        description="Stream datasets into a rankdist store. Several sources are concatenated, "
+        "keeping the genes they all have; each source is then a batch unless --batch is given.",
+    )  # fmt: skip
+    p.add_argument(
+        "source", nargs="+",
+        help=".h5ad, 10x .h5, 10x mtx directory or AnnData .zarr (one or more)",
+    )  # fmt: skip
     p.add_argument("store", help="store directory to create (e.g. pbmc.zarr)")
     p.add_argument("--cell-type", metavar="COL", help="obs column with the cell type")
     p.add_argument("--coarse-type", metavar="COL", help="obs column with the coarse class")
-    p.add_argument("--batch", metavar="COL", help="obs column with the batch")
+    p.add_argument(
+        "--batch", metavar="COL",
+        help="obs column with the batch (default with several sources: the source file name)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-per-type", type=int, metavar="N",
+        help="keep at most N cells per cell type, drawn at random (needs --cell-type)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of --max-per-type (default 0)")
     p.add_argument(
         "--genes", default=None, metavar="SPEC",
         help="all (default) | hvg:N | FILE (one gene per line) | VAR_COLUMN (boolean)",
@@ -47,8 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cutoffs", type=_cutoffs, default=(0.5,), help="e.g. 0.3,0.5,0.7 (default 0.5)"
     )
-    p.add_argument("--cluster", default="local", help="local (default) or tcp://HOST:PORT")
+    p.add_argument(
+        "--cluster", default="local",
+        help="local (default), tcp://HOST:PORT, or a batch system: slurm, pbs, sge, lsf",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 1)")
+    p.add_argument("--jobs", type=int, help="batch jobs to keep running (default 1)")
+    p.add_argument(
+        "--profile", metavar="PATH", help="dask-jobqueue profile, e.g. deploy/slurm.yaml"
+    )
     p.add_argument(
         "--block-size", type=int, help="cells per block, multiple of 512 (default: auto)"
     )
@@ -63,6 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a store and its runs")
     p.add_argument("store")
+
+    p = sub.add_parser(
+        "doctor", help="show how --cluster would run: job script, addresses, SSH tunnel"
+    )
+    p.add_argument(
+        "--cluster", default="local",
+        help="slurm, pbs, sge, lsf, local (default) or tcp://HOST:PORT",
+    )  # fmt: skip
+    p.add_argument("--profile", metavar="PATH", help="dask-jobqueue profile (see deploy/)")
+    p.add_argument("--jobs", type=int, help="batch jobs a run would keep (default 1)")
+    p.add_argument(
+        "--login-host", metavar="HOST",
+        help="the machine you ssh into, for the tunnel command (default: the submit host "
+        "inside a batch job, else a placeholder)",
+    )  # fmt: skip
+
+    p = sub.add_parser("report", help="tables, figures and one HTML page of a store's runs")
+    p.add_argument("store")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the report to")
+    p.add_argument("--runs", metavar="A,B", help="comma-separated run names (default: every run)")
+    p.add_argument(
+        "--hierarchy", metavar="CSV",
+        help="fine,coarse cell-type CSV (default: the stored coarse_type labels)",
+    )  # fmt: skip
 
     p = sub.add_parser("demo", help="synthetic labelled data -> neighbours -> purity table")
     p.add_argument(
@@ -86,12 +132,28 @@ def main(argv: list[str] | None = None) -> int:
 def _ingest(args) -> int:
     from rankdist import ingest
 
+    sources = args.source if len(args.source) > 1 else args.source[0]
     store = ingest(
-        args.source, args.store, cell_type=args.cell_type, coarse_type=args.coarse_type,
+        sources, args.store, cell_type=args.cell_type, coarse_type=args.coarse_type,
         batch=args.batch, genes=args.genes, use_raw=args.use_raw, layer=args.layer,
-        overwrite=args.overwrite, progress=not args.quiet,
+        max_per_type=args.max_per_type, seed=args.seed, overwrite=args.overwrite,
+        progress=not args.quiet,
     )  # fmt: skip
     print(store)
+    prov = store.provenance
+    if len(prov["sources"]) > 1:
+        print(f"{prov['genes_common']} genes are in every source")
+        for src in prov["sources"]:
+            print(
+                f"  {src['label']}: {src['n_cells']} cells, {src['genes_dropped']} of "
+                f"{src['source_shape'][1]} genes dropped ({src['source']})"
+            )
+    sub = prov.get("subsample")
+    if sub:
+        print(
+            f"kept {sub['n_cells_kept']} of {sub['n_cells_before']} cells "
+            f"(at most {sub['max_per_type']} per cell type, seed {sub['seed']})"
+        )
     return 0
 
 
@@ -102,8 +164,8 @@ def _neighbors(args) -> int:
         warnings.simplefilter("always")
         res = neighbors(
             args.store, encoding=args.encoding, k=args.k, cutoffs=args.cutoffs,
-            cluster=args.cluster, workers=args.workers, block_size=args.block_size,
-            name=args.name, progress=not args.quiet,
+            cluster=args.cluster, workers=args.workers, jobs=args.jobs, profile=args.profile,
+            block_size=args.block_size, name=args.name, progress=not args.quiet,
         )  # fmt: skip
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -137,6 +199,25 @@ def _info(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from rankdist.cluster.local import doctor_report
+
+    print(
+        doctor_report(
+            args.cluster, jobs=args.jobs, profile=args.profile, login_host=args.login_host
+        )
+    )
+    return 0
+
+
+def _report(args) -> int:
+    from rankdist.report import build_report
+
+    page = build_report(args.store, args.out, runs=args.runs, hierarchy=args.hierarchy)
+    print(f"wrote {page}; tables in {page.parent / 'tables'}, figures in {page.parent / 'figures'}")
+    return 0
+
+
 def _demo(args) -> int:
     from rankdist.demo import run_demo
 
@@ -149,6 +230,8 @@ COMMANDS = {
     "neighbors": _neighbors,
     "export": _export,
     "info": _info,
+    "doctor": _doctor,
+    "report": _report,
     "demo": _demo,
 }
 

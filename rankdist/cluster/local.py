@@ -1,4 +1,4 @@
-"""Start a LocalCluster or join a running Dask scheduler, and say where to watch it."""
+"""Where the work runs: a LocalCluster, a running scheduler or a batch system; where to watch it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
+
+from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_client, tunnel_command
+from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
 
 
 def _cores() -> int:
@@ -30,13 +33,14 @@ def cluster_client(
     profile: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> Iterator[Client]:
-    """A Dask client for the duration of the block; a started LocalCluster is closed after.
+    """A Dask client for the duration of the block; a cluster started for it is closed after.
 
     Parameters
     ----------
     cluster
-        ``'local'`` to start a LocalCluster on this machine, or a scheduler address
-        (``tcp://host:port``) to join.
+        ``'local'`` to start a LocalCluster on this machine, a scheduler address
+        (``tcp://host:port``) to join, or a batch system (``'slurm'``, ``'pbs'``,
+        ``'sge'``, ``'lsf'``) to run workers in jobs submitted through dask-jobqueue.
     workers
         Worker processes of the LocalCluster (default 1, sharing one block cache).
     threads_per_worker
@@ -46,17 +50,40 @@ def cluster_client(
         Per-worker memory limit for the LocalCluster (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
         Where the LocalCluster serves its dashboard (another port is taken if busy).
-    jobs, profile
-        For batch-system clusters only (not implemented here yet): jobs to submit and the
-        dask-jobqueue profile to read.
+    jobs
+        Batch systems only: jobs to keep running (default 1), each with the workers its
+        profile describes. Jobs are cancelled when the block ends.
+    profile
+        Batch systems only: a dask-jobqueue YAML profile with a ``jobqueue: <system>:``
+        section (see ``deploy/``). None: dask-jobqueue's own configuration.
     quiet
-        Do not print the dashboard link.
+        Do not print the dashboard link (and, for a batch system, the jobs and the SSH
+        tunnel command).
+
+    Yields
+    ------
+    distributed.Client
+        Connected to a cluster with at least one worker.
     """
-    batch_system = cluster != "local" and "://" not in cluster
+    batch_system = cluster in SYSTEMS
     if not batch_system and (jobs is not None or profile is not None):
-        msg = f"--jobs/--profile apply to slurm, pbs, sge and lsf clusters, not to {cluster!r}"
+        msg = (
+            f"--jobs/--profile apply to {', '.join(SYSTEMS)} clusters, not to {cluster!r}; "
+            "use e.g. --cluster slurm --jobs 4 --profile deploy/slurm.yaml"
+        )
         raise ValueError(msg)
-    if cluster == "local":
+    if batch_system:
+        if workers is not None or threads_per_worker is not None:
+            msg = (
+                f"--workers/threads apply only to --cluster local; a {cluster} job runs the "
+                "workers its profile describes (cores, processes); use --jobs for more"
+            )
+            raise ValueError(msg)
+        with jobqueue_client(
+            cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet
+        ) as client:
+            yield client
+    elif cluster == "local":
         n_workers = workers or 1
         threads = threads_per_worker or max(1, _cores() // n_workers)
         with (
@@ -90,8 +117,61 @@ def cluster_client(
                 print(describe_client(client), file=sys.stderr, flush=True)
             yield client
     else:
-        msg = f"unknown --cluster {cluster!r}; use 'local' or a scheduler address like tcp://host:8786"
+        msg = (
+            f"unknown --cluster {cluster!r}; use 'local', a batch system "
+            f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
+        )
         raise ValueError(msg)
+
+
+def doctor_report(
+    cluster: str = "local",
+    *,
+    jobs: int | None = None,
+    profile: str | os.PathLike | None = None,
+    login_host: str | None = None,
+) -> str:
+    """How ``--cluster`` would run, checked by starting its scheduler; nothing is submitted.
+
+    Parameters
+    ----------
+    cluster
+        ``'local'``, a scheduler address, or ``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``.
+    jobs, profile
+        As for :func:`cluster_client` (batch systems only).
+    login_host
+        The machine a user SSHes into, for the tunnel command (default: the submit host
+        inside a batch job, else a placeholder).
+
+    Returns
+    -------
+    str
+        For a batch system: the job script, the scheduler's interface and address, the
+        dashboard URL and the SSH tunnel command. Otherwise the workers, the scheduler,
+        the dashboard URL and the tunnel command.
+    """
+    if cluster in SYSTEMS:
+        return jobqueue_doctor_report(
+            cluster, jobs=1 if jobs is None else jobs, profile=profile, login_host=login_host
+        )
+    login = login_host or default_login_host()
+    with cluster_client(cluster, jobs=jobs, profile=profile, quiet=True) as client:
+        link = client.dashboard_link
+        lines = [
+            f"rankdist doctor: --cluster {cluster}; nothing is submitted",
+            describe_client(client),
+            f"scheduler: {client.scheduler.address}",
+            "SSH tunnel (run on your laptop, then open the dashboard on localhost):",
+            f"  {tunnel_command(link, login)}",
+        ]
+    if login == "<login-host>":
+        lines.append("  (replace <login-host> with the machine you ssh into, or pass --login-host)")
+    lines.append(
+        "no job script: --cluster local runs on this machine"
+        if cluster == "local"
+        else f"no job script: the scheduler at {cluster} has the workers it has"
+    )
+    return "\n".join(lines)
 
 
 def describe_client(client: Client) -> str:
