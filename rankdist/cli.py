@@ -18,6 +18,20 @@ def _cutoffs(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _param(text: str) -> tuple[str, int | float | str]:
+    """``NAME=VALUE`` with the value read as an int, else a float, else a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        msg = f"--param takes NAME=VALUE (e.g. top=4096), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    for cast in (int, float):
+        try:
+            return name, cast(value)
+        except ValueError:
+            continue
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rankdist",
@@ -57,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("neighbors", help="exact top-k neighbours and cutoff counts")
     p.add_argument("store")
-    p.add_argument("--encoding", default="spearman", help="spearman (default) or pearson")
+    p.add_argument(
+        "--encoding", default="spearman",
+        help="spearman (default), pearson (log1p CP10k baseline), geneformer, topn",
+    )  # fmt: skip
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", type=_param,
+        help="encoding parameter, repeatable: --param top=4096 (geneformer), --param n=200 (topn)",
+    )  # fmt: skip
     p.add_argument("--k", type=int, default=30, help="neighbours per cell (default 30)")
     p.add_argument(
         "--cutoffs", type=_cutoffs, default=(0.5,), help="e.g. 0.3,0.5,0.7 (default 0.5)"
@@ -75,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--block-size", type=int, help="cells per block, multiple of 512 (default: auto)"
     )
     p.add_argument("--name", help="run name (default: the encoding)")
+    p.add_argument(
+        "--type-hist", action="store_true",
+        help="also count pairs by (cell type, cell type, similarity): the report's heatmap",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar or dashboard link")
 
     p = sub.add_parser("export", help="write a run as AnnData for scanpy / scib-metrics")
@@ -166,6 +191,7 @@ def _neighbors(args) -> int:
             args.store, encoding=args.encoding, k=args.k, cutoffs=args.cutoffs,
             cluster=args.cluster, workers=args.workers, jobs=args.jobs, profile=args.profile,
             block_size=args.block_size, name=args.name, progress=not args.quiet,
+            params=dict(args.param) or None, type_hist=args.type_hist,
         )  # fmt: skip
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

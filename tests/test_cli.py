@@ -86,3 +86,18 @@ def test_help_lists_commands():
     out = run("--help")
     for cmd in ("ingest", "neighbors", "export", "info", "demo"):
         assert cmd in out.stdout
+
+
+def test_neighbors_encoding_params_and_type_hist(h5ad, tmp_path):
+    store = tmp_path / "p.zarr"
+    run("ingest", h5ad, store, "--cell-type", "cell_type", "--quiet")
+    run("neighbors", store, "--encoding", "topn", "--param", "n=50", "--k", "5", "--type-hist",
+        "--quiet", "--name", "top50")  # fmt: skip
+    res = rankdist.load(store, "top50")
+    assert res.metadata["encoding"] == "topn" and res.metadata["encoding_params"] == {"n": 50}
+    pairs = res.pair_hist.sum("bin").to_numpy()  # symmetric: each type pair once above
+    assert pairs[np.triu_indices(len(pairs))].sum() == 900 * 899 // 2
+    out = run("neighbors", store, "--encoding", "topn", "--param", "m=5", check=False)
+    assert out.returncode == 2 and "has no parameter(s) ['m']" in out.stderr
+    out = run("neighbors", store, "--param", "top", check=False)
+    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
