@@ -6,6 +6,7 @@ import getpass
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -338,3 +339,49 @@ def test_slurm_worker_retiring_at_lifetime_is_replaced(tmp_path):
             time.sleep(0.2)
     assert len(seen) >= 2, "no replacement worker joined after the first one retired"
     assert len(slurm_jobs(name)) >= 2
+
+
+@pytest.mark.needs("slurm")
+def test_slurm_job_cancelled_mid_run_changes_nothing(client, tmp_path):
+    """scancel of one of two worker jobs mid-run: Dask recomputes, the result is unchanged."""
+    adata = synthetic_counts(n_cells=8000, n_genes=400, seed=2)
+    store = rankdist.ingest(adata, tmp_path / "c.zarr", cell_type="cell_type", progress=False)
+    args = dict(k=10, cutoffs=(0.45,), block_size=512, progress=False)
+    ref = rankdist.neighbors(store, client=client, name="local", **args)
+    name = f"rankdist-test-{uuid.uuid4().hex[:8]}"
+    profile = slurm_profile(tmp_path, name)
+    ckpt = store.path / "results" / ".slurm.partial" / "checkpoint"
+    cancelled = {}
+
+    def cancel_one_job_mid_run():
+        # dask-jobqueue needs the main thread for its signal handlers, so the run stays
+        # there and this watcher cancels a job once merged partials are on disk
+        deadline = time.monotonic() + 180
+        while not (ckpt.exists() and len(list(ckpt.glob("b*.npz"))) >= 4):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        running = subprocess.run(
+            ["squeue", "-h", "-t", "running", "-n", name, "-o", "%i"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.split()  # fmt: skip
+        cancelled["running"] = running
+        if running:
+            subprocess.run(["scancel", running[0]], check=True, timeout=30)
+            cancelled["job"] = running[0]
+            cancelled["remaining_checkpoint_files"] = len(list(ckpt.glob("b*.npz")))
+
+    watcher = threading.Thread(target=cancel_one_job_mid_run)
+    watcher.start()
+    res = rankdist.neighbors(store, cluster="slurm", jobs=2, profile=profile, name="slurm", **args)
+    watcher.join(timeout=60)
+    assert len(cancelled.get("running", [])) == 2, cancelled  # both jobs ran when one was cancelled
+    assert "job" in cancelled, "the run finished before a job could be cancelled"
+    state = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", cancelled["job"], "-o", "%T"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert state in ("CANCELLED", ""), state  # "" once SLURM has forgotten the job
+    assert np.array_equal(res.indices, ref.indices)
+    assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32))
+    assert res.counts.identical(ref.counts)

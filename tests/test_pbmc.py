@@ -77,3 +77,25 @@ def test_export_runs_scanpy_umap_and_scib(pbmc_result, tmp_path):
     assert nr.indices.shape == (700, 16) and (nr.indices[:, 0] == np.arange(700)).all()
     score = graph_connectivity(nr, exported.obs["bulk_labels"].to_numpy())
     assert 0 < score <= 1
+
+
+def test_report_shows_within_vs_between_for_both_encodings(pbmc_result, client, tmp_path):
+    from rankdist.analysis import type_similarity
+    from rankdist.report import build_report
+
+    _, store, _ = pbmc_result
+    for encoding in ("spearman", "pearson"):
+        res = rankdist.neighbors(
+            store, encoding, k=15, cutoffs=(0.3, 0.5), client=client, type_hist=True,
+            name=f"{encoding}-hist", progress=False,
+        )  # fmt: skip
+        sim = type_similarity(res)
+        within, between = (float(sim[v].sel(quantile=0.5)) for v in ("within", "between"))
+        assert within > between + 0.02, (encoding, within, between)
+    page = build_report(store, tmp_path / "report", runs=["spearman-hist", "pearson-hist"])
+    html = page.read_text()
+    for run in ("spearman-hist", "pearson-hist"):
+        assert (tmp_path / "report" / "figures" / f"similarity_{run}.png").exists()
+        assert (tmp_path / "report" / "tables" / f"similarity_{run}.csv").exists()
+        assert f"median similarity of cell types, {run}" in html
+    assert "no type x type histogram" not in html.lower()
