@@ -227,3 +227,18 @@ def test_lisi_in_row_chunks_is_the_same(synth, monkeypatch):
     chunked = batch_mixing(synth)
     np.testing.assert_array_equal(chunked["ilisi"], whole["ilisi"])
     np.testing.assert_array_equal(chunked["clisi"], whole["clisi"])
+
+
+def test_summary_reuses_a_given_mixing(synth, monkeypatch):
+    """batch_summary(mixing=...) gives the same table without recomputing LISI/kBET."""
+    import rankdist.analysis.batch as batch_module
+
+    res = synth
+    mixing = batch_module.batch_mixing(res)
+    want = batch_module.batch_summary(res)
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("batch_mixing recomputed")
+
+    monkeypatch.setattr(batch_module, "batch_mixing", no_recompute)
+    assert batch_module.batch_summary(res, mixing=mixing).identical(want)

@@ -116,7 +116,9 @@ def batch_mixing(
     )
 
 
-def batch_summary(res: NeighborResult, k: int | None = None) -> xr.Dataset:
+def batch_summary(
+    res: NeighborResult, k: int | None = None, *, mixing: xr.Dataset | None = None
+) -> xr.Dataset:
     """Per cell type (and ``'all'``): mean same-batch share against its chance level.
 
     Parameters
@@ -125,6 +127,9 @@ def batch_summary(res: NeighborResult, k: int | None = None) -> xr.Dataset:
         A neighbours result with ``batch`` and ``cell_type`` labels.
     k
         Use the first k neighbours (default: all).
+    mixing
+        ``batch_mixing(res, k)`` if already computed (LISI and kBET are the costly part
+        at atlas scale); computed here otherwise.
 
     Returns
     -------
@@ -134,7 +139,7 @@ def batch_summary(res: NeighborResult, k: int | None = None) -> xr.Dataset:
         ``expected_same_batch``, ``excess_same_batch`` (mean of per-cell
         ``same_batch - expected_same_batch``), ``ilisi``, ``clisi`` (means over cells).
     """
-    per_cell = batch_mixing(res, k)
+    per_cell = batch_mixing(res, k) if mixing is None else mixing
     ctype = res.labels["cell_type"]
     t = ctype.codes.astype(np.int64)
     b = res.labels["batch"].codes.astype(np.int64)

@@ -319,8 +319,8 @@ def _batch_section(rep: _Report) -> markup.Section:
     sec.add(markup.explanation(markup.BATCH))
     summaries, graph = {}, {}
     for name, res in rep.results.items():
-        summaries[name] = batch_summary(res)
         mixing = batch_mixing(res)
+        summaries[name] = batch_summary(res, mixing=mixing)
         graph[name] = xr.Dataset({v: mixing[v].variable for v in GRAPH_SCALARS}, attrs=mixing.attrs)
     paths = rep.tables({f"batch_{n}": ds for n, ds in summaries.items()})
     paths += rep.tables({f"batch_graph_{n}": ds for n, ds in graph.items()})
