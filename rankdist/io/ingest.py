@@ -8,12 +8,9 @@ type on the way (``max_per_type``), reading only the kept rows. See docs/store.m
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,16 @@ import pandas as pd
 import zarr
 
 from rankdist import _progress
+from rankdist.io._combine import (
+    SOURCE_BATCH_COLUMN,
+    _cell_names,
+    _Part,
+    _plan_parts,
+    _provenance,
+    _source_batches,
+    _union_labels,
+)
+from rankdist.io._subsample import _check_subsample, _keep_rows, _subsample, _used_only
 from rankdist.io.genes import select_genes
 from rankdist.io.readers import open_source
 from rankdist.io.source import Source
@@ -33,10 +40,10 @@ from rankdist.io.store import (
     write_names,
 )
 
+__all__ = ["CHUNK_VALUES", "SOURCE_BATCH_COLUMN", "chunk_rows", "ingest"]
+
 #: Target number of values in one stored chunk of X (16 MiB at float32).
 CHUNK_VALUES = 1 << 22
-#: The obs "column" recorded for batches taken from the source names.
-SOURCE_BATCH_COLUMN = "source"
 
 
 def chunk_rows(n_genes: int, n_cells: int) -> int:
@@ -152,43 +159,19 @@ def ingest(
     return Store(store_path)
 
 
-@dataclass
-class _Part:
-    """One source of an ingest and where its cells and genes go in the store."""
-
-    source: Source
-    label: str  # the file's stem (or anndata_<i>): the default batch and the name prefix
-    genes: np.ndarray | None  # source columns of the common genes, None: all, in order
-    n_dropped: int  # source genes not in every source
-    offset: int = 0  # first store row of this source's cells
-    rows: np.ndarray | None = None  # kept source rows (sorted), None: all
-
-    @property
-    def n_kept(self) -> int:
-        return self.source.n_cells if self.rows is None else len(self.rows)
-
-    def columns(self, genes: np.ndarray | None) -> np.ndarray | None:
-        """Source columns of the common genes ``genes`` (indices into them; None: all)."""
-        if self.genes is None:
-            return genes
-        return self.genes if genes is None else self.genes[genes]
-
-    def n_blocks(self, chunk_cells: int) -> int:
-        if self.rows is None:
-            return -(-self.source.n_cells // chunk_cells)
-        return len(np.unique(self.rows // chunk_cells))
-
-    def blocks(self, chunk_cells: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first store row - offset, block)`` of the kept cells, all genes, validated."""
-        src = self.source
-        gene_names = np.asarray(src.var.index)
-        for start, block in src.iter_chunks(chunk_cells, rows=self.rows):
-            if self.rows is None:
-                _validate_block(src, block, start, gene_names)
-            else:
-                rows = self.rows[start : start + len(block)]
-                _validate_block(src, block, start, gene_names, rows=rows)
-            yield start, block
+def _part_blocks(part: _Part, chunk_cells: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first store row - offset, block)`` of the kept cells, all genes, validated."""
+    # A function here rather than a method of _Part: reading the matrix belongs to ingest,
+    # and every block goes through this module's _validate_block.
+    src = part.source
+    gene_names = np.asarray(src.var.index)
+    for start, block in src.iter_chunks(chunk_cells, rows=part.rows):
+        if part.rows is None:
+            _validate_block(src, block, start, gene_names)
+        else:
+            rows = part.rows[start : start + len(block)]
+            _validate_block(src, block, start, gene_names, rows=rows)
+        yield start, block
 
 
 class _CombinedSource(Source):
@@ -223,197 +206,8 @@ class _CombinedSource(Source):
             raise ValueError(msg)
         for part in self.parts:
             cols = part.columns(genes)
-            for start, block in part.blocks(chunk_cells):
+            for start, block in _part_blocks(part, chunk_cells):
                 yield part.offset + start, (block if cols is None else block[:, cols])
-
-
-def _check_subsample(max_per_type, seed, cell_type) -> int | None:
-    if max_per_type is None:
-        return None
-    if cell_type is None:
-        msg = (
-            f"max_per_type={max_per_type} keeps at most that many cells per cell type, so it "
-            "needs the cell type column: pass cell_type=COLUMN (--cell-type COLUMN)"
-        )
-        raise ValueError(msg)
-    for name, value, low in (("max_per_type", max_per_type, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            kind = "a positive" if low else "a non-negative"
-            msg = f"{name} must be {kind} integer, got {value!r}"
-            raise ValueError(msg)
-    return int(max_per_type)
-
-
-def _source_label(src: Source, position: int) -> str:
-    return Path(src.path).stem if src.path is not None else f"anndata_{position}"
-
-
-def _plan_parts(srcs: list[Source]) -> list[_Part]:
-    """One part per source, with the genes common to all sources (first source's order)."""
-    labels = [_source_label(src, i) for i, src in enumerate(srcs)]
-    if len(srcs) == 1:
-        return [_Part(srcs[0], labels[0], genes=None, n_dropped=0)]
-    for src in srcs:
-        dup = src.var.index[src.var.index.duplicated()]
-        if len(dup):
-            msg = (
-                f"{src.name} has {len(dup)} duplicate gene name(s), e.g. "
-                f"{list(dup.unique()[:5])}; several sources are matched by gene name, so "
-                "make them unique (AnnData.var_names_make_unique()) before ingest"
-            )
-            raise ValueError(msg)
-    common = srcs[0].var.index
-    for src in srcs[1:]:
-        common = common[common.isin(src.var.index)]
-    if len(common) == 0:
-        examples = "; ".join(f"{s.name}: {list(s.var.index[:3])}" for s in srcs)
-        msg = (
-            f"no gene is in every one of the {len(srcs)} sources (genes are matched by var "
-            f"name; first names: {examples}); use the same gene naming in all sources"
-        )
-        raise ValueError(msg)
-    parts = []
-    for src, label in zip(srcs, labels, strict=True):
-        cols = src.var.index.get_indexer(common).astype(np.int64)
-        in_order = np.array_equal(cols, np.arange(src.n_genes))
-        parts.append(_Part(src, label, None if in_order else cols, src.n_genes - len(common)))
-    offset = 0
-    for part in parts:
-        part.offset = offset
-        offset += part.n_kept
-    return parts
-
-
-def _require_distinct_labels(parts: list[_Part], why: str) -> None:
-    seen: dict[str, Source] = {}
-    for part in parts:
-        other = seen.setdefault(part.label, part.source)
-        if other is not part.source:
-            msg = (
-                f"sources {other.name} and {part.source.name} have the same name "
-                f"{part.label!r} (file name without suffix), which {why}; rename or "
-                "symlink one of them"
-            )
-            raise ValueError(msg)
-
-
-def _union_labels(parts: list[_Part], column: str) -> tuple[str, np.ndarray, list[str]]:
-    """Codes over all parts into the union of their categories (first-seen order)."""
-    per_source = [_label_codes(p.source, column) for p in parts]
-    categories = list(dict.fromkeys(c for _, _, cats in per_source for c in cats))
-    index = {c: i for i, c in enumerate(categories)}
-    codes = [
-        np.asarray([index[c] for c in cats], dtype=np.int32)[codes] for _, codes, cats in per_source
-    ]
-    return column, np.concatenate(codes).astype(np.int32), categories
-
-
-def _source_batches(parts: list[_Part]) -> tuple[str, np.ndarray, list[str]]:
-    """Batch labels from the sources' names: one batch per source."""
-    _require_distinct_labels(parts, "the batches are named after (pass batch=COLUMN)")
-    codes = np.repeat(np.arange(len(parts), dtype=np.int32), [p.source.n_cells for p in parts])
-    return SOURCE_BATCH_COLUMN, codes, [p.label for p in parts]
-
-
-def _cell_names(parts: list[_Part]) -> tuple[np.ndarray, bool]:
-    """Cell names of all parts, prefixed ``'<label>:'`` when any name is in two sources."""
-    for part in parts:
-        _check_cell_names(part.source)
-    names = np.concatenate([np.asarray(p.source.obs.index, dtype=object) for p in parts])
-    if len(parts) == 1 or not pd.Index(names).duplicated().any():
-        return names, False
-    _require_distinct_labels(parts, "prefixes the cell names that occur in several sources")
-    names = np.concatenate(
-        [np.asarray([f"{p.label}:{n}" for n in p.source.obs.index], dtype=object) for p in parts]
-    )
-    dup = pd.Index(names)[pd.Index(names).duplicated()]
-    if len(dup):
-        msg = (
-            f"cell names are not unique even prefixed with their source's name, e.g. "
-            f"{list(dup.unique()[:5])}; make them unique before ingest"
-        )
-        raise ValueError(msg)
-    return names, True
-
-
-def _subsample(cell_type, max_per_type: int, seed: int) -> tuple[np.ndarray, dict]:
-    """Indices (sorted) of at most ``max_per_type`` cells per type, and their record.
-
-    Types are visited in category order; each with more cells than ``max_per_type`` draws
-    ``rng.choice(its cells, max_per_type, replace=False)`` from one
-    ``numpy.random.default_rng(seed)``.
-    """
-    column, codes, categories = cell_type
-    rng = np.random.default_rng(seed)
-    keep = np.zeros(len(codes), dtype=bool)
-    before, after = {}, {}
-    for code, name in enumerate(categories):
-        cells = np.flatnonzero(codes == code)
-        if len(cells) > max_per_type:
-            cells = rng.choice(cells, size=max_per_type, replace=False)
-        keep[cells] = True
-        before[name] = int((codes == code).sum())
-        after[name] = len(cells)
-    record = {
-        "max_per_type": max_per_type,
-        "seed": seed,
-        "column": column,
-        "n_cells_before": len(codes),
-        "n_cells_kept": int(keep.sum()),
-        "cells_per_type": before,
-        "kept_per_type": after,
-    }
-    return np.flatnonzero(keep), record
-
-
-def _used_only(column: str, codes: np.ndarray, categories: list[str]):
-    """Drop the categories no kept cell has (as for a single source), keeping the order."""
-    used = np.zeros(len(categories), dtype=bool)
-    used[codes] = True
-    new_codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
-    return column, new_codes, [c for c, u in zip(categories, used, strict=True) if u]
-
-
-def _keep_rows(parts: list[_Part], kept: np.ndarray) -> None:
-    """Give each part its kept source rows and its first store row."""
-    start = offset = 0
-    for part in parts:
-        stop = start + part.source.n_cells
-        lo, hi = np.searchsorted(kept, [start, stop])
-        part.rows = kept[lo:hi] - start
-        part.offset = offset
-        offset += len(part.rows)
-        start = stop
-
-
-def _provenance(parts: list[_Part], params: dict, prefixed: bool, subsample) -> dict:
-    """The store's provenance: every source with its sha256, and what was kept of it."""
-    sources = []
-    for part in parts:
-        src = part.source
-        sources.append(
-            {
-                "source": str(Path(src.path).resolve()) if src.path is not None else None,
-                "source_kind": src.kind,
-                "sha256": _sha256(src.path) if src.path is not None else None,
-                "source_shape": [src.n_cells, src.n_genes],
-                "label": part.label,
-                "n_cells": part.n_kept,
-                "genes_dropped": part.n_dropped,
-            }
-        )
-    # one source: its fields at the top level; several: a list of each field
-    flat = ("source", "source_kind", "sha256", "source_shape")
-    single = len(sources) == 1
-    return {
-        **{key: sources[0][key] if single else [s[key] for s in sources] for key in flat},
-        "sources": sources,
-        "genes_common": int(parts[0].source.n_genes - parts[0].n_dropped),
-        "cell_names": "prefixed with the source label" if prefixed else "as in the source",
-        "subsample": subsample,
-        "parameters": params,
-        "rankdist_version": version("rankdist"),
-    }
 
 
 def _check_store_path(store_path: Path, overwrite: bool) -> None:
@@ -444,39 +238,6 @@ def _check_store_path(store_path: Path, overwrite: bool) -> None:
         raise FileExistsError(msg)
 
 
-def _label_codes(src: Source, column: str) -> tuple[str, np.ndarray, list[str]]:
-    """Codes and categories of obs[column]; errors name the column and the file."""
-    if column not in src.obs.columns:
-        msg = f"column {column!r} not in obs of {src.name}; available: {list(src.obs.columns)}"
-        raise KeyError(msg)
-    values = src.obs[column]
-    missing = values.isna()
-    if missing.any():
-        first = list(src.obs.index[missing.to_numpy()][:3])
-        msg = (
-            f"obs column {column!r} of {src.name} has {int(missing.sum())} missing value(s) "
-            f"(first cells: {first}); fill or drop them before ingest"
-        )
-        raise ValueError(msg)
-    cat = pd.Categorical(
-        values.astype(str)
-        if not isinstance(values.dtype, pd.CategoricalDtype)
-        else values.cat.remove_unused_categories()
-    )
-    return column, np.asarray(cat.codes, dtype=np.int32), [str(c) for c in cat.categories]
-
-
-def _check_cell_names(src: Source) -> None:
-    names = src.obs.index
-    dup = names[names.duplicated()]
-    if len(dup):
-        msg = (
-            f"{src.name} has {len(dup)} duplicate cell name(s), e.g. {list(dup.unique()[:5])}; "
-            "make them unique (AnnData.obs_names_make_unique()) before ingest"
-        )
-        raise ValueError(msg)
-
-
 def _write_matrix(
     src: _CombinedSource, root: zarr.Group, gene_idx: np.ndarray, progress: bool
 ) -> None:
@@ -493,7 +254,7 @@ def _write_matrix(
     with _progress.bar(f"ingest {src.name}", n_blocks, enabled=progress) as bar:
         for part in src.parts:
             cols = part.columns(genes)
-            for start, block in part.blocks(rows):
+            for start, block in _part_blocks(part, rows):
                 first = part.offset + start
                 # library size over every gene of the cell's own source
                 totals[first : first + len(block)] = block.sum(axis=1, dtype=np.float64)
@@ -566,17 +327,3 @@ def _validate_block(
                 "counts or log-normalised expression, not scaled/centred data"
             )
             raise ValueError(msg)
-
-
-def _sha256(path: os.PathLike) -> str:
-    """sha256 of a file, or of every file under a directory (names and contents)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
