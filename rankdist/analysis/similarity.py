@@ -30,7 +30,6 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, qs=QUANTILES) -> 
     """
     counts = np.asarray(counts, dtype=np.float64)
     cum = np.cumsum(counts, axis=-1)
-    total = cum[..., -1:]
     out = np.full(counts.shape[:-1] + (len(qs),), np.nan)
     flat_cum = cum.reshape(-1, counts.shape[-1])
     flat_counts = counts.reshape(-1, counts.shape[-1])
@@ -47,7 +46,6 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, qs=QUANTILES) -> 
             inside = flat_counts[r, b]
             frac = (target - before) / inside if inside > 0 else 0.5
             flat_out[r, j] = edges[b] + frac * (edges[b + 1] - edges[b])
-    del total
     return out
 
 

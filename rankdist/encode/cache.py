@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from distributed import Client
+from distributed import Client, as_completed
 
 from rankdist import _progress
 from rankdist.encode.registry import get_encoding
@@ -120,7 +120,7 @@ def encode(
                 key=[f"rankdist-encode-{name}-{key}-{s}" for s in starts],
             )  # fmt: skip
             with _progress.bar(f"encode {name}", len(futures), enabled=progress) as bar:
-                for fut in _completed(futures):
+                for fut in as_completed(futures):
                     fut.result()  # re-raises a worker's error here
                     bar.advance()
             group.attrs["encoding"] = {
@@ -137,12 +137,6 @@ def encode(
         n_cells=store.n_cells, n_genes=store.n_genes,
         excluded=np.flatnonzero(~valid).astype(np.int64),
     )  # fmt: skip
-
-
-def _completed(futures):
-    from distributed import as_completed
-
-    return as_completed(futures)
 
 
 def _encode_chunk(
@@ -249,7 +243,7 @@ def _medians_map_reduce(store: Store, client: Client, spool: Path, key: str, pro
     )  # fmt: skip
     counts = np.zeros(g, dtype=np.int64)
     with _progress.bar("gene medians (1/2)", len(futures), enabled=progress) as bar:
-        for fut in _completed(futures):
+        for fut in as_completed(futures):
             counts += fut.result()
             bar.advance()
     groups = gene_groups(counts, MEDIAN_REDUCE_VALUES)

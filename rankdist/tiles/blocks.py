@@ -47,6 +47,15 @@ def read_block(
     return value
 
 
+def read_valid(z_path: str, start: int, stop: int) -> np.ndarray:
+    """The encoding's validity mask for cells ``start:stop`` (without reading Z)."""
+    with _lock:
+        for (path, s0, s1), (_, valid, _) in _cache.items():
+            if path == z_path and s0 == start and s1 == stop:
+                return valid
+    return np.asarray(zarr.open_group(z_path, mode="r")["valid"][start:stop], dtype=np.bool_)
+
+
 # Per-row lower bounds of each cell's final k-th best similarity, learnt from the tiles
 # this worker process has finished. The k-th best over any subset of a row's candidates
 # is a lower bound on its k-th best over all of them, so a later tile may drop every

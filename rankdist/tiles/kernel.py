@@ -191,10 +191,10 @@ def tile_partials(
         # when both operands are one array, whose rounding differs from the grid's).
         zj = zi.copy()
     n_cut = len(cutoffs)
-    pi = Partial.empty(i, len(zi), k, n_cut, n_values, tiles=[(i, j, "row")])
+    # A diagonal tile serves both sides of block i with one partial.
+    row_sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
+    pi = Partial.empty(i, len(zi), k, n_cut, n_values, tiles=row_sides)
     pj = pi if diag else Partial.empty(j, len(zj), k, n_cut, n_values, tiles=[(i, j, "col")])
-    if diag:
-        pi.tiles = frozenset([(i, j, "row"), (i, j, "col")])
     if floors is not None:
         # Placeholders (floor, EMPTY) admit exactly the candidates s >= floor.
         pi.top_sim[:] = floors[0][:, None]

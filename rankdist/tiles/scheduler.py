@@ -21,7 +21,7 @@ from distributed import Client, as_completed
 from rankdist import _progress
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
-from rankdist.tiles.blocks import raise_floors, read_block, row_floors
+from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
 from rankdist.tiles.kernel import tile_partials
 from rankdist.tiles.plan import TilePlan
 
@@ -122,7 +122,7 @@ def write_task(job: TileJob, out_path: str, ckpt_dir: str, source, side: int | N
     """Write one block's final top-k and cutoff counts (cumulated: at or above each cutoff)."""
     part = source if side is None else source[side]
     start, stop = job.plan.block_range(part.block)
-    _, valid, _ = job.block(part.block)
+    valid = read_valid(job.z_path, start, stop)
     sim = part.top_sim.copy()
     idx = part.top_idx.copy()
     sim[~valid] = np.nan
