@@ -53,7 +53,8 @@ def neighbors(
     store
         Store written by :func:`rankdist.ingest` (path or :class:`Store`).
     encoding
-        ``'spearman'`` (ranks) or ``'pearson'`` (log1p CP10k), see ``rankdist.ENCODINGS``.
+        ``'spearman'`` (ranks), ``'pearson'`` (log1p CP10k), ``'geneformer'`` or
+        ``'topn'``; see ``rankdist.ENCODINGS`` and docs/encodings.md.
     k
         Neighbours per cell, the cell itself excluded. Must be below the number of
         cells with a defined correlation.
