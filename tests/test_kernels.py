@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rankdist.encode.kernels import standardised_log_cp, standardised_ranks
+from rankdist.encode.kernels import COUNTING_MAX, standardised_log_cp, standardised_ranks
 
 
 def _standardise(v):
@@ -26,6 +26,10 @@ def tie_rows(seed=0):
         np.r_[-1.0, np.zeros(48), 2.0],  # negative and zeros
         np.arange(50, dtype=float)[::-1],  # no ties
         rng.random(50) * (rng.random(50) < 0.1),  # 90 % zeros, distinct non-zeros
+        np.r_[np.zeros(40), [COUNTING_MAX] * 3, 1.0, 1.0, 2.0, 7, 7, 7, 3],  # counts at the limit
+        np.r_[np.zeros(45), COUNTING_MAX + 1.0, 2, 2, 5, 1],  # counts above it: sorted instead
+        np.r_[np.zeros(45), 2.5, 2, 2, 5, 1],  # one fraction: sorted instead
+        np.r_[np.zeros(45), 1e-300, 1e300, 2, 2, 1],  # extreme magnitudes
     ]
     return np.vstack(rows)
 
@@ -33,12 +37,29 @@ def tie_rows(seed=0):
 def test_ranks_match_scipy_rankdata():
     x = tie_rows()
     z, valid = standardised_ranks(x)
-    assert z.dtype == np.float32 and valid.tolist() == [False, False] + [True] * 7
+    assert z.dtype == np.float32 and valid.tolist() == [False, False] + [True] * 11
     assert (z[~valid] == 0).all()
     want = _standardise(scipy.stats.rankdata(x[valid], axis=1, method="average"))
     np.testing.assert_allclose(z[valid], want, atol=1e-7)
     np.testing.assert_allclose(np.linalg.norm(z[valid].astype(np.float64), axis=1), 1, atol=1e-6)
     np.testing.assert_allclose(z[valid].astype(np.float64).mean(axis=1), 0, atol=1e-7)
+
+
+def test_counting_and_sorting_ranks_agree_bitwise():
+    """Whole-number rows are ranked by counting; the same values as fractions sort.
+
+    Scaling a row by 0.5 keeps its ranks but sends it down the sorting path, so both
+    paths must give the same float32 bits.
+    """
+    rng = np.random.default_rng(7)
+    x = rng.poisson(rng.gamma(0.3, 3, 300), (40, 300)).astype(float)
+    x[:, 0] += 0.5 * (np.arange(40) % 2)  # every other row holds one fraction
+    z_a, v_a = standardised_ranks(x)
+    z_b, v_b = standardised_ranks(x * 0.5 + 0.25 * (x > 0))
+    assert v_a.tolist() == v_b.tolist()
+    assert np.array_equal(z_a.view(np.uint32), z_b.view(np.uint32))
+    want = _standardise(scipy.stats.rankdata(x, axis=1, method="average"))
+    np.testing.assert_allclose(z_a, want, atol=1e-7)
 
 
 @pytest.mark.parametrize("seed", range(5))

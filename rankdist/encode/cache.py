@@ -152,7 +152,7 @@ def _encode_chunk(
     """Worker task: encode cells ``start:start+rows`` and write their Z and valid rows."""
     root = zarr.open_group(store_path, mode="r")
     stop = min(start + rows, root["X"].shape[0])
-    block = np.asarray(root["X"][start:stop], dtype=np.float64)
+    block = np.asarray(root["X"][start:stop])  # each encoding casts as it needs
     totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
     z, valid = get_encoding(name).fn(block, totals, **params, **prepared)
     out = zarr.open_group(out_path, mode="r+")

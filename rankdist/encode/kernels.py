@@ -13,15 +13,24 @@ import numba
 import numpy as np
 
 
+#: Largest count ranked by counting (see :func:`_average_ranks`); larger values sort.
+COUNTING_MAX = 1 << 16
+
+
 @numba.njit(nogil=True, cache=True)
-def _average_ranks(x, out, vals, pos):
+def _average_ranks(x, out, vals, pos, tally):
     """Average-tie ranks (1-based) of the 1-d float64 ``x`` into ``out``.
 
     Expression rows are mostly zeros, which all share one rank when nothing is negative:
-    then only the non-zeros are sorted (``vals`` and ``pos`` are work buffers of len(x)).
+    then only the non-zeros are ranked (``vals`` and ``pos`` are work buffers of len(x)).
+    Rows of counts (whole numbers up to :data:`COUNTING_MAX`, the usual case) are ranked
+    by counting how often each value occurs, in linear time; any other row is sorted.
+    ``tally`` is a zeroed int64 buffer of ``COUNTING_MAX + 1`` entries, left zeroed.
     """
     n = x.shape[0]
     nz = 0
+    counts = True
+    top = 0.0
     for g in range(n):
         v = x[g]
         if v < 0:
@@ -31,6 +40,10 @@ def _average_ranks(x, out, vals, pos):
             vals[nz] = v
             pos[nz] = g
             nz += 1
+            if v > top:
+                top = v
+            if v != np.floor(v):
+                counts = False
     if nz < 0:  # negative values: rank the whole row
         for g in range(n):
             vals[g] = x[g]
@@ -43,6 +56,9 @@ def _average_ranks(x, out, vals, pos):
         for g in range(n):
             if x[g] == 0:
                 out[g] = zero_rank
+        if counts and top <= COUNTING_MAX:
+            _counting_ranks(vals, pos, nz, int(top), offset, out, tally)
+            return
     order = np.argsort(vals[:nz], kind="quicksort")
     i = 0
     while i < nz:
@@ -54,6 +70,29 @@ def _average_ranks(x, out, vals, pos):
         for t in range(i, j + 1):
             out[pos[order[t]]] = rank
         i = j + 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _counting_ranks(vals, pos, nz, top, offset, out, tally):
+    """Ranks of ``nz`` positive whole numbers ``vals`` (at most ``top``) by counting.
+
+    The ``c`` values equal to ``v``, preceded by ``p`` smaller non-zeros, take the
+    average of ranks ``offset + p + 1 .. offset + p + c``. Ranks are exact: the same
+    float64 numbers the sorting path computes.
+    """
+    for t in range(nz):
+        tally[int(vals[t])] += 1
+    # tally[v] becomes twice the average rank of value v (an integer; halved below).
+    below = 0
+    for v in range(1, top + 1):
+        c = tally[v]
+        if c:
+            tally[v] = 2 * (offset + below) + c + 1
+            below += c
+    for t in range(nz):
+        out[pos[t]] = 0.5 * tally[int(vals[t])]
+    for t in range(nz):
+        tally[int(vals[t])] = 0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -86,6 +125,39 @@ def _standardise_into(v, z_row):
     return True
 
 
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _sum_sq_dev(v, mean):
+    """Sum of squared deviations (vectorised: the summation order is the compiler's)."""
+    ss = 0.0
+    for g in range(v.shape[0]):
+        d = v[g] - mean
+        ss += d * d
+    return ss
+
+
+@numba.njit(nogil=True, cache=True)
+def _standardise_ranks(ranks, z_row):
+    """Centre and scale average-tie ranks into ``z_row``; False if they are all tied.
+
+    Average-tie ranks of n values always sum to n(n+1)/2, so the mean is exactly
+    (n+1)/2, and a row is constant exactly when every rank equals it.
+    """
+    n = ranks.shape[0]
+    mean = 0.5 * (n + 1)
+    constant = True
+    for g in range(n):
+        if ranks[g] != mean:
+            constant = False
+            break
+    if constant:
+        z_row[:] = 0.0
+        return False
+    inv = 1.0 / np.sqrt(_sum_sq_dev(ranks, mean))
+    for g in range(n):
+        z_row[g] = (ranks[g] - mean) * inv
+    return True
+
+
 @numba.njit(nogil=True, cache=True)
 def standardised_ranks(block):
     """Spearman encoding: standardised average-tie ranks of each row.
@@ -108,9 +180,10 @@ def standardised_ranks(block):
     ranks = np.empty(g, dtype=np.float64)
     vals = np.empty(g, dtype=np.float64)
     pos = np.empty(g, dtype=np.int64)
+    tally = np.zeros(COUNTING_MAX + 1, dtype=np.int64)
     for r in range(n):
-        _average_ranks(block[r], ranks, vals, pos)
-        valid[r] = _standardise_into(ranks, z[r])
+        _average_ranks(block[r], ranks, vals, pos, tally)
+        valid[r] = _standardise_ranks(ranks, z[r])
     return z, valid
 
 

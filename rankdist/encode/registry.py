@@ -105,7 +105,10 @@ def get_encoding(name: str) -> Encoding:
 
 @register("spearman", summary="average-tie ranks of the selected genes (Spearman's rho)")
 def spearman(block: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return kernels.standardised_ranks(np.ascontiguousarray(block, dtype=np.float64))
+    # Ranks need only the order of the values: float32 counts are ranked as they are
+    # (casting would copy the block), anything else as float64.
+    dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
+    return kernels.standardised_ranks(np.ascontiguousarray(block, dtype=dtype))
 
 
 @register(
