@@ -12,7 +12,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
 #: Largest count ranked by counting (see :func:`_average_ranks`); larger values sort.
 COUNTING_MAX = 1 << 16
 
