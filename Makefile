@@ -27,8 +27,9 @@ test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(BIN)/ruff check rankdist tests benchmarks
 
+# make bench BENCH_ARGS="--cells 10000" runs one size; see benchmarks/README.md.
 bench: $(VENV)/.test
-	$(BIN)/python benchmarks/bench_neighbors.py
+	$(BIN)/python benchmarks/bench_suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) rankdist-demo

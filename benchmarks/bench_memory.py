@@ -34,9 +34,10 @@ import re
 import resource
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from _common import RssSampler
 
 #: Log lines that mean a worker process died or was restarted.
 RESTART_PATTERN = re.compile(
@@ -53,47 +54,6 @@ def write_synthetic_h5ad(path: str, n_cells: int, n_genes: int, seed: int) -> No
     from rankdist.synth import synthetic_counts
 
     synthetic_counts(n_cells, n_genes, seed=seed).write_h5ad(path)
-
-
-class RssSampler(threading.Thread):
-    """Samples the RSS of this process and all its descendants every ``interval`` s.
-
-    Keeps each process's peak and the peak of their sum. Processes that appear later (a
-    restarted worker) are picked up at the next sample.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        super().__init__(name="rss-sampler", daemon=True)
-        import psutil
-
-        self.me = psutil.Process()
-        self.interval = interval
-        self.peak: dict[int, int] = {}
-        self.peak_total = 0
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        import psutil
-
-        total = 0
-        for proc in [self.me, *self.me.children(recursive=True)]:
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
-                continue
-            self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
-            total += rss
-        self.peak_total = max(self.peak_total, total)
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        self.sample()
 
 
 def worker_pids(client) -> dict[str, int]:

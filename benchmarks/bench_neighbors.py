@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -31,19 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-
-def matmul_rate(n: int = 4096, g: int = 2000, seconds: float = 3.0) -> float:
-    """float32 GFLOP/s of an (n x g) @ (g x n) product on all cores."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, g), dtype=np.float32)
-    b = rng.standard_normal((n, g), dtype=np.float32)  # distinct operand: general GEMM, not syrk
-    out = np.empty((n, n), np.float32)
-    np.matmul(a, b.T, out=out)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        np.matmul(a, b.T, out=out)
-        reps += 1
-    return 2 * n * n * g * reps / (time.perf_counter() - t0) / 1e9
+from _common import (
+    cached_spearman,
+    clear_encodings,
+    faiss_knn,
+    machine,
+    matmul_rate,
+    synthetic_store,
+    warm_up_rankdist,
+)
 
 
 def main() -> None:
@@ -57,57 +52,30 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=None)
     args = parser.parse_args()
 
-    import faiss
-    import zarr
-
     import rankdist
-    from rankdist.synth import synthetic_counts
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankdist-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     n, g, k = args.cells, args.genes, args.k
-    cores = len(os.sched_getaffinity(0))
+    cores = machine()["cores"]
 
     print(f"data: {n} synthetic cells x {g} genes, k={k}, {cores} cores; work dir {work}")
-    small = rankdist.ingest(
-        synthetic_counts(1200, g, seed=1),
-        work / "warm.zarr",
-        cell_type="cell_type",
-        overwrite=True,
-        progress=False,
-    )
-    store = rankdist.ingest(
-        synthetic_counts(n, g, seed=0),
-        work / "bench.zarr",
-        cell_type="cell_type",
-        overwrite=True,
-        progress=False,
-    )
-
-    rankdist.neighbors(small, k=k, progress=False)  # numba JIT: compiled once, cached on disk
-    shutil.rmtree(store.path / "encodings")
-    (store.path / "encodings").mkdir()
-    zarr.open_group(store.path / "encodings", mode="w")
+    store = synthetic_store(work / "bench.zarr", n, g, seed=0)
+    warm_up_rankdist(work, g, k)  # numba JIT: compiled once, cached on disk
+    clear_encodings(store)
     t0 = time.perf_counter()
     res = rankdist.neighbors(store, k=k, cutoffs=(0.5,), block_size=args.block_size, progress=False)
     t_rankdist = time.perf_counter() - t0
 
-    z_path = next(p for p in (store.path / "encodings").iterdir() if p.name.startswith("spearman-"))
-    z = np.asarray(zarr.open_group(z_path, mode="r")["Z"][:])
-    faiss.omp_set_num_threads(cores)
+    z, _ = cached_spearman(store)
     t0 = time.perf_counter()
-    index = faiss.IndexFlatIP(g)
-    index.add(z)
-    f_sim, f_idx = index.search(z, k + 1)
+    f_idx, _ = faiss_knn(z, k, cores)
     t_faiss = time.perf_counter() - t0
 
     rate = matmul_rate(g=g)
     flops_needed = 2 * g * n * (n + 1) / 2
     agree = np.mean(
-        [
-            len(set(f_idx[i][f_idx[i] != i][:k]) & set(res.indices[i])) / k
-            for i in range(0, n, max(1, n // 2000))
-        ]
+        [len(set(f_idx[i]) & set(res.indices[i])) / k for i in range(0, n, max(1, n // 2000))]
     )
     rows = {
         "rankdist wall time (s)": t_rankdist,
