@@ -6,8 +6,11 @@ LRU cache turns most reads of a tile into one read instead of two.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import OrderedDict
+from functools import lru_cache
 
 import numpy as np
 import zarr
@@ -33,7 +36,7 @@ def read_block(
             _cache.move_to_end(key)
             return hit
     enc = zarr.open_group(z_path, mode="r")
-    z = np.ascontiguousarray(enc["Z"][start:stop], dtype=np.float32)
+    z = read_z_rows(z_path, start, stop)
     valid = np.asarray(enc["valid"][start:stop], dtype=np.bool_)
     root = zarr.open_group(store_path, mode="r")
     codes = np.empty((len(roles), stop - start), dtype=np.int32)
@@ -45,6 +48,59 @@ def read_block(
         while len(_cache) > _CACHE_BLOCKS:
             _cache.popitem(last=False)
     return value
+
+
+def read_z_rows(z_path: str, start: int, stop: int) -> np.ndarray:
+    """float32 rows ``start:stop`` of the encoding's Z, read straight from its chunk files.
+
+    Z is written uncompressed, so each chunk file holds the raw little-endian rows of its
+    chunk (zarr's ``bytes`` codec): reading them into one buffer is about twice as fast
+    as going through zarr, which matters because every tile reads a block. A chunk that
+    zarr did not write (all zeros, the fill value) reads as zeros. Any other layout falls
+    back to zarr.
+    """
+    layout = _raw_layout(z_path)
+    if layout is None or start % layout[0]:
+        return np.ascontiguousarray(zarr.open_group(z_path, mode="r")["Z"][start:stop])
+    chunk_rows, n_rows, n_genes = layout
+    out = np.empty((stop - start, n_genes), dtype=np.float32)
+    for c0 in range(start, stop, chunk_rows):
+        rows = min(c0 + chunk_rows, stop) - c0
+        path = os.path.join(z_path, "Z", "c", str(c0 // chunk_rows), "0")
+        view = memoryview(out[c0 - start : c0 - start + rows]).cast("B")
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                got = fh.readinto(view)
+        except FileNotFoundError:
+            out[c0 - start : c0 - start + rows] = 0.0
+            continue
+        if got != len(view):
+            msg = f"{path}: expected {len(view)} bytes of Z, read {got}; recompute the encoding"
+            raise OSError(msg)
+    return out
+
+
+@lru_cache(maxsize=16)
+def _raw_layout(z_path: str) -> tuple[int, int, int] | None:
+    """(chunk rows, rows, genes) if Z is stored as raw float32 row chunks, else None."""
+    try:
+        meta = json.loads(open(os.path.join(z_path, "Z", "zarr.json")).read())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    codecs = meta.get("codecs", [])
+    raw = (
+        meta.get("data_type") == "float32"
+        and len(codecs) == 1
+        and codecs[0].get("name") == "bytes"
+        and codecs[0].get("configuration", {}).get("endian") == "little"
+        and meta.get("chunk_key_encoding", {}).get("name") == "default"
+        and meta["chunk_key_encoding"].get("configuration", {}).get("separator") == "/"
+        and meta.get("fill_value") == 0.0
+        and meta["chunk_grid"]["configuration"]["chunk_shape"][1] == meta["shape"][1]
+    )
+    if not raw:
+        return None
+    return meta["chunk_grid"]["configuration"]["chunk_shape"][0], *meta["shape"]
 
 
 def read_valid(z_path: str, start: int, stop: int) -> np.ndarray:

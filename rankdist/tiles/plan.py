@@ -42,14 +42,17 @@ class TilePlan:
         return start, min(start + self.block_rows, self.n_cells)
 
     def tiles(self) -> list[tuple[int, int]]:
-        """All (i, j) with i <= j, off-diagonal (full-cost) tiles of a row first.
+        """All (i, j) with i <= j, row by row, off-diagonal (full-cost) tiles of a row first.
 
-        Row-major order keeps block i in the worker's cache; within a row the cheaper
+        Row-major order keeps block i in the worker's block cache. Odd rows run their
+        off-diagonal tiles from the last block back, so the blocks a row ends with are
+        the ones the next row starts with (still cached). Within a row the cheaper
         diagonal tile (half the pairs) goes last, which balances the final tiles.
         """
         out = []
         for i in range(self.n_blocks):
-            out.extend((i, j) for j in range(i + 1, self.n_blocks))
+            cols = range(i + 1, self.n_blocks)
+            out.extend((i, j) for j in (reversed(cols) if i % 2 else cols))
             out.append((i, i))
         return out
 
