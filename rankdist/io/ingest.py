@@ -32,12 +32,11 @@ from rankdist.io.genes import select_genes
 from rankdist.io.readers import open_source
 from rankdist.io.source import Source
 from rankdist.io.store import (
-    STORE_FORMAT,
     Store,
     atomic_directory,
+    check_store_path,
     compressor,
-    write_labels,
-    write_names,
+    finish_store,
 )
 
 __all__ = ["CHUNK_VALUES", "SOURCE_BATCH_COLUMN", "chunk_rows", "ingest"]
@@ -103,7 +102,7 @@ def ingest(
         The new store, opened for reading.
     """
     store_path = Path(store_path)
-    _check_store_path(store_path, overwrite)
+    check_store_path(store_path, overwrite)
     inputs = list(source) if isinstance(source, list | tuple) else [source]
     if not inputs:
         msg = "source is an empty list; pass a path, an AnnData, or a list of them"
@@ -144,18 +143,16 @@ def ingest(
         content_id = uuid.uuid4().hex[:16]
         with atomic_directory(store_path, replace=overwrite) as tmp:
             root = zarr.open_group(tmp, mode="w")
-            _write_matrix(combined, root, gene_idx, progress)
-            write_names(root, "obs/names", names)
-            write_names(root, "var/names", combined.var.index[gene_idx])
-            for role, (column, codes, cats) in labels.items():
-                write_labels(root, role, column, codes, cats)
-            root.create_group("encodings")
-            root.create_group("results")
-            root.attrs["rankdist"] = {
-                "format": STORE_FORMAT,
-                "content_id": content_id,
-                "provenance": provenance,
-            }
+            totals = _write_matrix(combined, root, gene_idx, progress)
+            finish_store(
+                root,
+                cell_names=names,
+                gene_names=combined.var.index[gene_idx],
+                labels=labels,
+                total_counts=totals,
+                content_id=content_id,
+                provenance=provenance,
+            )
     return Store(store_path)
 
 
@@ -210,38 +207,10 @@ class _CombinedSource(Source):
                 yield part.offset + start, (block if cols is None else block[:, cols])
 
 
-def _check_store_path(store_path: Path, overwrite: bool) -> None:
-    """An existing ``store_path`` is an error, unless ``overwrite`` and it is safe to replace.
-
-    Only a rankdist store or an empty directory is replaced: overwriting anything else
-    (the input file itself, a project directory) would delete the user's data.
-    """
-    if not store_path.exists():
-        return
-    if not overwrite:
-        msg = f"store {store_path} already exists; pass overwrite=True (--overwrite) to replace it"
-        raise FileExistsError(msg)
-    if store_path.is_dir() and not any(store_path.iterdir()):
-        return
-    try:
-        # any rankdist store, including one of an older format that must be re-ingested
-        is_store = "rankdist" in zarr.open_group(store_path, mode="r").attrs
-    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, ValueError):
-        is_store = False
-    if not is_store:
-        kind = "a file" if store_path.is_file() else "a directory that is not a rankdist store"
-        msg = (
-            f"refusing to overwrite {store_path}: it is {kind}, and overwrite=True "
-            "(--overwrite) only replaces a rankdist store; choose another store path, "
-            "or remove it yourself first"
-        )
-        raise FileExistsError(msg)
-
-
 def _write_matrix(
     src: _CombinedSource, root: zarr.Group, gene_idx: np.ndarray, progress: bool
-) -> None:
-    """Stream X into ``root['X']`` (selected genes) and ``obs/total_counts`` (all genes)."""
+) -> np.ndarray:
+    """Stream X into ``root['X']`` (selected genes); return the library sizes (all genes)."""
     n, g = src.n_cells, len(gene_idx)
     rows = chunk_rows(g, n)
     x = root.create_array(
@@ -261,10 +230,7 @@ def _write_matrix(
                 writer.append(block if cols is None else block[:, cols])
                 bar.advance()
     writer.close()
-    tot = root.create_array(
-        "obs/total_counts", shape=(n,), dtype="float64", chunks=(max(1, min(n, 1 << 20)),)
-    )
-    tot[:] = totals
+    return totals
 
 
 class _ChunkWriter:

@@ -195,6 +195,80 @@ class Store:
         return np.asarray(self.root["X"][start:stop])
 
 
+def check_store_path(store_path: str | os.PathLike, overwrite: bool) -> None:
+    """An existing ``store_path`` is an error, unless ``overwrite`` and it is safe to replace.
+
+    Only a rankdist store or an empty directory is replaced: overwriting anything else
+    (the input file itself, a project directory) would delete the user's data.
+    """
+    store_path = Path(store_path)
+    if not store_path.exists():
+        return
+    if not overwrite:
+        msg = f"store {store_path} already exists; pass overwrite=True (--overwrite) to replace it"
+        raise FileExistsError(msg)
+    if store_path.is_dir() and not any(store_path.iterdir()):
+        return
+    try:
+        # any rankdist store, including one of an older format that must be re-ingested
+        is_store = "rankdist" in zarr.open_group(store_path, mode="r").attrs
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, ValueError):
+        is_store = False
+    if not is_store:
+        kind = "a file" if store_path.is_file() else "a directory that is not a rankdist store"
+        msg = (
+            f"refusing to overwrite {store_path}: it is {kind}, and overwrite=True "
+            "(--overwrite) only replaces a rankdist store; choose another store path, "
+            "or remove it yourself first"
+        )
+        raise FileExistsError(msg)
+
+
+def finish_store(
+    root: zarr.Group,
+    *,
+    cell_names,
+    gene_names,
+    labels: dict[str, tuple[str, np.ndarray, list[str]]],
+    total_counts: np.ndarray,
+    content_id: str,
+    provenance: dict,
+) -> None:
+    """Write everything of a store but X: obs, var, the encodings and results groups, attrs.
+
+    Called last, inside :func:`atomic_directory`, once ``root['X']`` is written.
+
+    Parameters
+    ----------
+    root
+        The store's (temporary) root group.
+    cell_names, gene_names
+        ``(n_cells,)`` and ``(n_genes,)`` names, in X's order.
+    labels
+        Role -> ``(obs column, (n_cells,) codes, categories)``.
+    total_counts
+        ``(n_cells,)`` library size of each cell over all source genes.
+    content_id, provenance
+        Stored in ``attrs['rankdist']`` (see docs/store.md).
+    """
+    write_names(root, "obs/names", cell_names)
+    write_names(root, "var/names", gene_names)
+    n = len(total_counts)
+    tot = root.create_array(
+        "obs/total_counts", shape=(n,), dtype="float64", chunks=(max(1, min(n, 1 << 20)),)
+    )
+    tot[:] = total_counts
+    for role, (column, codes, cats) in labels.items():
+        write_labels(root, role, column, codes, cats)
+    root.create_group("encodings")
+    root.create_group("results")
+    root.attrs["rankdist"] = {
+        "format": STORE_FORMAT,
+        "content_id": content_id,
+        "provenance": provenance,
+    }
+
+
 def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, categories) -> None:
     """Write one label column as int32 codes with its categories in the attrs."""
     if role not in LABEL_ROLES:
