@@ -18,11 +18,13 @@ from distributed import Client
 from rankdist.cluster.local import cluster_client
 from rankdist.encode.cache import encode
 from rankdist.encode.registry import get_encoding
+from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.store import Store, compressor, publish_directory
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.kernel import HIST_BINS
 from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
 from rankdist.tiles.scheduler import TileJob, run_tiles
+from rankdist.tiles.sparse import choose_form, predicted_cost_ratio
 
 
 class ExcludedCellsWarning(UserWarning):
@@ -44,6 +46,7 @@ def neighbors(
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
     type_hist: bool = False,
+    form: str = "auto",
     progress: bool = True,
 ) -> NeighborResult:
     """Exact top-k neighbours and cutoff counts of every cell of a store.
@@ -85,6 +88,12 @@ def neighbors(
         in the tile pass: the cell type x cell type similarity distributions
         (``result.pair_hist``, :func:`rankdist.analysis.type_similarity`). Costs about an
         eighth more tile time; needs cell-type labels.
+    form
+        How Z is stored and multiplied: ``'dense'`` (float32 array, BLAS GEMM),
+        ``'sparse'`` (``z = s + c``: CSR of the expressed genes plus one value for the
+        rest, for all-genes spearman; docs/encodings.md) or ``'auto'``: sparse when the
+        encoding has a sparse form and the per-gene density of a sample of cells predicts
+        it faster. ``result.metadata['form']`` records the form that ran.
     progress
         Show progress bars.
 
@@ -103,6 +112,9 @@ def neighbors(
         msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
         raise ValueError(msg)
     block_size = _check_block_size(block_size)
+    if form not in ("auto", "dense", "sparse"):
+        msg = f"form must be 'auto', 'dense' or 'sparse', not {form!r}"
+        raise ValueError(msg)
     if type_hist and "cell_type" not in store.labels:
         msg = (
             f"type_hist needs cell-type labels, and {store.path} has none; "
@@ -115,18 +127,32 @@ def neighbors(
         ) as own:
             return _run(
                 store, encoding, params, k, cutoffs, own, name, block_size, type_hist,
-                progress, started,
+                progress, started, form,
             )  # fmt: skip
     return _run(
         store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress,
-        started,
+        started, form,
     )  # fmt: skip
 
 
+def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tuple[str, float]:
+    """The form to run and the predicted sparse/dense cost (NaN when not estimated)."""
+    if form != "auto":
+        return form, float("nan")
+    if get_encoding(encoding).sparse is None:
+        return "dense", float("nan")
+    density = client.submit(
+        sample_gene_density, str(store.path.resolve()), key=f"rankdist-density-{store.content_id}"
+    ).result()
+    return choose_form(density), predicted_cost_ratio(density)
+
+
 def _run(
-    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started
-):
-    enc = encode(store, encoding, params, client, progress=progress)
+    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started,
+    form="auto",
+):  # fmt: skip
+    form_used, cost_ratio = _choose_form(store, encoding, form, client)
+    enc = encode(store, encoding, params, client, progress=progress, form=form_used)
     if k >= enc.n_valid:
         msg = (
             f"k={k} must be smaller than the number of cells with a defined correlation "
@@ -150,7 +176,7 @@ def _run(
     fingerprint = {
         "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
         "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
-        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist),
+        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist), "form": enc.form,
     }  # fmt: skip
     block_rows = _resumable_block_rows(work, fingerprint, block_size)
     if block_rows is None:
@@ -176,6 +202,9 @@ def _run(
         "encoding": encoding,
         "encoding_params": enc.params,
         "encoding_key": enc.key,
+        "form": enc.form,
+        "form_requested": form,
+        "sparse_cost_estimate": None if np.isnan(cost_ratio) else round(cost_ratio, 4),
         "k": k,
         "cutoffs": list(cutoffs),
         "labels": {r: store.labels[r].column for r in roles},

@@ -120,3 +120,23 @@ def safe_cutoffs(rho, wanted, margin=2e-6):
         out.append(c)
     assert out == sorted(out) and all(abs(a - b) < 0.01 for a, b in zip(out, wanted, strict=True))
     return out
+
+
+def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) -> np.ndarray:
+    """All-genes-like float32 counts: ~90 % zeros, heavy-tailed gene means, many ties.
+
+    - Gene means are log-normal: a few housekeeping genes are expressed in most cells,
+      most genes in a few percent.
+    - Cell 7 is empty and cell 8 is all-equal (constant: excluded); cells 3 and 4
+      duplicate cell 250; cell 9 expresses every gene (no zeros).
+    """
+    rng = np.random.default_rng(seed)
+    means = rng.lognormal(-3.0, 1.8, n_genes)
+    library = rng.lognormal(0.0, 0.4, (n_cells, 1))
+    x = rng.poisson(rng.gamma(2.0, means * library / 2.0)).astype(np.float32)
+    x[3] = x[250]
+    x[4] = x[250]
+    x[7] = 0
+    x[8] = 2
+    x[9] = rng.integers(1, 4, n_genes)
+    return x

@@ -24,7 +24,8 @@ import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
-from rankdist.encode.registry import get_encoding
+from rankdist.encode.registry import ENCODINGS, get_encoding
+from rankdist.encode.sparse import SPARSE_DIR, write_chunks
 from rankdist.io.store import Store, atomic_directory
 from rankdist.tiles.plan import SUBTILE
 
@@ -40,6 +41,7 @@ class Encoded:
     n_cells: int
     n_genes: int
     excluded: np.ndarray  # (n_excluded,) int64 indices of constant cells
+    form: str = "dense"  # "dense": Z array; "sparse": CSR chunk files (encode/sparse.py)
 
     @property
     def n_valid(self) -> int:
@@ -76,6 +78,7 @@ def encode(
     client: Client,
     *,
     progress: bool = True,
+    form: str = "dense",
 ) -> Encoded:
     """Compute (or reuse) an encoding of every cell of ``store``.
 
@@ -94,13 +97,25 @@ def encode(
         Dask client whose workers read X and write Z (shared filesystem).
     progress
         Show a progress bar.
+    form
+        ``'dense'`` stores Z as a float32 array; ``'sparse'`` stores each 512-row chunk
+        as CSR of ``s`` plus ``c`` (``z = s + c``) in ``<name>-<key>-sparse/sparse/``,
+        for encodings with a sparse form (docs/encodings.md, all-genes mode).
     """
     enc = get_encoding(name)
+    if form not in ("dense", "sparse") or (form == "sparse" and enc.sparse is None):
+        have = [n for n, e in ENCODINGS.items() if e.sparse is not None]
+        msg = f"form {form!r} is not available for encoding {name!r}; sparse form: {have}"
+        raise ValueError(msg)
     resolved = enc.resolve(params)
     prepared = enc.prepare(store, client, progress=progress) if enc.prepare else {}
     key = encoding_key(store, name, resolved, enc.version, prepared)
     path = store.path / "encodings" / f"{name}-{key}"
-    if not (path / "zarr.json").exists():
+    if form == "sparse":
+        path = path.with_name(f"{path.name}-sparse")
+        if not (path / "zarr.json").exists():
+            _encode_sparse(store, enc, resolved, key, path, client, progress)
+    elif not (path / "zarr.json").exists():
         rows = store.chunk_cells
         with atomic_directory(path, replace=True) as tmp:
             group = zarr.open_group(tmp, mode="w")
@@ -135,8 +150,47 @@ def encode(
     return Encoded(
         path=path, name=name, params=resolved, key=key,
         n_cells=store.n_cells, n_genes=store.n_genes,
-        excluded=np.flatnonzero(~valid).astype(np.int64),
+        excluded=np.flatnonzero(~valid).astype(np.int64), form=form,
     )  # fmt: skip
+
+
+def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
+    """Write the sparse form: ``valid`` (zarr) and one CSR file per 512-row chunk."""
+    # Tasks span whole sub-tile chunks, so no two tasks write the same file.
+    rows = max(SUBTILE, store.chunk_cells // SUBTILE * SUBTILE)
+    with atomic_directory(path, replace=True) as tmp:
+        group = zarr.open_group(tmp, mode="w")
+        group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
+        (tmp / SPARSE_DIR).mkdir()
+        starts = list(range(0, store.n_cells, rows))
+        futures = client.map(
+            _encode_sparse_chunk, starts,
+            store_path=str(store.path), out_path=str(tmp), rows=rows, name=enc.name,
+            params=params, key=[f"rankdist-encode-{enc.name}-{key}-sparse-{s}" for s in starts],
+        )  # fmt: skip
+        nnz = 0
+        with _progress.bar(f"encode {enc.name} (sparse)", len(futures), enabled=progress) as bar:
+            for fut in as_completed(futures):
+                nnz += fut.result()
+                bar.advance()
+        group.attrs["encoding"] = {
+            "name": enc.name, "params": params, "version": enc.version, "key": key,
+            "form": "sparse", "nnz": nnz,
+        }  # fmt: skip
+
+
+def _encode_sparse_chunk(
+    start: int, *, store_path: str, out_path: str, rows: int, name: str, params: dict
+) -> int:
+    """Worker task: encode cells ``start:start+rows`` in sparse form; returns the nnz."""
+    root = zarr.open_group(store_path, mode="r")
+    stop = min(start + rows, root["X"].shape[0])
+    block = np.asarray(root["X"][start:stop])
+    totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
+    indptr, indices, data, c, valid = get_encoding(name).sparse(block, totals, **params)
+    write_chunks(out_path, start, indptr, indices, data, c)
+    zarr.open_group(out_path, mode="r+")["valid"][start:stop] = valid
+    return int(indptr[-1])
 
 
 def _encode_chunk(

@@ -49,6 +49,11 @@ class Encoding:
         passed to ``fn`` by name and hashed into the cache key.
     check
         Optional validation of the resolved parameters.
+    sparse
+        Optional ``sparse(block, totals, **params) -> (indptr, indices, data, c, valid)``:
+        the same rows as ``fn`` in the sparse form ``z = s + c`` (CSR of ``s``), for
+        encodings whose rows are constant outside the expressed genes. Encodings that
+        have one can be stored and multiplied sparse (``form='sparse'``).
     """
 
     name: str
@@ -58,6 +63,7 @@ class Encoding:
     summary: str = ""
     prepare: PrepareFn | None = None
     check: CheckFn | None = None
+    sparse: Callable[..., tuple] | None = None
 
     def resolve(self, params: dict | None) -> dict:
         """Defaults updated by ``params``; unknown parameter names are an error."""
@@ -84,11 +90,14 @@ def register(
     summary: str = "",
     prepare: PrepareFn | None = None,
     check: CheckFn | None = None,
+    sparse: Callable[..., tuple] | None = None,
 ):
     """Decorator adding an encoding function to :data:`ENCODINGS`."""
 
     def add(fn: EncodeFn) -> EncodeFn:
-        ENCODINGS[name] = Encoding(name, fn, dict(defaults or {}), version, summary, prepare, check)
+        ENCODINGS[name] = Encoding(
+            name, fn, dict(defaults or {}), version, summary, prepare, check, sparse
+        )
         return fn
 
     return add
@@ -103,7 +112,18 @@ def get_encoding(name: str) -> Encoding:
         raise ValueError(msg) from None
 
 
-@register("spearman", summary="average-tie ranks of the selected genes (Spearman's rho)")
+def _spearman_sparse(block: np.ndarray, totals: np.ndarray) -> tuple:
+    from rankdist.encode.sparse import sparse_standardised_ranks
+
+    dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
+    return sparse_standardised_ranks(np.ascontiguousarray(block, dtype=dtype))
+
+
+@register(
+    "spearman",
+    summary="average-tie ranks of the selected genes (Spearman's rho)",
+    sparse=_spearman_sparse,
+)
 def spearman(block: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Ranks need only the order of the values: float32 counts are ranked as they are
     # (casting would copy the block), anything else as float64.

@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 import zarr
 
+from rankdist.encode.sparse import SPARSE_DIR, read_sparse_rows
+
 _CACHE_BLOCKS = 4
 _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
@@ -28,7 +30,11 @@ def read_block(
     start: int,
     stop: int,
 ):
-    """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows)."""
+    """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows).
+
+    ``z`` is a :class:`rankdist.tiles.sparse.SparseRows` for an encoding stored in
+    sparse form (a ``sparse/`` folder in ``z_path``).
+    """
     key = (z_path, start, stop)
     with _lock:
         hit = _cache.get(key)
@@ -36,7 +42,11 @@ def read_block(
             _cache.move_to_end(key)
             return hit
     enc = zarr.open_group(z_path, mode="r")
-    z = read_z_rows(z_path, start, stop)
+    if os.path.isdir(os.path.join(z_path, SPARSE_DIR)):
+        n_genes = int(zarr.open_group(store_path, mode="r")["X"].shape[1])
+        z = read_sparse_rows(z_path, start, stop, n_genes)
+    else:
+        z = read_z_rows(z_path, start, stop)
     valid = np.asarray(enc["valid"][start:stop], dtype=np.bool_)
     root = zarr.open_group(store_path, mode="r")
     codes = np.empty((len(roles), stop - start), dtype=np.int32)

@@ -17,6 +17,7 @@ import numpy as np
 
 from rankdist.reduce.partial import EMPTY, Partial
 from rankdist.tiles.plan import SUBTILE
+from rankdist.tiles.sparse import Slab, SparseRows, sparse_subtile
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -157,7 +158,9 @@ def tile_partials(
     ----------
     block_i, block_j
         ``(z, valid, codes)`` of the two blocks: float32 ``(rows, genes)`` standardised
-        rows, bool ``(rows,)``, int32 ``(n_roles, rows)`` offset label codes.
+        rows (or both :class:`~rankdist.tiles.sparse.SparseRows`, multiplied by
+        :func:`~rankdist.tiles.sparse.sparse_subtile`), bool ``(rows,)``, int32
+        ``(n_roles, rows)`` offset label codes.
     i, j
         Block indices, i <= j.
     i_start, j_start
@@ -186,7 +189,16 @@ def tile_partials(
     zi, vi, ci = block_i
     zj, vj, cj = block_j
     diag = i == j
-    if diag:
+    sparse = isinstance(zi, SparseRows)
+    if sparse:
+        # Each slab is prepared once per tile and reused by every sub-tile it meets.
+        slabs_i = [Slab.of(zi.rows(p, p + SUBTILE)) for p in range(0, len(zi), SUBTILE)]
+        slabs_j = (
+            slabs_i
+            if diag
+            else [Slab.of(zj.rows(q, q + SUBTILE)) for q in range(0, len(zj), SUBTILE)]
+        )
+    elif diag:
         # A distinct buffer keeps numpy on the general GEMM path (it takes a syrk path
         # when both operands are one array, whose rounding differs from the grid's).
         zj = zi.copy()
@@ -203,18 +215,20 @@ def tile_partials(
     hist = np.zeros((hist_types, hist_types, HIST_BINS), np.int32) if hist_types else None
     buffers: dict[tuple[int, int], np.ndarray] = {}
     for p in range(0, len(zi), SUBTILE):
-        a = zi[p : p + SUBTILE]
+        na = min(SUBTILE, len(zi) - p)
         for q in range(p if diag else 0, len(zj), SUBTILE):
-            b = zj[q : q + SUBTILE]
-            shape = (len(a), len(b))
-            s = buffers.get(shape)
+            nb = min(SUBTILE, len(zj) - q)
+            s = buffers.get((na, nb))
             if s is None:
-                s = buffers[shape] = np.empty(shape, dtype=np.float32)
-            np.matmul(a, b.T, out=s)
+                s = buffers[(na, nb)] = np.empty((na, nb), dtype=np.float32)
+            if sparse:
+                sparse_subtile(slabs_i[p // SUBTILE], slabs_j[q // SUBTILE], s)
+            else:
+                np.matmul(zi[p : p + SUBTILE], zj[q : q + SUBTILE].T, out=s)
             if q == (p if diag else 0):
-                _prime(s, pi.top_sim[p : p + len(a)], vj[q : q + len(b)], diag and p == q, axis=1)
+                _prime(s, pi.top_sim[p : p + na], vj[q : q + nb], diag and p == q, axis=1)
             if p == 0:
-                _prime(s, pj.top_sim[q : q + len(b)], vi[: len(a)], diag and q == 0, axis=0)
+                _prime(s, pj.top_sim[q : q + nb], vi[:na], diag and q == 0, axis=0)
             fused_pass(
                 s, i_start + p, j_start + q, p, q, diag and p == q,
                 vi, vj, ci, cj, cutoffs,

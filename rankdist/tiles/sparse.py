@@ -1,0 +1,246 @@
+"""The sparse similarity product: one canonical sub-tile from the sparse form of Z.
+
+With every gene kept, a cell's standardised ranks are ``z = s + c * 1``: all its zeros
+share one rank, so ``c`` is the standardised value of that rank and ``s = z - c`` is
+non-zero only at the cell's expressed genes. Because ``sum(z) = 0``, ``sum(s) = -G c``
+and
+
+    z_a . z_b = s_a . s_b - G c_a c_b.
+
+:func:`sparse_subtile` computes a ``(rows of slab a) x (rows of slab b)`` block of
+``Z_a Z_b^T`` this way. Genes expressed in many cells of both slabs go through one
+small dense float32 GEMM on their columns; every other gene goes through a row-wise
+inverted-index product (for each row of a and each of its genes, the rows of b that
+express the gene), accumulated in float64. Which genes are dense depends only on the
+two slabs, and the per-pair summation order only on their contents, so a pair's
+float32 value is the same whatever the block size or the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+#: Time of one scattered float64 multiply-add of the inverted-index product over one
+#: multiply-add of the single-threaded float32 GEMM (measured: 3.6 ns against 0.039 ns,
+#: benchmarks/bench_sparse.py). The dense/sparse rules below follow from it.
+SCATTER_OVER_GEMM = 94.0
+#: A gene goes through the dense GEMM when (cells of slab a expressing it) x (cells of
+#: slab b expressing it) exceeds this fraction of the sub-tile's pairs: scattering it
+#: would cost more than its share of the GEMM.
+DENSE_PAIR_FRACTION = 1.0 / SCATTER_OVER_GEMM
+#: ``form='auto'`` runs sparse when its predicted cost is below this fraction of dense.
+SPARSE_MAX_COST = 0.7
+#: ``form='auto'`` stays dense below this many genes: Z is small, and the per-row work
+#: of the sparse product (slab preparation, finishing each S row) is not amortised.
+MIN_SPARSE_GENES = 4096
+
+
+def predicted_cost_ratio(density: np.ndarray) -> float:
+    """Predicted time of the sparse product over the dense GEMM, from per-gene density.
+
+    A gene expressed by a fraction ``p`` of cells costs the GEMM one multiply-add per
+    pair of cells, and the inverted-index product ``p**2`` scattered ones per pair
+    (:data:`SCATTER_OVER_GEMM` times dearer); the product takes the cheaper per gene.
+    """
+    density = np.asarray(density, dtype=np.float64)
+    if not len(density):
+        return 1.0
+    per_gene = np.minimum(SCATTER_OVER_GEMM * density**2, 1.0)
+    return float(per_gene.sum() / len(density))
+
+
+def choose_form(density: np.ndarray) -> str:
+    """``'sparse'`` if the sparse product is predicted clearly faster, else ``'dense'``."""
+    if len(density) < MIN_SPARSE_GENES:
+        return "dense"
+    return "sparse" if predicted_cost_ratio(density) < SPARSE_MAX_COST else "dense"
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Rows of Z in sparse form: CSR of ``s`` plus each row's zero value ``c``.
+
+    Attributes
+    ----------
+    indptr
+        ``(rows + 1,)`` int64 offsets into ``indices`` and ``data``.
+    indices
+        ``(nnz,)`` int32 gene of each stored value, ascending within a row.
+    data
+        ``(nnz,)`` float32 ``s`` values (``z - c``) of the expressed genes.
+    c
+        ``(rows,)`` float64 standardised value shared by the row's other genes.
+    n_genes
+        Genes per row (``G``).
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    c: np.ndarray
+    n_genes: int
+
+    def __len__(self) -> int:
+        return len(self.c)
+
+    def rows(self, start: int, stop: int) -> SparseRows:
+        """Rows ``start:stop`` (``stop`` clipped), sharing memory with these."""
+        stop = min(stop, len(self))
+        lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+        return SparseRows(
+            self.indptr[start : stop + 1] - lo, self.indices[lo:hi], self.data[lo:hi],
+            self.c[start:stop], self.n_genes,
+        )  # fmt: skip
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def to_dense(self) -> np.ndarray:
+        """``(rows, genes)`` float64 ``z`` (for tests and small checks)."""
+        z = np.repeat(self.c[:, None], self.n_genes, axis=1)
+        for r in range(len(self)):
+            lo, hi = self.indptr[r], self.indptr[r + 1]
+            z[r, self.indices[lo:hi]] += self.data[lo:hi]
+        return z
+
+    @classmethod
+    def concatenate(cls, parts: list[SparseRows]) -> SparseRows:
+        """Rows of ``parts`` one after another."""
+        offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+        indptr = np.concatenate(
+            [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
+        )
+        return cls(
+            indptr.astype(np.int64), np.concatenate([p.indices for p in parts]),
+            np.concatenate([p.data for p in parts]), np.concatenate([p.c for p in parts]),
+            parts[0].n_genes,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Slab:
+    """One sub-tile's rows prepared for the product: CSR, gene-major copy, gene counts."""
+
+    rows: SparseRows
+    col_ptr: np.ndarray  # (genes + 1,) int64
+    col_rows: np.ndarray  # (nnz,) int32 row of each value, ascending within a gene
+    col_data: np.ndarray  # (nnz,) float32
+    gene_counts: np.ndarray  # (genes,) int64 rows expressing each gene
+
+    @classmethod
+    def of(cls, rows: SparseRows) -> Slab:
+        col_ptr, col_rows, col_data = _to_gene_major(
+            rows.indptr, rows.indices, rows.data, rows.n_genes
+        )
+        return cls(rows, col_ptr, col_rows, col_data, np.diff(col_ptr))
+
+
+@numba.njit(nogil=True, cache=True)
+def _to_gene_major(indptr, indices, data, n_genes):
+    """CSR -> CSC by counting; rows stay ascending within each gene."""
+    col_ptr = np.zeros(n_genes + 1, np.int64)
+    for t in range(indices.shape[0]):
+        col_ptr[indices[t] + 1] += 1
+    for g in range(n_genes):
+        col_ptr[g + 1] += col_ptr[g]
+    fill = col_ptr[:-1].copy()
+    col_rows = np.empty(indices.shape[0], np.int32)
+    col_data = np.empty(indices.shape[0], np.float32)
+    for r in range(indptr.shape[0] - 1):
+        for t in range(indptr[r], indptr[r + 1]):
+            g = indices[t]
+            col_rows[fill[g]] = r
+            col_data[fill[g]] = data[t]
+            fill[g] += 1
+    return col_ptr, col_rows, col_data
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_columns(indptr, indices, data, column_of_gene, n_dense):
+    """``(rows, n_dense)`` float32 values of the genes with ``column_of_gene >= 0``."""
+    n = indptr.shape[0] - 1
+    out = np.zeros((n, n_dense), np.float32)
+    for r in range(n):
+        for t in range(indptr[r], indptr[r + 1]):
+            col = column_of_gene[indices[t]]
+            if col >= 0:
+                out[r, col] = data[t]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _sparse_rows_product(
+    a_ptr, a_idx, a_dat, a_c, b_col_ptr, b_col_rows, b_col_data, b_c,
+    column_of_gene, dense, n_genes, out,
+):  # fmt: skip
+    """``out[a, b] = float32(sum_g s_a,g s_b,g + dense[a, b] - G c_a c_b)``.
+
+    Sparse genes (``column_of_gene < 0``) are summed in float64 in the row's gene order;
+    ``dense`` holds the float32 GEMM over the others (or has zero columns).
+    """
+    na = a_ptr.shape[0] - 1
+    nb = b_c.shape[0]
+    use_dense = dense.shape[0] > 0
+    acc = np.empty(nb, np.float64)
+    for a in range(na):
+        acc[:] = 0.0
+        for t in range(a_ptr[a], a_ptr[a + 1]):
+            g = a_idx[t]
+            if column_of_gene[g] >= 0:
+                continue
+            va = np.float64(a_dat[t])
+            for u in range(b_col_ptr[g], b_col_ptr[g + 1]):
+                acc[b_col_rows[u]] += va * b_col_data[u]
+        gc = n_genes * a_c[a]
+        for b in range(nb):
+            v = acc[b]
+            if use_dense:
+                v += dense[a, b]
+            out[a, b] = np.float32(v - gc * b_c[b])
+
+
+def dense_genes(slab_a: Slab, slab_b: Slab, fraction: float = DENSE_PAIR_FRACTION) -> np.ndarray:
+    """Genes whose expressing-pair count exceeds ``fraction`` of the sub-tile's pairs."""
+    pairs = slab_a.gene_counts * slab_b.gene_counts
+    return np.flatnonzero(pairs > fraction * len(slab_a.rows) * len(slab_b.rows))
+
+
+def sparse_subtile(
+    slab_a: Slab, slab_b: Slab, out: np.ndarray, fraction: float = DENSE_PAIR_FRACTION
+) -> np.ndarray:
+    """float32 ``Z_a Z_b^T`` of two slabs into ``out`` (shape ``(len a, len b)``).
+
+    Parameters
+    ----------
+    slab_a, slab_b
+        Prepared rows (:meth:`Slab.of`) of at most one sub-tile each.
+    out
+        float32 C-contiguous result, overwritten.
+    fraction
+        Dense-gene threshold (:func:`dense_genes`); 0 sends every shared gene through
+        the GEMM, ``inf`` none.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    ra, rb = slab_a.rows, slab_b.rows
+    genes = dense_genes(slab_a, slab_b, fraction)
+    column_of_gene = np.full(ra.n_genes, -1, np.int32)
+    column_of_gene[genes] = np.arange(len(genes), dtype=np.int32)
+    if len(genes):
+        da = _dense_columns(ra.indptr, ra.indices, ra.data, column_of_gene, len(genes))
+        db = _dense_columns(rb.indptr, rb.indices, rb.data, column_of_gene, len(genes))
+        dense = np.matmul(da, db.T)
+    else:
+        dense = np.zeros((0, 0), np.float32)
+    _sparse_rows_product(
+        ra.indptr, ra.indices, ra.data, ra.c, slab_b.col_ptr, slab_b.col_rows,
+        slab_b.col_data, rb.c, column_of_gene, dense, float(ra.n_genes), out,
+    )  # fmt: skip
+    return out
