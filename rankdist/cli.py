@@ -135,6 +135,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine,coarse cell-type CSV (default: the stored coarse_type labels)",
     )  # fmt: skip
 
+    p = sub.add_parser(
+        "plan", help="size a run: block size, tiles, wall time, storage, the command to run it",
+        description="Plan a rankdist neighbors run on a batch system (one job per node, one "
+        "worker per job, as deploy/*.yaml) from its sizes; times come from a calibration "
+        "measured on real tiles. See docs/planning.md.",
+    )  # fmt: skip
+    p.add_argument("--cells", metavar="N", help="cells, e.g. 2.3M, 500k or 2300000")
+    p.add_argument("--genes", metavar="G", help="genes after selection, e.g. 2000")
+    p.add_argument("--nodes", type=int, default=1, help="batch jobs, one per node (default 1)")
+    p.add_argument("--cores-per-node", type=int, metavar="C", help="threads per job (cores:)")
+    p.add_argument("--mem-per-node", metavar="SIZE", help="memory per job (memory:), e.g. 128GB")
+    p.add_argument(
+        "--scheduler", default="slurm", choices=("slurm", "pbs", "sge", "lsf", "local"),
+        help="batch system of the jobs (default slurm); local: this machine",
+    )  # fmt: skip
+    p.add_argument("--k", type=int, default=30, help="neighbours per cell (default 30)")
+    p.add_argument("--cutoffs", type=_cutoffs, default=(0.5,), help="e.g. 0.3,0.5 (default 0.5)")
+    p.add_argument(
+        "--label-values", default="54,8,427", metavar="A,B,C",
+        help="values of each label role: cell types, coarse classes, batches (default "
+        "54,8,427: the 2.3 M-cell prefrontal cortex atlas)",
+    )  # fmt: skip
+    p.add_argument("--encoding", default="spearman", help="encoding (default spearman)")
+    p.add_argument("--block-size", type=int, help="cells per block (default: as neighbors)")
+    p.add_argument("--store", default="STORE", help="store path to put in the command")
+    p.add_argument("--profile", help="profile for the command (default deploy/SCHEDULER.yaml)")
+    p.add_argument(
+        "--calibration", metavar="FILE",
+        help="throughput constants to use, or to write with --calibrate (default: the file "
+        "shipped with rankdist)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibrate", action="store_true",
+        help="measure this machine's constants on a real tile workload (about a minute) "
+        "and write them to --calibration",
+    )  # fmt: skip
+
     p = sub.add_parser("demo", help="synthetic labelled data -> neighbours -> purity table")
     p.add_argument(
         "--out", default="rankdist-demo", help="working directory (default ./rankdist-demo)"
@@ -244,6 +281,28 @@ def _report(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from rankdist.planner import describe_plan, parse_count, plan_capacity
+
+    if args.calibrate:
+        from rankdist.tiles.calibrate import calibrate
+
+        calibrate(args.calibration)
+        return 0
+    if args.cells is None or args.genes is None:
+        msg = "give --cells and --genes (e.g. --cells 2.3M --genes 2000), or --calibrate"
+        raise ValueError(msg)
+    values = [parse_count(v, "--label-values") for v in args.label_values.split(",") if v]
+    plan = plan_capacity(
+        args.cells, args.genes, nodes=args.nodes, cores_per_node=args.cores_per_node,
+        mem_per_node=args.mem_per_node, scheduler=args.scheduler, k=args.k,
+        cutoffs=args.cutoffs, label_values=values, encoding=args.encoding,
+        block_size=args.block_size, calibration=args.calibration,
+    )  # fmt: skip
+    print(describe_plan(plan, store=args.store, cutoffs=args.cutoffs, profile=args.profile))
+    return 0
+
+
 def _demo(args) -> int:
     from rankdist.demo import run_demo
 
@@ -258,6 +317,7 @@ COMMANDS = {
     "info": _info,
     "doctor": _doctor,
     "report": _report,
+    "plan": _plan,
     "demo": _demo,
 }
 
