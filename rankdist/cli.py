@@ -136,6 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     p = sub.add_parser(
+        "synth", help="generate a synthetic prefrontal-cortex atlas (store or .h5ad)",
+        description="Generate a Mathys-like aged prefrontal-cortex atlas (54 subtypes in 8 "
+        "classes, donors as batches, negative-binomial counts) chunk by chunk on Dask, "
+        "straight into a rankdist store or an .h5ad. See docs/synth.md.",
+    )  # fmt: skip
+    p.add_argument("out", help="store directory (e.g. atlas.zarr) or .h5ad file to create")
+    p.add_argument("--cells", type=int, required=True, help="cells to generate (atlas: 2300000)")
+    p.add_argument(
+        "--genes", default="all", metavar="N|all",
+        help="keep the N most informative of the 33,538 genes (default: all)",
+    )  # fmt: skip
+    p.add_argument("--donors", type=int, default=427, help="donors = batches (default 427)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument(
+        "--format", choices=("store", "h5ad"),
+        help="output format (default: from the suffix; .h5ad, else a store)",
+    )  # fmt: skip
+    p.add_argument(
+        "--chunk", type=int, metavar="C", help="cells per task (default: ~16 M values per task)"
+    )
+    p.add_argument(
+        "--cluster", default="local", help="local (default), tcp://HOST:PORT, slurm, pbs, ..."
+    )
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 1)")
+    p.add_argument(
+        "--compression", choices=("gzip", "lzf"), help=".h5ad only: compress X (default: none)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or dashboard link")
+
+    p = sub.add_parser(
         "plan", help="size a run: block size, tiles, wall time, storage, the command to run it",
         description="Plan a rankdist neighbors run on a batch system (one job per node, one "
         "worker per job, as deploy/*.yaml) from its sizes; times come from a calibration "
@@ -281,6 +312,18 @@ def _report(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from rankdist.atlas import synth_atlas
+
+    out = synth_atlas(
+        args.out, args.cells, genes=args.genes, n_donors=args.donors, seed=args.seed,
+        format=args.format, chunk=args.chunk, cluster=args.cluster, workers=args.workers,
+        overwrite=args.overwrite, compression=args.compression, progress=not args.quiet,
+    )  # fmt: skip
+    print(out if isinstance(out, Path) else f"{out!r}")
+    return 0
+
+
 def _plan(args) -> int:
     from rankdist.planner import describe_plan, parse_count, plan_capacity
 
@@ -317,6 +360,7 @@ COMMANDS = {
     "info": _info,
     "doctor": _doctor,
     "report": _report,
+    "synth": _synth,
     "plan": _plan,
     "demo": _demo,
 }
