@@ -12,6 +12,7 @@ from rankdist.encode.cache import encode
 from rankdist.encode.kernels import standardised_ranks
 from rankdist.encode.sparse import read_sparse_rows, sparse_standardised_ranks
 from rankdist.tiles.sparse import (
+    DENSE_GENE_COST,
     Slab,
     SparseRows,
     choose_form,
@@ -85,8 +86,8 @@ def test_choose_form_rules():
     assert choose_form(np.full(100, 0.01)) == "dense"  # too few genes
     assert choose_form(np.full(20000, 0.02)) == "sparse"
     assert choose_form(np.full(20000, 0.9)) == "dense"
-    assert predicted_cost_ratio(np.full(10, 1.0)) == 1.0
-    assert 0 < predicted_cost_ratio(np.full(10, 0.05)) < 0.3
+    assert predicted_cost_ratio(np.full(10, 1.0)) == DENSE_GENE_COST  # every gene dense
+    assert 0.3 < predicted_cost_ratio(np.full(10, 0.05)) < 0.5  # 110 * 0.05**2 + 2.3 * 0.05
 
 
 def _adata(x: np.ndarray) -> ad.AnnData:

@@ -23,16 +23,24 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-#: Time of one scattered float64 multiply-add of the inverted-index product over one
-#: multiply-add of the single-threaded float32 GEMM (measured: 3.6 ns against 0.039 ns,
-#: benchmarks/bench_sparse.py). The dense/sparse rules below follow from it.
-SCATTER_OVER_GEMM = 94.0
+#: Costs of the sparse product in units of one multiply-add of the single-threaded
+#: float32 dense GEMM, per pair of cells (measured on 33k genes at 93 % zeros,
+#: benchmarks/bench_sparse.py; docs/encodings.md). A scattered float64 multiply-add of
+#: the inverted-index product: 1.7 ns against 0.0155 ns.
+SCATTER_OVER_GEMM = 110.0
+#: A scattered gene also costs per stored value of slab a (the loop over its expressing
+#: rows of b starts there): about 18 ns, spread over the 512 pairs of that row.
+ENTRY_COST = 2.3
+#: A dense gene costs its GEMM column plus gathering that column for both slabs; the
+#: small GEMM (``K`` = dense genes, one operand transposed) runs below the full one's
+#: rate, so the measured cost is about twice the column's share.
+DENSE_GENE_COST = 2.0
 #: A gene goes through the dense GEMM when (cells of slab a expressing it) x (cells of
 #: slab b expressing it) exceeds this fraction of the sub-tile's pairs: scattering it
-#: would cost more than its share of the GEMM.
+#: would cost more than its GEMM column.
 DENSE_PAIR_FRACTION = 1.0 / SCATTER_OVER_GEMM
 #: ``form='auto'`` runs sparse when its predicted cost is below this fraction of dense.
-SPARSE_MAX_COST = 0.7
+SPARSE_MAX_COST = 0.6
 #: ``form='auto'`` stays dense below this many genes: Z is small, and the per-row work
 #: of the sparse product (slab preparation, finishing each S row) is not amortised.
 MIN_SPARSE_GENES = 4096
@@ -41,15 +49,18 @@ MIN_SPARSE_GENES = 4096
 def predicted_cost_ratio(density: np.ndarray) -> float:
     """Predicted time of the sparse product over the dense GEMM, from per-gene density.
 
-    A gene expressed by a fraction ``p`` of cells costs the GEMM one multiply-add per
-    pair of cells, and the inverted-index product ``p**2`` scattered ones per pair
-    (:data:`SCATTER_OVER_GEMM` times dearer); the product takes the cheaper per gene.
+    The GEMM costs one multiply-add per gene and pair of cells. A gene expressed by a
+    fraction ``p`` of the cells costs the sparse product :data:`DENSE_GENE_COST` if
+    ``p**2`` exceeds :data:`DENSE_PAIR_FRACTION` (it goes through the small GEMM), else
+    ``p**2`` scattered multiply-adds plus the per-value overhead
+    (:data:`SCATTER_OVER_GEMM`, :data:`ENTRY_COST`).
     """
-    density = np.asarray(density, dtype=np.float64)
-    if not len(density):
+    p = np.asarray(density, dtype=np.float64)
+    if not len(p):
         return 1.0
-    per_gene = np.minimum(SCATTER_OVER_GEMM * density**2, 1.0)
-    return float(per_gene.sum() / len(density))
+    scattered = SCATTER_OVER_GEMM * p**2 + ENTRY_COST * p
+    per_gene = np.where(p**2 > DENSE_PAIR_FRACTION, DENSE_GENE_COST, scattered)
+    return float(per_gene.sum() / len(p))
 
 
 def choose_form(density: np.ndarray) -> str:
@@ -160,15 +171,16 @@ def _to_gene_major(indptr, indices, data, n_genes):
 
 
 @numba.njit(nogil=True, cache=True)
-def _dense_columns(indptr, indices, data, column_of_gene, n_dense):
-    """``(rows, n_dense)`` float32 values of the genes with ``column_of_gene >= 0``."""
-    n = indptr.shape[0] - 1
-    out = np.zeros((n, n_dense), np.float32)
-    for r in range(n):
-        for t in range(indptr[r], indptr[r + 1]):
-            col = column_of_gene[indices[t]]
-            if col >= 0:
-                out[r, col] = data[t]
+def _dense_columns_t(col_ptr, col_rows, col_data, genes, n_rows):
+    """``(len(genes), n_rows)`` float32: the slab's values of ``genes``, gene-major.
+
+    Gathered from the gene-major copy, so only the values of those genes are visited.
+    """
+    out = np.zeros((genes.shape[0], n_rows), np.float32)
+    for j in range(genes.shape[0]):
+        g = genes[j]
+        for u in range(col_ptr[g], col_ptr[g + 1]):
+            out[j, col_rows[u]] = col_data[u]
     return out
 
 
@@ -234,9 +246,9 @@ def sparse_subtile(
     column_of_gene = np.full(ra.n_genes, -1, np.int32)
     column_of_gene[genes] = np.arange(len(genes), dtype=np.int32)
     if len(genes):
-        da = _dense_columns(ra.indptr, ra.indices, ra.data, column_of_gene, len(genes))
-        db = _dense_columns(rb.indptr, rb.indices, rb.data, column_of_gene, len(genes))
-        dense = np.matmul(da, db.T)
+        da = _dense_columns_t(slab_a.col_ptr, slab_a.col_rows, slab_a.col_data, genes, len(ra))
+        db = _dense_columns_t(slab_b.col_ptr, slab_b.col_rows, slab_b.col_data, genes, len(rb))
+        dense = np.matmul(da.T, db)
     else:
         dense = np.zeros((0, 0), np.float32)
     _sparse_rows_product(
