@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--type-hist", action="store_true",
         help="also count pairs by (cell type, cell type, similarity): the report's heatmap",
     )  # fmt: skip
+    p.add_argument(
+        "--form", choices=("auto", "dense", "sparse"), default="auto",
+        help="how Z is stored and multiplied: auto (default: sparse for mostly-zero all-genes "
+        "spearman when predicted faster), dense (BLAS GEMM) or sparse (docs/encodings.md)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar or dashboard link")
 
     p = sub.add_parser("export", help="write a run as AnnData for scanpy / scib-metrics")
@@ -259,14 +264,15 @@ def _neighbors(args) -> int:
             args.store, encoding=args.encoding, k=args.k, cutoffs=args.cutoffs,
             cluster=args.cluster, workers=args.workers, jobs=args.jobs, profile=args.profile,
             block_size=args.block_size, name=args.name, progress=not args.quiet,
-            params=dict(args.param) or None, type_hist=args.type_hist,
+            params=dict(args.param) or None, type_hist=args.type_hist, form=args.form,
         )  # fmt: skip
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     meta = res.metadata
     print(
         f"{res!r}\nstored as {Path(args.store) / 'results' / meta['name']} "
-        f"({meta['n_tiles']} tiles of {meta['block_rows']} cells, {meta['wall_time_s']} s)"
+        f"({meta['n_tiles']} tiles of {meta['block_rows']} cells, {meta['form']} form, "
+        f"{meta['wall_time_s']} s)"
     )
     return 0
 

@@ -101,3 +101,16 @@ def test_neighbors_encoding_params_and_type_hist(h5ad, tmp_path):
     assert out.returncode == 2 and "has no parameter(s) ['m']" in out.stderr
     out = run("neighbors", store, "--param", "top", check=False)
     assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+
+
+def test_neighbors_form_sparse_matches_dense(h5ad, tmp_path):
+    store = tmp_path / "f.zarr"
+    run("ingest", h5ad, store, "--quiet")
+    out = run("neighbors", store, "--k", "5", "--form", "sparse", "--name", "sp", "--quiet")
+    assert "sparse form" in out.stdout
+    run("neighbors", store, "--k", "5", "--form", "dense", "--name", "de", "--quiet")
+    sp, de = rankdist.load(store, "sp"), rankdist.load(store, "de")
+    assert sp.metadata["form"] == "sparse" and de.metadata["form"] == "dense"
+    np.testing.assert_allclose(sp.similarities, de.similarities, atol=1e-5)
+    out = run("neighbors", store, "--form", "csr", check=False)
+    assert out.returncode == 2 and "invalid choice: 'csr'" in out.stderr
