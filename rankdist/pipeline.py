@@ -24,7 +24,7 @@ from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.kernel import HIST_BINS
 from rankdist.tiles.plan import SUBTILE, TilePlan, choose_block_rows
 from rankdist.tiles.scheduler import TileJob, run_tiles
-from rankdist.tiles.sparse import choose_form, predicted_cost_ratio
+from rankdist.tiles.sparse import MIN_SPARSE_GENES, choose_form, predicted_cost_ratio
 
 
 class ExcludedCellsWarning(UserWarning):
@@ -139,7 +139,7 @@ def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tupl
     """The form to run and the predicted sparse/dense cost (NaN when not estimated)."""
     if form != "auto":
         return form, float("nan")
-    if get_encoding(encoding).sparse is None:
+    if get_encoding(encoding).sparse is None or store.n_genes < MIN_SPARSE_GENES:
         return "dense", float("nan")
     density = client.submit(
         sample_gene_density, str(store.path.resolve()), key=f"rankdist-density-{store.content_id}"
