@@ -212,11 +212,10 @@ def run_tiles(
         tile_fn, [job] * len(needs), [i for i, _ in needs], [j for _, j in needs],
         key=[f"rankdist-tile-{i}-{j}" for i, j in needs], pure=False,
     )  # fmt: skip
-    for (i, j), fut in zip(needs, tile_futures, strict=True):
-        role_of[fut.key] = ("tile", i, j)
+    role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
     futures += tile_futures
     ac = as_completed(futures)
-    del futures
+    del futures, tile_futures  # so that a tile's result is freed once both sides are merged
     written = 0
 
     def settle(b: int) -> None:

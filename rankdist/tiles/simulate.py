@@ -60,8 +60,9 @@ class SimulatedTile:
         Sleep per cell pair of the real tile (the real per-pair time divided by the
         simulation's scale factor).
     log_dir
-        If set, each call creates one file ``<i>-<j>-<pid>-<ns>`` there, so that a test
-        can count how often every tile ran.
+        If set, each call writes one file ``<i>-<j>-<pid>-<ns>`` there holding the number
+        of tile results in its worker's memory when it started, so that a test can count
+        how often every tile ran and how long results are kept.
     """
 
     real_plan: TilePlan
@@ -71,7 +72,8 @@ class SimulatedTile:
     def __call__(self, job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         started = time.perf_counter()
         if self.log_dir is not None:
-            Path(self.log_dir, f"{i}-{j}-{os.getpid()}-{time.monotonic_ns()}").touch()
+            name = f"{i}-{j}-{os.getpid()}-{time.monotonic_ns()}"
+            Path(self.log_dir, name).write_text(str(tile_results_held()))
         diag = i == j
         sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
         pi = _stand_in_partial(job, i, j, sides)
@@ -81,6 +83,22 @@ class SimulatedTile:
         if rest > 0:
             time.sleep(rest)
         return pi, pj
+
+
+def tile_results_held() -> int:
+    """Tile results (``rankdist-tile-*`` keys) in this Dask worker's memory; -1 elsewhere."""
+    from distributed import get_worker
+
+    try:
+        data = get_worker().data
+    except ValueError:  # not in a worker
+        return -1
+    for _ in range(10):  # the worker's event loop may change it while we count
+        try:
+            return sum(1 for key in list(data.keys()) if str(key).startswith("rankdist-tile"))
+        except RuntimeError:
+            continue
+    return -1
 
 
 def _stand_in_partial(job: TileJob, block: int, other: int, sides) -> Partial:
