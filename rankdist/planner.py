@@ -1,7 +1,7 @@
 """``rankdist plan``: size a run before submitting it, and say how to run it.
 
 The arithmetic is in :mod:`rankdist.tiles.capacity` and the measured constants in
-:mod:`rankdist.tiles.calibrate`; this module reads the user's sizes (``2.3M``,
+:mod:`rankdist.tiles.calibration`; this module reads the user's sizes (``2.3M``,
 ``128GB``) and writes the plan as text, ending with the ``rankdist neighbors`` command.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from decimal import Decimal, InvalidOperation
 
-from rankdist.tiles.calibrate import Calibration, default_calibration_path, load_calibration
+from rankdist.tiles.calibration import Calibration, load_calibration
 from rankdist.tiles.capacity import Layout, RunPlan, RunSpec, format_bytes, plan_run
+from rankdist.tiles.plan import MAX_BLOCK_ROWS
 
 __all__ = ["describe_plan", "parse_count", "parse_memory", "plan_capacity"]
 
@@ -203,7 +204,7 @@ def describe_plan(
         f"             encoded Z (float32)             {_b(plan.storage['encoded Z']):>9}",
         f"             results (before zstd)           {_b(plan.storage['results']):>9}   "
         + ", ".join(f"{k} {_b(v)}" for k, v in results.items()),
-        f"             checkpoints at peak, at most    "
+        f"             checkpoints at peak             "
         f"{_b(plan.storage['checkpoints at peak']):>9}   4 partials per block",
         f"             Z read by the tiles, at most    {_b(plan.z_read_bytes):>9}   "
         f"{_b(plan.z_read_bytes / max(tile_phase, 1e-9))}/s from the shared filesystem",
@@ -214,6 +215,12 @@ def describe_plan(
             f"             with cores: {lay.cores_per_node} and memory: "
             f"{_b(lay.mem_per_node).replace(' ', '')} in the profile; the job that runs "
             "rankdist (deploy/run_rankdist.sbatch) needs a walltime above this plan's"
+        )
+    if w.driver_bound and plan.block_rows_chosen and plan.block_rows < MAX_BLOCK_ROWS:
+        big = plan_run(s, lay, cal, block_rows=MAX_BLOCK_ROWS)
+        rows.append(
+            f"hint         with --block-size {MAX_BLOCK_ROWS}: {big.n_tasks:,} tasks, wall time "
+            f"{_t(big.wall.total)}" + (" (still scheduler-bound)" if big.wall.driver_bound else "")
         )
     src = cal.measured
     rows.append(
@@ -238,8 +245,3 @@ def _t(s: float) -> str:
     if s < 5400:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.1f} h"
-
-
-def calibration_path(path: str | os.PathLike | None) -> str:
-    """Where ``--calibrate`` writes (and ``rankdist plan`` reads) the constants."""
-    return str(path) if path is not None else str(default_calibration_path())

@@ -15,7 +15,7 @@ import pytest
 
 from rankdist.cli import main
 from rankdist.planner import parse_count, parse_memory, plan_capacity
-from rankdist.tiles.calibrate import Calibration, default_calibration_path, load_calibration
+from rankdist.tiles.calibration import Calibration, default_calibration_path, load_calibration
 from rankdist.tiles.capacity import (
     Layout,
     RunSpec,
@@ -36,9 +36,12 @@ CAL = Calibration(
     gemm_gflops_per_core=100.0,  # 2 G / 1e11 s per pair
     fused_ns_per_pair=10.0,
     encode_ns_per_value=1.0,
+    tile_fixed_s=0.0,
     worker_s_per_task=0.0,
     driver_s_per_task=0.001,
+    merge_fixed_s=0.0,
     merge_s_per_mb=0.01,
+    write_fixed_s=0.0,
     write_s_per_mb=0.02,
     startup_s=5.0,
 )
@@ -125,6 +128,13 @@ def test_wall_time_model_by_hand():
     tasks = 3 + merges + 2
     assert w.scheduler == pytest.approx(tasks * 0.001)  # local: on the same cores
     assert w.total == pytest.approx(5.0 + w.encode + w.tiles + w.reduce + w.scheduler)
+    # fixed costs: per tile, per merge, per write, and Dask's per task on each
+    fixed = dataclasses.replace(
+        CAL, tile_fixed_s=0.5, worker_s_per_task=0.1, merge_fixed_s=0.2, write_fixed_s=0.3
+    )
+    wf = wall_time_model(spec, layout, 512, fixed)
+    assert wf.tiles == pytest.approx(w.tiles + 3 * (0.5 + 0.1))
+    assert wf.reduce == pytest.approx(w.reduce + merges * (0.2 + 0.1) + 2 * (0.3 + 0.1))
 
 
 def test_a_slow_scheduler_bounds_a_batch_run():
@@ -137,6 +147,19 @@ def test_a_slow_scheduler_bounds_a_batch_run():
     assert w.tiles + w.tail + w.reduce + w.scheduler == pytest.approx(plan.n_tasks * 10.0)
     fast = plan_run(spec, Layout(4, 8, 64e9), CAL, block_rows=4096).wall
     assert not fast.driver_bound and fast.scheduler == 0.0
+
+
+def test_a_scheduler_bound_plan_suggests_larger_blocks():
+    from rankdist.planner import describe_plan
+
+    slow = dataclasses.replace(CAL, driver_s_per_task=0.05)
+    plan = plan_capacity(
+        "2.3M", 2000, nodes=200, cores_per_node=32, mem_per_node="128GB", calibration=slow
+    )
+    assert plan.wall.driver_bound and plan.block_rows < 16384
+    text = describe_plan(plan)
+    assert "the scheduler is the bottleneck" in text
+    assert f"hint         with --block-size 16384: {10011 + 141 * 47 + 141:,} tasks" in text
 
 
 def test_more_nodes_never_slow_the_tiles():
@@ -282,3 +305,22 @@ def test_calibration_file_errors(tmp_path):
         load_calibration(bad)
     path = CAL.save(tmp_path / "sub" / "cal.json")
     assert load_calibration(path) == CAL
+
+
+@pytest.mark.slow
+def test_calibrate_measures_every_constant(tmp_path):
+    from rankdist.tiles.calibrate import calibrate
+
+    lines: list[str] = []
+    out = tmp_path / "cal.json"
+    cal = calibrate(out, cells=3072, genes=300, block_rows=1024, workdir=tmp_path, log=lines.append)
+    assert load_calibration(out) == cal
+    for f in dataclasses.fields(Calibration):
+        if f.name != "measured":
+            assert getattr(cal, f.name) >= 0, f.name
+    assert cal.gemm_gflops_per_core > 0 and cal.startup_s > 0 and cal.driver_s_per_task > 0
+    # 3 blocks of 1024 cells (6 tiles), and 6 blocks of 512 (21 tiles), 3 passes each
+    assert cal.measured["tiles"]["n_tiles"] == [6, 21]
+    assert [len(p) for p in cal.measured["tiles"]["tile_thread_s"]] == [3, 3]
+    assert cal.measured["workload"] == {"cells": 3072, "genes": 300, "block_rows": 1024}
+    assert lines[-1] == f"wrote {out}"

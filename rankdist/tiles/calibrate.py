@@ -1,24 +1,23 @@
-"""Per-core throughput constants of the capacity model, measured on a real tile workload.
+"""Measure the capacity model's per-core constants on a real tile workload.
 
 ``rankdist plan --calibrate`` runs :func:`calibrate` on this machine and writes the
-constants to a JSON file; the default one ships with the package
-(``rankdist/data/calibration.json``) and is what ``rankdist plan`` reads unless given
-``--calibration FILE``. Calibrate on a compute node of the cluster you plan for: its
-cores, not this machine's, set the tile rate. What each constant is and how it enters
-the wall time is in :func:`rankdist.tiles.capacity.wall_time_model` and docs/planning.md.
+constants (:class:`rankdist.tiles.calibration.Calibration`) to a JSON file, by default
+the one shipped with the package, which ``rankdist plan`` reads. Calibrate on a compute
+node of the cluster you plan for: its cores, not this machine's, set the tile rate.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
-from importlib.resources import files
+from dataclasses import asdict
 from pathlib import Path
+
+from rankdist.tiles.calibration import Calibration, default_calibration_path
 
 #: Cells and genes of the calibration workload, and its block size.
 CAL_CELLS, CAL_GENES, CAL_BLOCK_ROWS = 12288, 2000, 2048
@@ -26,84 +25,6 @@ CAL_CELLS, CAL_GENES, CAL_BLOCK_ROWS = 12288, 2000, 2048
 PASSES = 3
 #: Blocks of 512 cells in the scheduler measurement (300 tiles, about 500 tasks).
 SCHED_BLOCKS = 24
-
-
-def default_calibration_path() -> Path:
-    """The calibration file shipped inside the package."""
-    return Path(str(files("rankdist").joinpath("data", "calibration.json")))
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Per-core constants of the capacity model (all measured with every core busy).
-
-    Attributes
-    ----------
-    gemm_gflops_per_core
-        float32 GEMM rate of one thread in the kernel's 512 x 512 sub-tile calls.
-    fused_ns_per_pair
-        Nanoseconds per cell pair of a tile beyond its GEMM: the fused top-k/count pass,
-        priming, block reads.
-    encode_ns_per_value
-        Nanoseconds per cell x gene of the spearman encoding (read X, rank, write Z).
-    worker_s_per_task
-        Worker CPU seconds per task beyond the task itself (Dask's bookkeeping,
-        (de)serialising arguments and results).
-    driver_s_per_task
-        CPU seconds per task of the process running the scheduler and rankdist's driver
-        loop (submit, react to completions).
-    merge_s_per_mb, write_s_per_mb
-        Seconds of one merge (with its checkpoint) or one block write, per MB of partial.
-    startup_s
-        Fixed cost of a ``rankdist neighbors`` call: cluster start-up, work directory,
-        loading the result.
-    measured
-        Where, when and on what the constants were measured, and the raw timings.
-    """
-
-    gemm_gflops_per_core: float
-    fused_ns_per_pair: float
-    encode_ns_per_value: float
-    worker_s_per_task: float
-    driver_s_per_task: float
-    merge_s_per_mb: float
-    write_s_per_mb: float
-    startup_s: float
-    measured: dict = field(default_factory=dict)
-
-    def seconds_per_pair(self, genes: int) -> float:
-        """Thread seconds per cell pair of a tile: GEMM (2 G flops) plus the fused pass."""
-        return 2.0 * genes / (self.gemm_gflops_per_core * 1e9) + self.fused_ns_per_pair * 1e-9
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
-
-
-def load_calibration(path: str | os.PathLike | None = None) -> Calibration:
-    """Read a calibration file (default: the one shipped with rankdist)."""
-    path = Path(path) if path is not None else default_calibration_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        msg = f"calibration file {path} not found; write one with `rankdist plan --calibrate`"
-        raise FileNotFoundError(msg) from None
-    except json.JSONDecodeError as err:
-        msg = f"calibration file {path} is not valid JSON ({err}); rewrite it with --calibrate"
-        raise ValueError(msg) from None
-    names = {f.name for f in fields(Calibration)}
-    missing = sorted(names - set(data) - {"measured"})
-    if missing:
-        msg = (
-            f"calibration file {path} lacks {missing}; it is from another rankdist version, "
-            "rewrite it with `rankdist plan --calibrate`"
-        )
-        raise ValueError(msg)
-    return Calibration(**{k: v for k, v in data.items() if k in names})
 
 
 def calibrate(
@@ -118,11 +39,13 @@ def calibrate(
     """Measure the model's constants on this machine and write them to ``out``.
 
     Synthetic counts (:func:`rankdist.synth.synthetic_counts`) are ingested and encoded
-    on a local cluster; then, with one tile per core running at once as on a worker:
+    on a local cluster (one worker, a thread per core, as ``rankdist neighbors``); then
 
-    1. every tile of a ``block_rows`` plan goes through the real tile task, and the same
-       tiles' GEMM calls alone: GFLOP/s per core, and the rest per pair (fused pass);
-    2. chunks of X go through the spearman encoding: ns per value;
+    1. the real scheduler runs every tile of a ``block_rows`` plan and of a 512-cell-block
+       plan with the real tile task; each tile's compute time gives the time per pair
+       and a fixed cost per tile; the first plan's GEMM calls alone, one per core at a
+       time, split the time per pair into GFLOP/s per core and the rest (fused pass);
+    2. chunks of X go through the spearman encoding, one per core at a time: ns per value;
     3. the real scheduler runs :data:`SCHED_BLOCKS` blocks with a stand-in tile of no
        cost (:mod:`rankdist.tiles.simulate`): CPU per task of the process holding the
        scheduler and the driver loop, and of the worker; then merges (with their
@@ -162,7 +85,7 @@ def calibrate(
         )  # fmt: skip
         rankdist.neighbors(tiny, k=30, progress=False)  # numba's on-disk cache, warm
         measured: dict = {}
-        tiles = _tile_rates(store, block_rows, measured)
+        tiles = _tile_rates(store, block_rows, tmp, measured)
         log(
             f"tiles: GEMM {tiles['gemm_gflops_per_core']:.1f} GFLOP/s per core, fused pass "
             f"{tiles['fused_ns_per_pair']:.2f} ns per pair"
@@ -196,69 +119,90 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _tile_rates(store, block_rows: int, measured: dict) -> dict:
-    """Real tiles and their GEMM calls alone, one per core at a time."""
+def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
+    """Real tiles through the real scheduler on a local cluster, at two block sizes.
+
+    A tile costs ``fixed + pairs * per_pair`` (its compute time on the worker, as Dask's
+    task stream records it): every tile of ``block_rows`` blocks and of 512-cell blocks
+    (over the first 4,096 cells) gives the two unknowns. The same GEMM calls alone, one
+    per core at a time in this process, split ``per_pair`` into GEMM and the rest.
+    """
+    import dataclasses
+
     import numpy as np
+    import zarr
+    from distributed import get_task_stream
+    from threadpoolctl import threadpool_limits
 
     from rankdist.encode.cache import encode
     from rankdist.tiles import blocks
     from rankdist.tiles.plan import SUBTILE, TilePlan
-    from rankdist.tiles.scheduler import TileJob, tile_task
-    from rankdist.tiles.simulate import tile_pairs
+    from rankdist.tiles.scheduler import run_tiles
+    from rankdist.tiles.simulate import prepare_simulation, tile_pairs
 
-    with _local_client() as client:
-        enc = encode(store, "spearman", None, client, progress=False)
     roles = tuple(store.labels)
     sizes = tuple(len(store.labels[r].categories) for r in roles)
-    plan = TilePlan(store.n_cells, block_rows)
+    plans = [
+        TilePlan(store.n_cells, block_rows),
+        TilePlan(min(8 * SUBTILE, store.n_cells), SUBTILE),
+    ]
+    tile_passes: list[list[float]] = [[], []]
+    with _local_client() as client:
+        enc = encode(store, "spearman", None, client, progress=False)
 
-    def job(k):
-        return TileJob(
-            store_path=str(store.path), z_path=str(enc.path), plan=plan, k=k,
-            cutoffs=(0.5,), roles=roles, role_sizes=sizes,
-        )  # fmt: skip
+        def jobs(plan, name):
+            sim, out = prepare_simulation(plan, tmp / name, roles=roles, role_sizes=sizes)
+            job = dataclasses.replace(sim, store_path=str(store.path), z_path=str(enc.path))
+            return job, out
 
-    tile_task(job(29), 0, 1)  # compile or load numba's cache; its floors are k=29's
-    real = job(30)
+        for n in range(PASSES + 1):  # the first pass compiles or loads numba's cache
+            for passes, plan in zip(tile_passes, plans, strict=True):
+                job, out = jobs(plan, f"tiles-{n}-{plan.block_rows}")
+                client.run(blocks._floors.clear)  # each pass learns its floors afresh
+                with get_task_stream(client) as ts:
+                    run_tiles(client, job, str(out), str(out / "checkpoint"), progress=False)
+                busy = [
+                    s["stop"] - s["start"] for r in ts.data if r["key"].startswith("rankdist-tile")
+                    for s in r["startstops"] if s["action"] == "compute"
+                ]  # fmt: skip
+                if n:
+                    passes.append(sum(busy))
 
-    def timed_tile(ij):
-        t0 = time.perf_counter()
-        tile_task(real, *ij)
-        return time.perf_counter() - t0
+    z = zarr.open_group(enc.path, mode="r")["Z"]
 
     def timed_gemm(ij):
-        i, j = ij
-        zi, zj = real.block(i)[0], real.block(j)[0].copy()
+        zi, zj = (np.ascontiguousarray(z[slice(*plans[0].block_range(b))]) for b in ij)
         t0 = time.perf_counter()
         flop = 0
         for p in range(0, len(zi), SUBTILE):
-            for q in range(p if i == j else 0, len(zj), SUBTILE):
+            for q in range(p if ij[0] == ij[1] else 0, len(zj), SUBTILE):
                 a, b = zi[p : p + SUBTILE], zj[q : q + SUBTILE]
                 np.matmul(a, b.T)
                 flop += 2 * len(a) * len(b) * zi.shape[1]
         return time.perf_counter() - t0, flop
 
-    tile_passes, gemm_passes = [], []
-    for _ in range(PASSES):
-        blocks._floors.clear()  # each pass learns its floors from nothing, as a run does
-        with ThreadPoolExecutor(_cores()) as pool:
-            tile_passes.append(sum(pool.map(timed_tile, plan.tiles())))
-            gemm = list(pool.map(timed_gemm, plan.tiles()))
-        gemm_passes.append((sum(t for t, _ in gemm), sum(f for _, f in gemm)))
-    pairs = sum(tile_pairs(plan, i, j) for i, j in plan.tiles())
+    gemm_passes = []
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_cores()) as pool:
+        for _ in range(PASSES):
+            gemm = list(pool.map(timed_gemm, plans[0].tiles()))
+            gemm_passes.append((sum(t for t, _ in gemm), sum(f for _, f in gemm)))
     gemm_s, gemm_flop = min(gemm_passes)
     gemm_rate = gemm_flop / gemm_s
-    per_pair = min(tile_passes) / pairs
+    lhs = np.array([[p.n_tiles, sum(tile_pairs(p, i, j) for i, j in p.tiles())] for p in plans])
+    fixed, per_pair = np.linalg.solve(lhs, [min(t) for t in tile_passes])
+    if fixed < 0:  # noise: all of it per pair
+        fixed, per_pair = 0.0, min(tile_passes[0]) / lhs[0, 1]
     measured["tiles"] = {
-        "n_tiles": plan.n_tiles,
-        "pairs": pairs,
-        "tile_thread_s": [round(t, 3) for t in tile_passes],
+        "block_rows": [p.block_rows for p in plans],
+        "n_tiles": [p.n_tiles for p in plans],
+        "pairs": [int(x) for x in lhs[:, 1]],
+        "tile_thread_s": [[round(t, 3) for t in ts] for ts in tile_passes],
         "gemm_thread_s": [round(t, 3) for t, _ in gemm_passes],
-        "tile_gflops_per_core": round(2 * store.n_genes / per_pair / 1e9, 2),
     }
     return {
         "gemm_gflops_per_core": gemm_rate / 1e9,
         "fused_ns_per_pair": max(0.0, per_pair - 2 * store.n_genes / gemm_rate) * 1e9,
+        "tile_fixed_s": float(fixed),
     }
 
 
@@ -331,34 +275,45 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
     return {"driver_s_per_task": used[0] / tasks, "worker_s_per_task": sum(used[1:]) / tasks}
 
 
-def _reduce_costs(tmp: Path, rows: int, measured: dict) -> dict:
-    """Seconds per MB of a merge of four partials (with its checkpoint) and of a block write.
+def _reduce_costs(tmp: Path, block_rows: int, measured: dict) -> dict:
+    """A merge of four partials (with its checkpoint) and a block write: fixed + per MB.
 
-    Partials have the atlas's per-row layout (k = 30, 489 label values, one cutoff).
+    Timed at 512 and at ``block_rows`` rows, with the atlas's per-row layout (k = 30, 489
+    label values, one cutoff).
     """
-    from rankdist.tiles.plan import TilePlan
+    from rankdist.tiles.plan import SUBTILE, TilePlan
     from rankdist.tiles.scheduler import merge_task, write_task
     from rankdist.tiles.simulate import SimulatedTile, prepare_simulation
 
-    real = TilePlan(4 * rows, rows)
-    job, out = prepare_simulation(real, tmp / "reduce")
-    stand_in = SimulatedTile(real, 0.0)
-    sides = [stand_in(job, 0, j) for j in range(1, 4)] + [stand_in(job, 0, 0)]
-    mb = sides[0][0].nbytes / 1e6
-    merge_s, write_s = [], []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        merged = merge_task(str(out / "checkpoint"), *[(s, 0) for s in sides])
-        t1 = time.perf_counter()
-        write_task(job, str(out), str(out / "checkpoint"), merged, None)
-        merge_s.append(t1 - t0)
-        write_s.append(time.perf_counter() - t1)
+    points = []
+    for rows in (SUBTILE, block_rows):
+        real = TilePlan(4 * rows, rows)
+        job, out = prepare_simulation(real, tmp / f"reduce-{rows}")
+        stand_in = SimulatedTile(real, 0.0)
+        sides = [stand_in(job, 0, j) for j in range(1, 4)] + [stand_in(job, 0, 0)]
+        merge_s, write_s = [], []
+        for _ in range(PASSES):
+            t0 = time.perf_counter()
+            merged = merge_task(str(out / "checkpoint"), *[(s, 0) for s in sides])
+            t1 = time.perf_counter()
+            write_task(job, str(out), str(out / "checkpoint"), merged, None)
+            merge_s.append(t1 - t0)
+            write_s.append(time.perf_counter() - t1)
+        points.append((sides[0][0].nbytes / 1e6, min(merge_s), min(write_s)))
+    (mb0, m0, w0), (mb1, m1, w1) = points
+    merge_per_mb = max(0.0, (m1 - m0) / (mb1 - mb0))
+    write_per_mb = max(0.0, (w1 - w0) / (mb1 - mb0))
     measured["reduce"] = {
-        "partial_mb": round(mb, 3),
-        "merge_s": round(min(merge_s), 4),
-        "write_s": round(min(write_s), 4),
+        "partial_mb": [round(p[0], 3) for p in points],
+        "merge_s": [round(p[1], 4) for p in points],
+        "write_s": [round(p[2], 4) for p in points],
     }
-    return {"merge_s_per_mb": min(merge_s) / mb, "write_s_per_mb": min(write_s) / mb}
+    return {
+        "merge_fixed_s": max(0.0, m0 - merge_per_mb * mb0),
+        "merge_s_per_mb": merge_per_mb,
+        "write_fixed_s": max(0.0, w0 - write_per_mb * mb0),
+        "write_s_per_mb": write_per_mb,
+    }
 
 
 def _startup(tiny, partial: Calibration, measured: dict) -> float:
@@ -368,6 +323,7 @@ def _startup(tiny, partial: Calibration, measured: dict) -> float:
 
     walls = []
     for _ in range(PASSES):
+        shutil.rmtree(tiny.path / "encodings", ignore_errors=True)  # encode each time, too
         t0 = time.perf_counter()
         res = rankdist.neighbors(tiny, k=30, progress=False, name="startup")
         walls.append(time.perf_counter() - t0)

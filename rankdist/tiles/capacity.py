@@ -6,8 +6,9 @@ one ``deploy/*.yaml`` and :mod:`rankdist.cluster.jobqueue` use: one batch job pe
 running one Dask worker process with one thread per core, whose memory limit is the
 job's memory. The block size is then :func:`rankdist.tiles.plan.choose_block_rows` for
 that worker, as ``rankdist neighbors`` would choose it. Times come from
-:func:`wall_time_model` and the constants of a :class:`~rankdist.tiles.calibrate.
-Calibration` measured on a real tile workload (see docs/planning.md).
+:func:`wall_time_model` and the constants of a
+:class:`~rankdist.tiles.calibration.Calibration`, measured on a real tile workload (see
+docs/planning.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from rankdist.tiles.calibrate import Calibration
+from rankdist.tiles.calibration import Calibration
 from rankdist.tiles.plan import (
     CACHED_BLOCKS,
     SUBTILE,
@@ -163,10 +164,12 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
       plus, on a batch system, the 30 s rankdist waits for the other jobs' workers;
     * encode: one task per X chunk of ``chunk`` cells, each ``chunk * G * encode_ns``,
       in ``ceil(chunks / W)`` waves;
-    * tiles: ``2 G / gemm_rate + fused_ns`` per pair of cells, plus
-      ``cal.worker_s_per_task`` per tile, list-scheduled over W threads in submission
-      order; what exceeds a perfect balance is the tail;
-    * reduce: merges and block writes, ``s_per_mb`` times the partial's size, over W;
+    * tiles: ``2 G / gemm_rate + fused_ns`` per pair of cells, plus ``tile_fixed_s`` and
+      ``worker_s_per_task`` per tile, list-scheduled over W threads in submission order;
+      what exceeds a perfect balance is the tail;
+    * reduce: each merge ``merge_fixed_s + merge_s_per_mb * MB``, each block write
+      ``write_fixed_s + write_s_per_mb * MB`` (MB: one partial), plus
+      ``worker_s_per_task`` each, over W threads;
     * scheduler: ``cal.driver_s_per_task`` of scheduler and client CPU per task. On a
       local cluster that CPU is taken from the same cores (added, over W); on a batch
       system the scheduler has its own machine and only bounds the tile phase from
@@ -181,12 +184,15 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
     chunk = chunk_rows(spec.genes, spec.cells)
     n_chunks = -(-spec.cells // chunk)
     encode = math.ceil(n_chunks / w) * chunk * spec.genes * cal.encode_ns_per_value * 1e-9
+    per_task = cal.worker_s_per_task
     makespan, balanced = tile_makespan(
-        plan, w, cal.seconds_per_pair(spec.genes), cal.worker_s_per_task
+        plan, w, cal.seconds_per_pair(spec.genes), cal.tile_fixed_s + per_task
     )
-    partial_mb = block_rows * spec.partial_bytes_per_row / 1e6
+    mb = block_rows * spec.partial_bytes_per_row / 1e6
     merges = n_merges(plan.n_blocks)
-    reduce = (merges * cal.merge_s_per_mb + plan.n_blocks * cal.write_s_per_mb) * partial_mb / w
+    merge_s = cal.merge_fixed_s + cal.merge_s_per_mb * mb + per_task
+    write_s = cal.write_fixed_s + cal.write_s_per_mb * mb + per_task
+    reduce = (merges * merge_s + plan.n_blocks * write_s) / w
     tasks = plan.n_tiles + merges + plan.n_blocks
     driver = tasks * cal.driver_s_per_task
     if layout.scheduler == "local":
@@ -276,7 +282,7 @@ def plan_run(
     layout
         Nodes, cores and memory per node, batch system.
     cal
-        Per-core throughput constants (:func:`rankdist.tiles.calibrate.load_calibration`).
+        Per-core throughput constants (:func:`rankdist.tiles.calibration.load_calibration`).
     block_rows
         Cells per block; default: what ``rankdist neighbors`` would choose.
 
