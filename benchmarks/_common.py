@@ -127,17 +127,17 @@ def drop_self(idx: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 class RssSampler(threading.Thread):
-    """Samples the RSS of this process and all its descendants every ``interval`` s.
+    """Samples the RSS of a process (default: this one) and its descendants every ``interval`` s.
 
     Keeps each process's peak and the peak of their sum. Processes that appear later (a
     restarted worker, a LocalCluster's workers) are picked up at the next sample.
     """
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2, pid: int | None = None):
         super().__init__(name="rss-sampler", daemon=True)
         import psutil
 
-        self.me = psutil.Process()
+        self.me = psutil.Process(pid)
         self.interval = interval
         self.peak: dict[int, int] = {}
         self.peak_total = 0
@@ -147,7 +147,11 @@ class RssSampler(threading.Thread):
         import psutil
 
         total = 0
-        for proc in [self.me, *self.me.children(recursive=True)]:
+        try:
+            tree = [self.me, *self.me.children(recursive=True)]
+        except psutil.Error:  # the sampled process has exited
+            return
+        for proc in tree:
             try:
                 rss = proc.memory_info().rss
             except psutil.Error:  # exited between listing and reading

@@ -32,10 +32,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
+
+from _common import RssSampler
 
 MB = 1e6
 #: Bytes of .h5ad per cell at 33,538 genes (about 2,100 nonzeros x 8 bytes: 16.8 kB measured).
@@ -51,53 +52,12 @@ sys.exit(rc)
 """
 
 
-class TreeRss(threading.Thread):
-    """Samples a process and its descendants every ``interval`` s; keeps the peak sum."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        super().__init__(name="rss-sampler", daemon=True)
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_total = 0
-        self.peak_root = 0
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        import psutil
-
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:  # the root exited
-            return
-        total = 0
-        for proc in procs:
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
-                continue
-            total += rss
-            if proc.pid == self.root.pid:
-                self.peak_root = max(self.peak_root, rss)
-        self.peak_total = max(self.peak_total, total)
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
-def measured(cmd: list[str]) -> tuple[float, float, TreeRss, str]:
+def measured(cmd: list[str]) -> tuple[float, float, RssSampler, str]:
     """Run ``cmd``; return its wall time, CPU time (all descendants), RSS sampler, stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sampler = TreeRss(proc.pid)
+    sampler = RssSampler(interval=0.1, pid=proc.pid)
     sampler.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - start
@@ -132,7 +92,7 @@ def bench_one(n_cells: int, genes: str, workers: int, work: Path) -> dict:
         "generate_wall_s": round(gen_wall, 1),
         "generate_cpu_s": round(gen_cpu, 1),
         "generate_peak_rss_mb_tree": round(gen_rss.peak_total / MB),
-        "generate_peak_rss_mb_client": round(gen_rss.peak_root / MB),
+        "generate_peak_rss_mb_client": round(gen_rss.peak.get(gen_rss.me.pid, 0) / MB),
         "ingest_wall_s": round(ing_wall, 1),
         "ingest_cpu_s": round(ing_cpu, 1),
         "ingest_peak_rss_mb": round(maxrss_kb * 1024 / MB),
