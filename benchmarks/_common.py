@@ -41,9 +41,9 @@ def matmul_rate(n: int = 4096, g: int = 2000, seconds: float = 3.0) -> float:
 
 
 def synthetic_store(path: Path, n_cells: int, n_genes: int, seed: int = 0):
-    """Ingest ``rankdist.synth.synthetic_counts`` into a store at ``path`` (replaced)."""
+    """Ingest ``rankdist.datasets.toy.synthetic_counts`` into a store at ``path`` (replaced)."""
     import rankdist
-    from rankdist.synth import synthetic_counts
+    from rankdist.datasets.toy import synthetic_counts
 
     adata = synthetic_counts(n_cells, n_genes, seed=seed)
     store = rankdist.ingest(

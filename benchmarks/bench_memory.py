@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_memory.py [--cells 100000] [--genes 2000] [--k 30]
         [--memory-limit 2GB] [--threads 2] [--block-size B] [--workdir DIR]
 
-Synthetic counts (``rankdist.synth.synthetic_counts``) are generated in a child process
+Synthetic counts (``rankdist.datasets.toy.synthetic_counts``) are generated in a child process
 and written to an .h5ad, so neither the generation nor a whole AnnData in memory counts
 against this process; ``rankdist.ingest`` then streams the file into a store. After a
 warm-up run on a small store (numba compiles once and caches on disk), a LocalCluster
@@ -51,7 +51,7 @@ MB = 1e6
 
 def write_synthetic_h5ad(path: str, n_cells: int, n_genes: int, seed: int) -> None:
     """Generate counts and write them to ``path`` (runs in a child process)."""
-    from rankdist.synth import synthetic_counts
+    from rankdist.datasets.toy import synthetic_counts
 
     synthetic_counts(n_cells, n_genes, seed=seed).write_h5ad(path)
 
@@ -88,7 +88,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     import rankdist
-    from rankdist.synth import synthetic_counts
+    from rankdist.datasets.toy import synthetic_counts
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankdist-bench-memory-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,12 @@ Usage::
     nice -n 10 python benchmarks/bench_plan.py [--cells 5000,10000,20000] [--genes 2000]
         [--repeats 3] [--calibration FILE | --calibrate] [--workdir DIR]
 
-For each size, synthetic counts (``rankdist.synth.synthetic_counts``, 6 cell types in 3
+For each size, synthetic counts (``rankdist.datasets.toy.synthetic_counts``, 6 cell types in 3
 classes, 2 batches) are ingested, then ``rankdist.neighbors`` runs on its own local
 cluster (one worker, one thread per core: the default), k = 30, one cutoff. Its wall
 time, cluster start-up and encoding included (the fastest of ``--repeats`` runs, as the
 calibration keeps its fastest pass), is compared with what
-``rankdist.tiles.capacity.plan_run`` predicts for the same machine (``--scheduler local``,
+``rankdist.planning.model.plan_run`` predicts for the same machine (``--scheduler local``,
 one node with this machine's cores and memory) from the calibration file. A warm-up run
 on a small store first fills numba's on-disk cache, as on any machine after the first
 run. It prints a table and appends a JSON line to benchmarks/results/plan.jsonl.
@@ -45,15 +45,15 @@ def main() -> None:
     import psutil
 
     import rankdist
-    from rankdist.synth import synthetic_counts
-    from rankdist.tiles.calibration import load_calibration
-    from rankdist.tiles.capacity import Layout, RunSpec, plan_run
+    from rankdist.datasets.toy import synthetic_counts
+    from rankdist.planning.calibration import load_calibration
+    from rankdist.planning.model import Layout, RunSpec, plan_run
 
     cores = len(os.sched_getaffinity(0))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankdist-bench-plan-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.calibrate:
-        from rankdist.tiles.calibrate import calibrate
+        from rankdist.planning.calibrate import calibrate
 
         args.calibration = work / "calibration.json"
         calibrate(args.calibration, workdir=work)

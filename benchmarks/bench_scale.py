@@ -9,7 +9,7 @@ Usage::
 ``rankdist.tiles.scheduler.run_tiles`` runs the real task graph of each size (one future
 per tile, tree merges with checkpoints, block writes) on a real Dask cluster started
 here: a scheduler process and ``--workers`` worker processes of ``--threads`` threads.
-Each tile is ``rankdist.tiles.simulate.SimulatedTile``: it sleeps for the real tile's
+Each tile is ``rankdist.planning.simulate.SimulatedTile``: it sleeps for the real tile's
 pair count times the calibrated per-pair time (``rankdist/data/calibration.json``)
 divided by a scale factor ``--real-threads / (workers * threads)``, so that the
 scheduler sees tiles completing at the rate of a ``--real-threads`` cluster. The merges,
@@ -192,8 +192,8 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     import psutil
     from distributed import get_task_stream
 
-    from rankdist.tiles.capacity import tile_makespan
-    from rankdist.tiles.simulate import simulate_run, tile_pairs
+    from rankdist.planning.model import tile_makespan
+    from rankdist.planning.simulate import simulate_run, tile_pairs
 
     timed = TimedClient(client)
     ckpt = workdir / "out" / "checkpoint"
@@ -340,9 +340,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     args = parser.parse_args()
 
-    from rankdist.planner import parse_count
-    from rankdist.tiles.calibration import load_calibration
-    from rankdist.tiles.plan import TilePlan
+    from rankdist.planning.calibration import load_calibration
+    from rankdist.planning.describe import parse_count
+    from rankdist.tiles.grid import TilePlan
 
     cal = load_calibration(args.calibration)
     sim_threads = args.workers * args.threads

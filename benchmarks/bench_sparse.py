@@ -70,7 +70,7 @@ def _best(fn, repeats: int = 3) -> float:
 def bench_tile(x: np.ndarray, tile: int) -> dict:
     from rankdist.encode.kernels import standardised_ranks
     from rankdist.encode.sparse import sparse_standardised_ranks
-    from rankdist.tiles.plan import SUBTILE
+    from rankdist.layout import SUBTILE
     from rankdist.tiles.sparse import (
         Slab,
         SparseRows,
@@ -138,7 +138,7 @@ def bench_neighbors(x: np.ndarray, k: int, workdir: Path) -> dict:
     import pandas as pd
 
     import rankdist
-    from rankdist.cluster.local import cluster_client
+    from rankdist.cluster.client import cluster_client
 
     rng = np.random.default_rng(1)
     obs = pd.DataFrame(

@@ -13,13 +13,13 @@ __version__ = _version("rankdist")
 #: Public name -> module that defines it.
 _EXPORTS = {
     "ENCODINGS": "rankdist.encode.registry",
-    "ExcludedCellsWarning": "rankdist.pipeline",
+    "ExcludedCellsWarning": "rankdist.api",
     "NeighborResult": "rankdist.reduce.result",
     "Store": "rankdist.io.store",
     "ingest": "rankdist.io.ingest",
     "list_runs": "rankdist.reduce.result",
     "load": "rankdist.reduce.result",
-    "neighbors": "rankdist.pipeline",
+    "neighbors": "rankdist.api",
     "purity_table": "rankdist.analysis.purity",
 }
 

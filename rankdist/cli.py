@@ -300,7 +300,7 @@ def _info(args) -> int:
 
 
 def _doctor(args) -> int:
-    from rankdist.cluster.local import doctor_report
+    from rankdist.cluster.client import doctor_report
 
     print(
         doctor_report(
@@ -319,7 +319,7 @@ def _report(args) -> int:
 
 
 def _synth(args) -> int:
-    from rankdist.atlas import synth_atlas
+    from rankdist.datasets.atlas import synth_atlas
 
     out = synth_atlas(
         args.out, args.cells, genes=args.genes, n_donors=args.donors, seed=args.seed,
@@ -331,10 +331,10 @@ def _synth(args) -> int:
 
 
 def _plan(args) -> int:
-    from rankdist.planner import describe_plan, parse_count, plan_capacity
+    from rankdist.planning.describe import describe_plan, parse_count, plan_capacity
 
     if args.calibrate:
-        from rankdist.tiles.calibrate import calibrate
+        from rankdist.planning.calibrate import calibrate
 
         calibrate(args.calibration)
         return 0

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.table import Table
 
 from rankdist.analysis.purity import purity_table
-from rankdist.cluster.local import cluster_client
+from rankdist.api import neighbors
+from rankdist.cluster.client import cluster_client
+from rankdist.datasets.toy import synthetic_counts
 from rankdist.io.ingest import ingest
-from rankdist.pipeline import neighbors
-from rankdist.synth import synthetic_counts
 
 #: Where this simulation's correlations separate cell types (pairs: median 0.43, 99th
 #: percentile 0.56).

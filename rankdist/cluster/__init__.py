@@ -5,6 +5,6 @@ submitted through dask-jobqueue (``jobqueue.py``), configured by a profile that
 ``profile.py`` reads.
 """
 
-from rankdist.cluster.local import cluster_client, describe_client
+from rankdist.cluster.client import cluster_client, describe_client
 
 __all__ = ["cluster_client", "describe_client"]

@@ -177,7 +177,7 @@ def _non_negative(block: np.ndarray, encoding: str) -> np.ndarray:
 
 def _gene_nonzero_medians(store, client, *, progress: bool = True) -> dict[str, np.ndarray]:
     # cache imports this module, so the store-side work is imported when first needed
-    from rankdist.encode.cache import gene_nonzero_medians
+    from rankdist.encode.medians import gene_nonzero_medians
 
     return {"gene_medians": gene_nonzero_medians(store, client, progress=progress)}
 

@@ -38,17 +38,11 @@ from rankdist.io.store import (
     compressor,
     finish_store,
 )
+from rankdist.layout import chunk_rows
 
-__all__ = ["CHUNK_VALUES", "SOURCE_BATCH_COLUMN", "chunk_rows", "ingest"]
-
-#: Target number of values in one stored chunk of X (16 MiB at float32).
-CHUNK_VALUES = 1 << 22
+__all__ = ["SOURCE_BATCH_COLUMN", "ingest"]
 
 
-def chunk_rows(n_genes: int, n_cells: int) -> int:
-    """Cells per stored chunk of X: a multiple of 512, about :data:`CHUNK_VALUES` values."""
-    rows = max(512, (CHUNK_VALUES // max(n_genes, 1)) // 512 * 512)
-    return min(rows, max(512, -(-n_cells // 512) * 512))
 
 
 def ingest(

@@ -32,7 +32,7 @@ def read_block(
 ):
     """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows).
 
-    ``z`` is a :class:`rankdist.tiles.sparse.SparseRows` for an encoding stored in
+    ``z`` is a :class:`rankdist.encode.sparse.SparseRows` for an encoding stored in
     sparse form (a ``sparse/`` folder in ``z_path``).
     """
     key = (z_path, start, stop)

@@ -1,7 +1,7 @@
 """The tile kernel: one GEMM per canonical sub-tile, then one fused numba pass.
 
 For a tile (i, j), i <= j, S = Z_i Z_j^T is computed in ``SUBTILE``-sized GEMM calls
-(see :mod:`rankdist.tiles.plan`). Each S sub-tile, still in cache, goes through
+(see :mod:`rankdist.tiles.grid`). Each S sub-tile, still in cache, goes through
 :func:`fused_pass` once, which updates both the rows of i (with the columns of j as
 candidates) and the rows of j (with the rows of i): top-k and cutoff-bin counts.
 On diagonal tiles only pairs a < b are visited, so self-pairs never count.
@@ -15,9 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from rankdist.encode.sparse import SparseRows
+from rankdist.layout import SUBTILE
 from rankdist.reduce.partial import EMPTY, Partial
-from rankdist.tiles.plan import SUBTILE
-from rankdist.tiles.sparse import Slab, SparseRows, sparse_subtile
+from rankdist.tiles.sparse import Slab, sparse_subtile
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -158,7 +159,7 @@ def tile_partials(
     ----------
     block_i, block_j
         ``(z, valid, codes)`` of the two blocks: float32 ``(rows, genes)`` standardised
-        rows (or both :class:`~rankdist.tiles.sparse.SparseRows`, multiplied by
+        rows (or both :class:`~rankdist.encode.sparse.SparseRows`, multiplied by
         :func:`~rankdist.tiles.sparse.sparse_subtile`), bool ``(rows,)``, int32
         ``(n_roles, rows)`` offset label codes.
     i, j

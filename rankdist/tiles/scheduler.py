@@ -22,8 +22,8 @@ from rankdist import _progress
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
+from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
-from rankdist.tiles.plan import TilePlan
 
 #: Partials merged per merge task.
 FAN_IN = 4
@@ -175,7 +175,7 @@ def run_tiles(
     tile_fn
         The tile task, ``tile_fn(job, i, j) -> (partial of i, partial of j or None)``.
         The default computes the tile; a stand-in of the same signature runs the scheduler
-        without the kernel (``rankdist.tiles.simulate``).
+        without the kernel (``rankdist.planning.simulate``).
     """
     plan = job.plan
     resume = scan(ckpt_dir)

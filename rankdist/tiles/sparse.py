@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from rankdist.encode.sparse import SparseRows
+
 #: Costs of the sparse product in units of one multiply-add of the single-threaded
 #: float32 dense GEMM, per pair of cells (measured on 33k genes at 93 % zeros,
 #: benchmarks/bench_sparse.py; docs/encodings.md). A scattered float64 multiply-add of
@@ -68,68 +70,6 @@ def choose_form(density: np.ndarray) -> str:
     if len(density) < MIN_SPARSE_GENES:
         return "dense"
     return "sparse" if predicted_cost_ratio(density) < SPARSE_MAX_COST else "dense"
-
-
-@dataclass(frozen=True)
-class SparseRows:
-    """Rows of Z in sparse form: CSR of ``s`` plus each row's zero value ``c``.
-
-    Attributes
-    ----------
-    indptr
-        ``(rows + 1,)`` int64 offsets into ``indices`` and ``data``.
-    indices
-        ``(nnz,)`` int32 gene of each stored value, ascending within a row.
-    data
-        ``(nnz,)`` float32 ``s`` values (``z - c``) of the expressed genes.
-    c
-        ``(rows,)`` float64 standardised value shared by the row's other genes.
-    n_genes
-        Genes per row (``G``).
-    """
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    c: np.ndarray
-    n_genes: int
-
-    def __len__(self) -> int:
-        return len(self.c)
-
-    def rows(self, start: int, stop: int) -> SparseRows:
-        """Rows ``start:stop`` (``stop`` clipped), sharing memory with these."""
-        stop = min(stop, len(self))
-        lo, hi = int(self.indptr[start]), int(self.indptr[stop])
-        return SparseRows(
-            self.indptr[start : stop + 1] - lo, self.indices[lo:hi], self.data[lo:hi],
-            self.c[start:stop], self.n_genes,
-        )  # fmt: skip
-
-    @property
-    def nnz(self) -> int:
-        return int(self.indptr[-1])
-
-    def to_dense(self) -> np.ndarray:
-        """``(rows, genes)`` float64 ``z`` (for tests and small checks)."""
-        z = np.repeat(self.c[:, None], self.n_genes, axis=1)
-        for r in range(len(self)):
-            lo, hi = self.indptr[r], self.indptr[r + 1]
-            z[r, self.indices[lo:hi]] += self.data[lo:hi]
-        return z
-
-    @classmethod
-    def concatenate(cls, parts: list[SparseRows]) -> SparseRows:
-        """Rows of ``parts`` one after another."""
-        offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
-        indptr = np.concatenate(
-            [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
-        )
-        return cls(
-            indptr.astype(np.int64), np.concatenate([p.indices for p in parts]),
-            np.concatenate([p.data for p in parts]), np.concatenate([p.c for p in parts]),
-            parts[0].n_genes,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)

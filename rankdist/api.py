@@ -1,0 +1,351 @@
+"""``neighbors``: store -> encoding -> tiles -> results/<run>, on a Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import zarr
+from distributed import Client
+
+from rankdist.cluster.client import cluster_client
+from rankdist.encode.cache import encode
+from rankdist.encode.registry import get_encoding
+from rankdist.encode.sparse import sample_gene_density
+from rankdist.io.store import Store, compressor, publish_directory
+from rankdist.layout import SUBTILE
+from rankdist.reduce.result import NeighborResult, load
+from rankdist.tiles.grid import TilePlan, choose_block_rows
+from rankdist.tiles.kernel import HIST_BINS
+from rankdist.tiles.scheduler import TileJob, run_tiles
+from rankdist.tiles.sparse import MIN_SPARSE_GENES, choose_form, predicted_cost_ratio
+
+
+class ExcludedCellsWarning(UserWarning):
+    """Some cells are constant over the selected genes and have no rank correlation."""
+
+
+def neighbors(
+    store: str | os.PathLike | Store,
+    encoding: str = "spearman",
+    k: int = 30,
+    cutoffs=(0.5,),
+    client: Client | None = None,
+    *,
+    params: dict | None = None,
+    name: str | None = None,
+    block_size: int | None = None,
+    cluster: str = "local",
+    workers: int | None = None,
+    jobs: int | None = None,
+    profile: str | os.PathLike | None = None,
+    type_hist: bool = False,
+    form: str = "auto",
+    progress: bool = True,
+) -> NeighborResult:
+    """Exact top-k neighbours and cutoff counts of every cell of a store.
+
+    Parameters
+    ----------
+    store
+        Store written by :func:`rankdist.ingest` (path or :class:`Store`).
+    encoding
+        ``'spearman'`` (ranks), ``'pearson'`` (log1p CP10k), ``'geneformer'`` or
+        ``'topn'``; see ``rankdist.ENCODINGS`` and docs/encodings.md.
+    k
+        Neighbours per cell, the cell itself excluded. Must be below the number of
+        cells with a defined correlation.
+    cutoffs
+        Correlation cutoffs in [-1, 1] at which relations are counted per label value.
+    client
+        A Dask client to run on. If None, a cluster is made from ``cluster`` and
+        ``workers`` for this call and closed afterwards.
+    params
+        Encoding parameters (e.g. ``{'target_sum': 1e4}`` for pearson).
+    name
+        Run name under ``results/`` (default: the encoding's name). An existing run of
+        the same name is replaced when this one finishes.
+    block_size
+        Cells per row block, a multiple of 512 (default: chosen from worker memory).
+    cluster
+        Used when ``client`` is None: ``'local'`` starts a LocalCluster on this machine;
+        a scheduler address (``tcp://host:8786``) joins that cluster.
+    workers
+        Worker processes of the LocalCluster (default 1, using every core through threads).
+    jobs
+        With a batch-system cluster (``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``): the
+        number of jobs to submit, each running the workers its profile describes.
+    profile
+        A dask-jobqueue YAML profile (see ``deploy/``) for a batch-system cluster.
+    type_hist
+        Also count every pair of cells by (cell type, cell type, similarity bin of 0.005)
+        in the tile pass: the cell type x cell type similarity distributions
+        (``result.pair_hist``, :func:`rankdist.analysis.type_similarity`). Costs about an
+        eighth more tile time; needs cell-type labels.
+    form
+        How Z is stored and multiplied: ``'dense'`` (float32 array, BLAS GEMM),
+        ``'sparse'`` (``z = s + c``: CSR of the expressed genes plus one value for the
+        rest, for all-genes spearman; docs/encodings.md) or ``'auto'``: sparse when the
+        encoding has a sparse form and the per-gene density of a sample of cells predicts
+        it faster. ``result.metadata['form']`` records the form that ran.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    NeighborResult
+        Also stored, and readable with :func:`rankdist.load`.
+    """
+    started = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
+    k = _check_k(k)
+    cutoffs = _check_cutoffs(cutoffs)
+    get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
+    name = name or encoding
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
+        raise ValueError(msg)
+    block_size = _check_block_size(block_size)
+    if form not in ("auto", "dense", "sparse"):
+        msg = f"form must be 'auto', 'dense' or 'sparse', not {form!r}"
+        raise ValueError(msg)
+    if type_hist and "cell_type" not in store.labels:
+        msg = (
+            f"type_hist needs cell-type labels, and {store.path} has none; "
+            "re-ingest with --cell-type COLUMN"
+        )
+        raise ValueError(msg)
+    if client is None:
+        with cluster_client(
+            cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
+        ) as own:
+            return _run(
+                store, encoding, params, k, cutoffs, own, name, block_size, type_hist,
+                progress, started, form,
+            )  # fmt: skip
+    return _run(
+        store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress,
+        started, form,
+    )  # fmt: skip
+
+
+def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tuple[str, float]:
+    """The form to run and the predicted sparse/dense cost (NaN when not estimated)."""
+    if form != "auto":
+        return form, float("nan")
+    if get_encoding(encoding).sparse is None or store.n_genes < MIN_SPARSE_GENES:
+        return "dense", float("nan")
+    density = client.submit(
+        sample_gene_density, str(store.path.resolve()), key=f"rankdist-density-{store.content_id}"
+    ).result()
+    return choose_form(density), predicted_cost_ratio(density)
+
+
+def _run(
+    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started,
+    form="auto",
+):  # fmt: skip
+    form_used, cost_ratio = _choose_form(store, encoding, form, client)
+    enc = encode(store, encoding, params, client, progress=progress, form=form_used)
+    if k >= enc.n_valid:
+        msg = (
+            f"k={k} must be smaller than the number of cells with a defined correlation "
+            f"({enc.n_valid} of {store.n_cells} in {store.path}); choose k <= {enc.n_valid - 1}"
+        )
+        raise ValueError(msg)
+    if len(enc.excluded):
+        names = list(store.cell_names[enc.excluded[:5]])
+        warnings.warn(
+            f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
+            f"and have no defined {encoding} correlation; they are excluded (indices -1, "
+            f"similarities NaN, result.excluded True). First: {names}",
+            ExcludedCellsWarning,
+            stacklevel=3,
+        )
+    roles = tuple(store.labels)
+    sizes = tuple(len(store.labels[r].categories) for r in roles)
+    threads, worker_memory, threads_per_worker = _worker_capacity(client)
+    n = store.n_cells
+    work = store.path / "results" / f".{name}.partial"
+    fingerprint = {
+        "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
+        "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
+        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist), "form": enc.form,
+    }  # fmt: skip
+    block_rows = _resumable_block_rows(work, fingerprint, block_size)
+    if block_rows is None:
+        per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
+        block_rows = block_size or choose_block_rows(
+            n, store.n_genes, threads=threads, worker_memory=worker_memory,
+            threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
+        )  # fmt: skip
+        _new_work_dir(work, fingerprint | {"block_rows": block_rows}, enc, k, cutoffs, roles, sizes)
+    plan = TilePlan(n, block_rows)
+    job = TileJob(
+        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
+        cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
+    )  # fmt: skip
+    stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
+    shutil.rmtree(work / "checkpoint")
+    (work / "job.json").unlink()
+    out = zarr.open_group(work, mode="r+")
+    if type_hist:
+        _finish_pair_hist(out, job.hist_types)
+    out.attrs["run"] = {
+        "name": name,
+        "encoding": encoding,
+        "encoding_params": enc.params,
+        "encoding_key": enc.key,
+        "form": enc.form,
+        "form_requested": form,
+        "sparse_cost_estimate": None if np.isnan(cost_ratio) else round(cost_ratio, 4),
+        "k": k,
+        "cutoffs": list(cutoffs),
+        "labels": {r: store.labels[r].column for r in roles},
+        "block_rows": block_rows,
+        "subtile": SUBTILE,
+        "n_blocks": plan.n_blocks,
+        "n_tiles": plan.n_tiles,
+        "type_hist": bool(type_hist),
+        "tiles_computed": stats.tiles_computed,
+        "tiles_resumed": stats.tiles_resumed,
+        "blocks_resumed": stats.blocks_resumed,
+        "n_cells": n,
+        "n_genes": store.n_genes,
+        "n_excluded": len(enc.excluded),
+        "workers": len(client.scheduler_info().get("workers", {})),
+        "threads": threads,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "versions": {
+            p: version(p) for p in ("rankdist", "numpy", "numba", "dask", "distributed", "zarr")
+        },
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    publish_directory(work, store.path / "results" / name)
+    return load(store, name)
+
+
+def _resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) -> int | None:
+    """The block size of an unfinished run of the same job in ``work``, if it can resume.
+
+    A work directory of another job (other parameters, another ingest) or of another
+    explicit block size is removed: its partial results do not apply.
+    """
+    if not work.exists():
+        return None
+    try:
+        previous = json.loads((work / "job.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        previous = None
+    if previous is not None:
+        rows = previous.pop("block_rows", None)
+        if previous == fingerprint and block_size in (None, rows):
+            return rows
+    shutil.rmtree(work)
+    return None
+
+
+def _new_work_dir(work: Path, job_json: dict, enc, k, cutoffs, roles, sizes) -> None:
+    """Create the run's work directory: empty result arrays, then job.json (last)."""
+    n, rows = job_json["n_cells"], job_json["block_rows"]
+    out = zarr.open_group(work, mode="w")
+    (work / "checkpoint").mkdir()
+    for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
+        out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
+    excluded = np.zeros(n, dtype=bool)
+    excluded[enc.excluded] = True
+    out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))
+    out["excluded"][:] = excluded
+    for role, size in zip(roles, sizes, strict=True):
+        out.create_array(
+            f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
+            chunks=(rows, len(cutoffs), size), compressors=compressor(),
+        )  # fmt: skip
+    if job_json["type_hist"]:
+        t = sizes[roles.index("cell_type")]
+        n_blocks = -(-n // rows)
+        out.create_array(
+            "pair_hist_blocks", shape=(n_blocks, t, t, HIST_BINS), dtype="int64",
+            chunks=(1, t, t, HIST_BINS), compressors=compressor(),
+        )  # fmt: skip
+    tmp = work / ".job.json.tmp"
+    tmp.write_text(json.dumps(job_json))
+    os.replace(tmp, work / "job.json")
+
+
+def _finish_pair_hist(out: zarr.Group, n_types: int) -> None:
+    """Sum the per-block histograms and fold them into unordered type pairs.
+
+    A pair (a, b) of cells was counted once, under (type of the lower-index cell, type of
+    the other); ``pair_hist[s, t]`` (= ``pair_hist[t, s]``) counts the pairs of one cell
+    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t.
+    """
+    total = np.zeros((n_types, n_types, HIST_BINS), np.int64)
+    for b in range(out["pair_hist_blocks"].shape[0]):
+        total += np.asarray(out["pair_hist_blocks"][b])
+    sym = total + total.transpose(1, 0, 2)
+    diag = np.arange(n_types)
+    sym[diag, diag] = total[diag, diag]
+    arr = out.create_array(
+        "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape, compressors=compressor()
+    )
+    arr[:] = sym
+    arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, HIST_BINS + 1).tolist()
+    del out["pair_hist_blocks"]
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        msg = f"k must be a positive integer, got {k!r}"
+        raise ValueError(msg)
+    return int(k)
+
+
+def _check_cutoffs(cutoffs) -> tuple[float, ...]:
+    if isinstance(cutoffs, int | float):
+        cutoffs = (cutoffs,)
+    try:
+        vals = tuple(sorted({float(c) for c in cutoffs}))
+    except (TypeError, ValueError):
+        msg = f"cutoffs must be numbers in [-1, 1] such as (0.3, 0.5); got {cutoffs!r}"
+        raise ValueError(msg) from None
+    bad = [c for c in vals if not -1.0 <= c <= 1.0]
+    if bad:
+        msg = f"cutoffs must lie in [-1, 1] (they are correlations); got {bad}"
+        raise ValueError(msg)
+    return vals
+
+
+def _check_block_size(block_size) -> int | None:
+    if block_size is None:
+        return None
+    is_int = isinstance(block_size, int | np.integer) and not isinstance(block_size, bool)
+    if not is_int or block_size <= 0 or block_size % SUBTILE:
+        msg = (
+            f"block size {block_size!r} must be a positive integer multiple of {SUBTILE} "
+            f"(e.g. {SUBTILE}, {2 * SUBTILE}, {8 * SUBTILE}), or None to choose it from worker "
+            "memory"
+        )
+        raise ValueError(msg)
+    return int(block_size)
+
+
+def _worker_capacity(client: Client) -> tuple[int, float | None, int]:
+    """Total worker threads; the tightest worker's memory limit (None if unlimited) and threads."""
+    workers = client.scheduler_info().get("workers", {})
+    if not workers:
+        msg = f"the Dask cluster at {client.scheduler.address} has no workers"
+        raise RuntimeError(msg)
+    threads = sum(w.get("nthreads", 1) for w in workers.values())
+    limited = [w for w in workers.values() if w.get("memory_limit")]
+    if not limited:
+        return threads, None, max(w.get("nthreads", 1) for w in workers.values())
+    tight = min(limited, key=lambda w: w["memory_limit"] / max(w.get("nthreads", 1), 1))
+    return threads, float(tight["memory_limit"]), max(tight.get("nthreads", 1), 1)

@@ -1,0 +1,217 @@
+"""Run the real tile scheduler at atlas scale with a stand-in for the tile kernel.
+
+The stand-in (:class:`SimulatedTile`) sleeps for a time proportional to the pair count
+of the tile it replaces and returns partials of the real per-row layout, so everything
+else a run does is real: the futures, the tree merges with their checkpoint files, the
+block writes into result arrays, and the scheduler's bookkeeping. ``benchmarks/
+bench_scale.py`` uses it to measure the scheduler at 2.3 M cells on a small machine.
+
+Sleeping, not spinning: a sleeping stand-in leaves the CPU to the scheduler, the client
+and the real merges and writes (which are what is measured), and lets a few processes
+with many threads produce the completion rate of a large cluster. On a real cluster
+the tiles run on other nodes than the scheduler, so they do not compete with it either.
+
+Two sizes can be scaled independently: the time of a tile (``seconds_per_pair``) and
+the rows of a block's partials (``partial_rows``). With ``partial_rows`` below the real
+block size the task graph is the real one (same blocks, tiles, merges and writes) while
+the partials, checkpoints and result arrays are smaller by the same factor; their
+per-row layout (k, cutoffs, label values) is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rankdist.reduce.partial import Partial
+from rankdist.tiles.grid import TilePlan
+from rankdist.tiles.scheduler import TileJob, TileStats, run_tiles
+
+#: Label roles of the atlas (cell type, coarse class, donor) and their value counts.
+ATLAS_ROLES = ("cell_type", "coarse_type", "batch")
+ATLAS_ROLE_SIZES = (54, 8, 427)
+
+
+def tile_pairs(plan: TilePlan, i: int, j: int) -> int:
+    """Cell pairs of tile (i, j): ``n_i * n_j``, or ``n_i (n_i + 1) / 2`` on the diagonal.
+
+    Summed over all tiles this is ``N (N + 1) / 2``, the pair count of the FLOP model.
+    """
+    si, ei = plan.block_range(i)
+    sj, ej = plan.block_range(j)
+    ni, nj = ei - si, ej - sj
+    return ni * (ni + 1) // 2 if i == j else ni * nj
+
+
+@dataclass(frozen=True)
+class SimulatedTile:
+    """Stand-in for :func:`rankdist.tiles.scheduler.tile_task` with the same signature.
+
+    Attributes
+    ----------
+    real_plan
+        The plan being simulated; its block indices are those of ``job.plan``, its block
+        sizes give each tile's pair count and so its cost.
+    seconds_per_pair
+        Sleep per cell pair of the real tile (the real per-pair time divided by the
+        simulation's scale factor).
+    log_dir
+        If set, each call writes one file ``<i>-<j>-<pid>-<ns>`` there holding the number
+        of tile results in its worker's memory when it started, so that a test can count
+        how often every tile ran and how long results are kept.
+    """
+
+    real_plan: TilePlan
+    seconds_per_pair: float
+    log_dir: str | None = None
+
+    def __call__(self, job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
+        started = time.perf_counter()
+        if self.log_dir is not None:
+            name = f"{i}-{j}-{os.getpid()}-{time.monotonic_ns()}"
+            Path(self.log_dir, name).write_text(str(tile_results_held()))
+        diag = i == j
+        sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
+        pi = _stand_in_partial(job, i, j, sides)
+        pj = None if diag else _stand_in_partial(job, j, i, [(i, j, "col")])
+        rest = tile_pairs(self.real_plan, i, j) * self.seconds_per_pair
+        rest -= time.perf_counter() - started
+        if rest > 0:
+            time.sleep(rest)
+        return pi, pj
+
+
+def tile_results_held() -> int:
+    """Tile results (``rankdist-tile-*`` keys) in this Dask worker's memory; -1 elsewhere."""
+    from distributed import get_worker
+
+    try:
+        data = get_worker().data
+    except ValueError:  # not in a worker
+        return -1
+    for _ in range(10):  # the worker's event loop may change it while we count
+        try:
+            return sum(1 for key in list(data.keys()) if str(key).startswith("rankdist-tile"))
+        except RuntimeError:
+            continue
+    return -1
+
+
+def _stand_in_partial(job: TileJob, block: int, other: int, sides) -> Partial:
+    """A partial of ``block`` with one candidate per row (the first cell of ``other``).
+
+    Its similarity is a fixed function of the tile, so merges reorder real lists; each
+    row also counts one relation, at the lowest cutoff, with value 0 of the first role.
+    After all tiles a row holds one candidate per block and counts ``n_blocks``.
+    """
+    start, stop = job.plan.block_range(block)
+    n_cut = max(len(job.cutoffs), 1)
+    part = Partial.empty(block, stop - start, job.k, n_cut, job.n_values, tiles=sides)
+    pair = (min(block, other), max(block, other))
+    part.top_sim[:, 0] = ((pair[0] * 7919 + pair[1] * 104729) % 2000) / 1000.0 - 1.0
+    part.top_idx[:, 0] = job.plan.block_range(other)[0]
+    part.counts[:, 0, 0] = 1
+    return part
+
+
+def prepare_simulation(
+    real_plan: TilePlan,
+    workdir: str | os.PathLike,
+    *,
+    partial_rows: int | None = None,
+    k: int = 30,
+    n_cutoffs: int = 1,
+    roles: tuple[str, ...] = ATLAS_ROLES,
+    role_sizes: tuple[int, ...] = ATLAS_ROLE_SIZES,
+) -> tuple[TileJob, Path]:
+    """The job and the empty result arrays of a simulated run of ``real_plan``'s tiles.
+
+    Parameters
+    ----------
+    real_plan
+        Cells and block size of the run to simulate.
+    workdir
+        Directory for the result arrays (``out/``), the checkpoints (``out/checkpoint/``)
+        and the validity mask (``enc/``).
+    partial_rows
+        Rows of each block's partials and result rows (a multiple of 512); default: the
+        real block size. The task graph does not depend on it.
+    k, n_cutoffs, roles, role_sizes
+        Per-row layout of the partials: top-k, cutoff bins, label values per role.
+
+    Returns
+    -------
+    TileJob, Path
+        The job (``job.plan`` has ``partial_rows`` rows per block, ``real_plan``'s
+        blocks) and the result group's path.
+    """
+    import zarr
+
+    from rankdist.io.store import compressor
+
+    rows = partial_rows or real_plan.block_rows
+    plan = TilePlan(real_plan.n_blocks * rows, rows)
+    workdir = Path(workdir)
+    enc_path, out_path = workdir / "enc", workdir / "out"
+    enc = zarr.open_group(enc_path, mode="w")
+    enc.create_array("valid", shape=(plan.n_cells,), dtype="bool", chunks=(rows,))
+    enc["valid"][:] = True
+    out = zarr.open_group(out_path, mode="w")
+    (out_path / "checkpoint").mkdir()
+    n = plan.n_cells
+    for key, dtype in (("indices", "int64"), ("similarities", "float32")):
+        out.create_array(key, shape=(n, k), dtype=dtype, chunks=(rows, k), compressors=compressor())
+    for role, size in zip(roles, role_sizes, strict=True):
+        out.create_array(
+            f"counts/{role}", shape=(n, n_cutoffs, size), dtype="int32",
+            chunks=(rows, n_cutoffs, size), compressors=compressor(),
+        )  # fmt: skip
+    job = TileJob(
+        store_path=str(workdir), z_path=str(enc_path), plan=plan, k=k,
+        cutoffs=tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs)),
+        roles=roles, role_sizes=role_sizes,
+    )  # fmt: skip
+    return job, out_path
+
+
+def simulate_run(
+    client,
+    real_plan: TilePlan,
+    workdir: str | os.PathLike,
+    *,
+    seconds_per_pair: float,
+    log_dir: str | os.PathLike | None = None,
+    **layout,
+) -> tuple[TileStats, TileJob, Path]:
+    """Run :func:`run_tiles` over ``real_plan``'s tiles with :class:`SimulatedTile`.
+
+    Parameters
+    ----------
+    client
+        Dask client (or anything with its ``submit`` and ``map``, such as a timing
+        wrapper of one).
+    real_plan, workdir
+        As for :func:`prepare_simulation`.
+    seconds_per_pair
+        Stand-in sleep per pair of the real tile.
+    log_dir
+        Passed to :class:`SimulatedTile`.
+    **layout
+        ``partial_rows``, ``k``, ``n_cutoffs``, ``roles``, ``role_sizes`` of
+        :func:`prepare_simulation`.
+
+    Returns
+    -------
+    TileStats, TileJob, Path
+        The scheduler's statistics, the job it ran and the result group's path.
+    """
+    job, out_path = prepare_simulation(real_plan, workdir, **layout)
+    tile_fn = SimulatedTile(real_plan, seconds_per_pair, None if log_dir is None else str(log_dir))
+    stats = run_tiles(
+        client, job, str(out_path), str(out_path / "checkpoint"), progress=False, tile_fn=tile_fn
+    )
+    return stats, job, out_path

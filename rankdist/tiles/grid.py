@@ -1,0 +1,112 @@
+"""Cut the cells into row blocks and list the upper-triangle tiles to compute.
+
+Similarities are computed in canonical ``SUBTILE x SUBTILE`` GEMM calls on a grid
+aligned to global cell indices, so every pair's float32 value comes from a BLAS call
+of the same shape whatever the block size or the number of workers. OpenBLAS's
+result for one element depends on the call's shape (measured: bit differences between
+block sizes), so this grid is what makes results bit-identical across configurations.
+Block sizes are therefore multiples of ``SUBTILE``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rankdist.layout import SUBTILE
+
+#: Largest block: two blocks of Z plus partials must fit one worker thread's memory.
+MAX_BLOCK_ROWS = 16384
+#: Aim for at least this many tiles per worker thread, so the last tiles balance.
+TILES_PER_THREAD = 8
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Row blocks of ``block_rows`` cells and the tiles (i <= j) over them."""
+
+    n_cells: int
+    block_rows: int
+
+    def __post_init__(self):
+        if self.block_rows <= 0 or self.block_rows % SUBTILE:
+            msg = f"block size {self.block_rows} must be a positive multiple of {SUBTILE}"
+            raise ValueError(msg)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_cells // self.block_rows)
+
+    def block_range(self, b: int) -> tuple[int, int]:
+        start = b * self.block_rows
+        return start, min(start + self.block_rows, self.n_cells)
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """All (i, j) with i <= j, row by row, off-diagonal (full-cost) tiles of a row first.
+
+        Row-major order keeps block i in the worker's block cache. Odd rows run their
+        off-diagonal tiles from the last block back, so the blocks a row ends with are
+        the ones the next row starts with (still cached). Within a row the cheaper
+        diagonal tile (half the pairs) goes last, which balances the final tiles.
+        """
+        out = []
+        for i in range(self.n_blocks):
+            cols = range(i + 1, self.n_blocks)
+            out.extend((i, j) for j in (reversed(cols) if i % 2 else cols))
+            out.append((i, i))
+        return out
+
+    @property
+    def n_tiles(self) -> int:
+        return self.n_blocks * (self.n_blocks + 1) // 2
+
+
+#: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
+CACHED_BLOCKS = 4
+#: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
+WORKER_BASE_BYTES = 350 * 2**20
+
+
+def choose_block_rows(
+    n_cells: int,
+    n_genes: int,
+    *,
+    threads: int,
+    worker_memory: float | None,
+    threads_per_worker: int = 1,
+    bytes_per_row_partial: int = 0,
+) -> int:
+    """Pick a block size: large enough to amortise reads, small enough to fit and balance.
+
+    Parameters
+    ----------
+    n_cells, n_genes
+        Shape of the encoded matrix.
+    threads
+        Worker threads in the whole cluster (each runs one tile at a time).
+    worker_memory
+        Memory limit of one worker process in bytes, or None if unlimited.
+    threads_per_worker
+        Threads sharing that memory.
+    bytes_per_row_partial
+        Bytes per row of one partial result (top-k, counts, histogram share).
+
+    Returns
+    -------
+    int
+        A multiple of :data:`SUBTILE`.
+    """
+    # Balance: n_blocks^2 / 2 >= TILES_PER_THREAD * threads.
+    target_blocks = math.sqrt(2 * TILES_PER_THREAD * max(threads, 1))
+    rows = n_cells / target_blocks
+    if worker_memory:
+        # A worker holds its block cache, and per running tile: two Z blocks (the
+        # diagonal's copy) and about four partials (two sides, merge inputs and output).
+        # Stay within 60 % of the limit, below Dask's spill (70 %) and pause (80 %) marks.
+        budget = 0.6 * worker_memory - WORKER_BASE_BYTES
+        z_row = n_genes * 4
+        per_tile = 2 * z_row + 4 * bytes_per_row_partial
+        per_row = CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+        rows = min(rows, max(budget, 0) / max(per_row, 1))
+    rows = int(rows) // SUBTILE * SUBTILE
+    return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))

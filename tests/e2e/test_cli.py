@@ -1,0 +1,116 @@
+"""The command line as a user runs it: the installed `rankdist` executable, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import rankdist
+from rankdist.datasets.toy import synthetic_counts
+
+EXE = Path(sys.executable).with_name("rankdist")
+
+
+def run(*args, cwd=None, check=True):
+    env = dict(os.environ, COLUMNS="100")
+    proc = subprocess.run(
+        [str(EXE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rankdist {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def h5ad(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "cells.h5ad"
+    synthetic_counts(n_cells=900, n_genes=300, seed=4).write_h5ad(path)
+    return path
+
+
+def test_ingest_neighbors_export_info(h5ad, tmp_path):
+    store = tmp_path / "cells.zarr"
+    out = run("ingest", h5ad, store, "--cell-type", "cell_type", "--coarse-type", "coarse_type",
+              "--batch", "batch", "--genes", "hvg:200", "--quiet")  # fmt: skip
+    assert "900 cells x 200 genes" in out.stdout
+    out = run("neighbors", store, "--k", "10", "--cutoffs", "0.45,0.5", "--workers", "1",
+              "--block-size", "512", "--name", "rank")  # fmt: skip
+    assert "dashboard: http://" in out.stderr  # the link is printed at start
+    assert "NeighborResult(900 cells, k=10" in out.stdout
+    res = rankdist.load(store, "rank")
+    assert res.metadata["n_tiles"] == 3 and res.cutoffs == (0.45, 0.5)
+    run("neighbors", store, "--encoding", "pearson", "--k", "10", "--quiet")
+    assert rankdist.list_runs(rankdist.Store(store)) == ["pearson", "rank"]
+    target = tmp_path / "knn.h5ad"
+    out = run("export", store, "--h5ad", target, "--run", "rank", "--key-added", "rank")
+    exported = ad.read_h5ad(target)
+    assert exported.obsp["rank_distances"].shape == (900, 900)
+    assert exported.uns["rank"]["params"]["n_neighbors"] == 11
+    assert np.array_equal(exported.obsm["rankdist_indices"][:, 1:], res.indices)
+    assert list(exported.obs["cell_type"].cat.categories) == ["A1", "A2", "B1", "B2", "C1", "C2"]
+    out = run("info", store)
+    assert "run rank:" in out.stdout and "run pearson:" in out.stdout and "sha256" in out.stdout
+
+
+def test_export_needs_run_when_several(h5ad, tmp_path):
+    store = tmp_path / "s.zarr"
+    run("ingest", h5ad, store, "--cell-type", "cell_type", "--quiet")
+    run("neighbors", store, "--k", "5", "--quiet", "--name", "a")
+    run("neighbors", store, "--k", "5", "--quiet", "--name", "b")
+    out = run("export", store, "--h5ad", tmp_path / "x.h5ad", check=False)
+    assert out.returncode == 2 and "say which one with run=NAME" in out.stderr
+    assert not (tmp_path / "x.h5ad").exists()
+
+
+def test_demo_prints_purity_tables(tmp_path):
+    out = run("demo", "--cells", "1200", "--out", tmp_path / "demo", cwd=tmp_path)
+    text = out.stdout
+    assert "spearman: share of relations with the same cell type" in text
+    assert "pearson: share of relations with the same cell type" in text
+    for name in ("A1", "B2", "C2", "all"):
+        assert name in text
+    res = rankdist.load(tmp_path / "demo" / "synthetic.zarr", "spearman")
+    table = rankdist.purity_table(res)
+    # the printed top-15 share for 'all' is the table's value
+    line = next(row for row in text.splitlines() if "│ all" in row)
+    assert f"{table.loc['all', 'topk_same']:.2f}" in line
+
+
+def test_help_lists_commands():
+    out = run("--help")
+    for cmd in ("ingest", "neighbors", "export", "info", "demo"):
+        assert cmd in out.stdout
+
+
+def test_neighbors_encoding_params_and_type_hist(h5ad, tmp_path):
+    store = tmp_path / "p.zarr"
+    run("ingest", h5ad, store, "--cell-type", "cell_type", "--quiet")
+    run("neighbors", store, "--encoding", "topn", "--param", "n=50", "--k", "5", "--type-hist",
+        "--quiet", "--name", "top50")  # fmt: skip
+    res = rankdist.load(store, "top50")
+    assert res.metadata["encoding"] == "topn" and res.metadata["encoding_params"] == {"n": 50}
+    pairs = res.pair_hist.sum("bin").to_numpy()  # symmetric: each type pair once above
+    assert pairs[np.triu_indices(len(pairs))].sum() == 900 * 899 // 2
+    out = run("neighbors", store, "--encoding", "topn", "--param", "m=5", check=False)
+    assert out.returncode == 2 and "has no parameter(s) ['m']" in out.stderr
+    out = run("neighbors", store, "--param", "top", check=False)
+    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+
+
+def test_neighbors_form_sparse_matches_dense(h5ad, tmp_path):
+    store = tmp_path / "f.zarr"
+    run("ingest", h5ad, store, "--quiet")
+    out = run("neighbors", store, "--k", "5", "--form", "sparse", "--name", "sp", "--quiet")
+    assert "sparse form" in out.stdout
+    run("neighbors", store, "--k", "5", "--form", "dense", "--name", "de", "--quiet")
+    sp, de = rankdist.load(store, "sp"), rankdist.load(store, "de")
+    assert sp.metadata["form"] == "sparse" and de.metadata["form"] == "dense"
+    np.testing.assert_allclose(sp.similarities, de.similarities, atol=1e-5)
+    out = run("neighbors", store, "--form", "csr", check=False)
+    assert out.returncode == 2 and "invalid choice: 'csr'" in out.stderr
