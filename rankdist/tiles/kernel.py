@@ -258,11 +258,16 @@ def _prime(s: np.ndarray, top_sim: np.ndarray, cand_valid: np.ndarray, diagonal:
     if not unknown.any() or n_cand < k:
         return
     vals = s if axis == 1 else s.T
-    if diagonal or not cand_valid.all():
-        vals = vals.copy()
+    if diagonal:
+        # The fused pass reads only the upper triangle of a diagonal sub-tile, and BLAS
+        # need not give S[a, b] and S[b, a] the same bits: a floor taken from the lower
+        # triangle could exceed the value the pass sees and drop a true neighbour.
+        upper = np.triu(np.ones(s.shape, dtype=bool), 1)
+        vals = np.where(upper, s, s.T)
+        np.fill_diagonal(vals, -np.inf)
+    if not cand_valid.all():
+        vals = vals.copy() if not diagonal else vals
         vals[:, ~cand_valid] = -np.inf
-        if diagonal:
-            np.fill_diagonal(vals, -np.inf)
     kth = np.partition(vals, vals.shape[1] - k, axis=1)[:, vals.shape[1] - k]
     top_sim[unknown] = kth[unknown, None]
 
