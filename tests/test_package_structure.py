@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import rankdist
 
@@ -31,3 +33,121 @@ def test_contract_signatures():
     assert list(nb)[:5] == ["store", "encoding", "k", "cutoffs", "client"]
     assert nb["encoding"].default == "spearman" and nb["client"].default is None
     assert set(rankdist.ENCODINGS) >= {"spearman", "pearson"}
+
+
+# --- layout: the folder tree is the data flow ---------------------------------------------
+
+PACKAGE = Path(rankdist.__file__).resolve().parent
+
+#: Each part of rankdist may import only parts on lower rows (and its own modules).
+#: Function-level (lazy) imports count the same as top-level ones.
+LAYERS = (
+    ("_progress", "layout"),
+    ("io", "cluster"),
+    ("encode",),
+    ("reduce",),
+    ("tiles",),
+    ("api", "analysis", "datasets"),
+    ("planning", "report"),
+    ("demo",),
+    ("cli",),
+)
+RANK = {part: row for row, parts in enumerate(LAYERS) for part in parts}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _imports(path: Path) -> set[str]:
+    """rankdist modules ``path`` imports, anywhere in the file."""
+    is_package = path.name == "__init__.py"
+    here = _module_name(path).split(".")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "rankdist"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here if is_package else here[:-1]
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "rankdist":
+                continue
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                if module == "rankdist" and alias.name in rankdist._EXPORTS:
+                    found.add(rankdist._EXPORTS[alias.name])
+                elif _is_module(sub):
+                    found.add(sub)
+                else:
+                    found.add(module)
+    return found
+
+
+def _part(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else "__init__"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_part_has_a_layer():
+    parts = {_part(m) for m in _import_graph()} - {"__init__"}
+    assert parts <= set(RANK), f"add {sorted(parts - set(RANK))} to LAYERS"
+
+
+def test_no_lower_layer_imports_a_higher_one():
+    wrong = []
+    for module, imported in _import_graph().items():
+        if _part(module) == "__init__":
+            continue  # the package's lazy public names (PEP 562) may point anywhere
+        for other in imported:
+            a, b = _part(module), _part(other)
+            if a != b and b != "__init__" and RANK[b] >= RANK[a]:
+                wrong.append(f"{module} imports {other}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles_between_modules():
+    graph = _import_graph()
+    # Tarjan would be shorter to state; the graph is small, so compare reachability.
+    reach = {}
+    for start in graph:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt in graph and nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        reach[start] = seen
+    cycles = sorted(
+        f"{a} <-> {b}"
+        for a in graph
+        for b in reach[a]
+        if a < b and a in reach[b] and not (b.startswith(a + ".") or a.startswith(b + "."))
+    )
+    assert not cycles, "\n".join(cycles)
+
+
+def test_modules_stay_small():
+    long = {
+        _module_name(p): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+#: About 400 lines: a module a reader holds in their head.
+MAX_MODULE_LINES = 420
