@@ -21,11 +21,12 @@ from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.store import Store, compressor, publish_directory
 from rankdist.layout import SUBTILE
+from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.grid import TilePlan, choose_block_rows
 from rankdist.tiles.kernel import HIST_BINS
 from rankdist.tiles.scheduler import TileJob, run_tiles
-from rankdist.tiles.sparse import MIN_SPARSE_GENES, choose_form, predicted_cost_ratio
+from rankdist.tiles.sparse import FORMS, MIN_SPARSE_GENES, Form, choose_form, predicted_cost_ratio
 
 
 class ExcludedCellsWarning(UserWarning):
@@ -47,7 +48,7 @@ def neighbors(
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
     type_hist: bool = False,
-    form: str = "auto",
+    form: Form = "auto",
     progress: bool = True,
 ) -> NeighborResult:
     """Exact top-k neighbours and cutoff counts of every cell of a store.
@@ -113,8 +114,8 @@ def neighbors(
         msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
         raise ValueError(msg)
     block_size = _check_block_size(block_size)
-    if form not in ("auto", "dense", "sparse"):
-        msg = f"form must be 'auto', 'dense' or 'sparse', not {form!r}"
+    if form not in FORMS:
+        msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
         raise ValueError(msg)
     if type_hist and "cell_type" not in store.labels:
         msg = (
@@ -181,7 +182,7 @@ def _run(
     }  # fmt: skip
     block_rows = _resumable_block_rows(work, fingerprint, block_size)
     if block_rows is None:
-        per_row = k * 12 + max(len(cutoffs), 1) * sum(sizes) * 4
+        per_row = partial_bytes_per_row(k, len(cutoffs), sum(sizes))
         block_rows = block_size or choose_block_rows(
             n, store.n_genes, threads=threads, worker_memory=worker_memory,
             threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,

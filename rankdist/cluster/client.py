@@ -14,7 +14,8 @@ from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_clie
 from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS has one, e.g. a batch job)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -85,7 +86,7 @@ def cluster_client(
             yield client
     elif cluster == "local":
         n_workers = workers or 1
-        threads = threads_per_worker or max(1, _cores() // n_workers)
+        threads = threads_per_worker or max(1, available_cores() // n_workers)
         with (
             _quiet_distributed_logs(),
             LocalCluster(

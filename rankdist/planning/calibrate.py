@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from rankdist.cluster.client import available_cores
 from rankdist.planning.calibration import Calibration, default_calibration_path
 
 #: Cells and genes of the calibration workload, and its block size.
@@ -73,7 +74,7 @@ def calibrate(
     out = Path(out) if out is not None else default_calibration_path()
     with tempfile.TemporaryDirectory(prefix="rankdist-calibrate-", dir=workdir) as tmp:
         tmp = Path(tmp)
-        log(f"calibrating on {_cores()} cores: {cells} synthetic cells x {genes} genes")
+        log(f"calibrating on {available_cores()} cores: {cells} synthetic cells x {genes} genes")
         store = rankdist.ingest(
             synthetic_counts(cells, genes, n_coarse=4, types_per_coarse=3, n_batches=4),
             tmp / "cal.zarr", cell_type="cell_type", coarse_type="coarse_type",
@@ -101,7 +102,7 @@ def calibrate(
     measured.update(
         date=time.strftime("%Y-%m-%d %H:%M"),
         host=platform.node(),
-        cores=_cores(),
+        cores=available_cores(),
         cpu=platform.processor() or platform.machine(),
         rankdist=rankdist.__version__,
         workload={"cells": cells, "genes": genes, "block_rows": block_rows},
@@ -110,13 +111,6 @@ def calibrate(
     cal.save(out)
     log(f"wrote {out}")
     return cal
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
@@ -183,7 +177,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
         return time.perf_counter() - t0, flop
 
     gemm_passes = []
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_cores()) as pool:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(available_cores()) as pool:
         for _ in range(PASSES):
             gemm = list(pool.map(timed_gemm, plans[0].tiles()))
             gemm_passes.append((sum(t for t, _ in gemm), sum(f for _, f in gemm)))
@@ -229,7 +223,7 @@ def _encode_rate(store, measured: dict) -> float:
     timed(0)
     passes = []
     for _ in range(PASSES):
-        with ThreadPoolExecutor(_cores()) as pool:
+        with ThreadPoolExecutor(available_cores()) as pool:
             runs = list(pool.map(timed, starts))
         passes.append(sum(t for t, _ in runs))
     measured["encode"] = {"chunks": len(runs), "thread_s": [round(t, 3) for t in passes]}
@@ -334,7 +328,7 @@ def _startup(tiny, partial: Calibration, measured: dict) -> float:
     meta = res.metadata
     sizes = tuple(len(tiny.labels[r].categories) for r in tiny.labels)
     spec = RunSpec(tiny.n_cells, tiny.n_genes, k=30, label_values=sizes)
-    layout = Layout(1, _cores(), 1e12, scheduler="local")
+    layout = Layout(1, available_cores(), 1e12, scheduler="local")
     work = wall_time_model(spec, layout, meta["block_rows"], partial).total
     measured["startup"] = {
         "cells": tiny.n_cells,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
+from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.tiles.grid import (
     CACHED_BLOCKS,
     WORKER_BASE_BYTES,
@@ -106,7 +107,7 @@ class RunSpec:
     @property
     def partial_bytes_per_row(self) -> int:
         """One row of a partial: top-k (float32 + int64) and int32 counts per cutoff/value."""
-        return self.k * (4 + 8) + self.n_cutoffs * sum(self.label_values) * 4
+        return partial_bytes_per_row(self.k, self.n_cutoffs, sum(self.label_values))
 
 
 @dataclass(frozen=True)

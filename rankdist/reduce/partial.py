@@ -118,3 +118,12 @@ def merge_topk(a_sim, a_idx, b_sim, b_idx):
                 out_idx[r, t] = b_idx[r, ib]
                 ib += 1
     return out_sim, out_idx
+
+
+def partial_bytes_per_row(k: int, n_cutoffs: int, n_values: int) -> int:
+    """Bytes of one row of a partial: top-k (float32 + int64) and int32 counts.
+
+    ``n_values`` is the length of the shared label-value axis (the sum of every role's
+    category count); a run with no cutoffs still holds one row of counts.
+    """
+    return k * (4 + 8) + max(n_cutoffs, 1) * n_values * 4

@@ -19,11 +19,16 @@ float32 value is the same whatever the block size or the number of workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numba
 import numpy as np
 
 from rankdist.encode.sparse import SparseRows
+
+#: How Z is stored and multiplied; ``auto`` chooses from the sampled gene density.
+Form = Literal["auto", "dense", "sparse"]
+FORMS: tuple[str, ...] = get_args(Form)
 
 #: Costs of the sparse product in units of one multiply-add of the single-threaded
 #: float32 dense GEMM, per pair of cells (measured on 33k genes at 93 % zeros,

@@ -14,14 +14,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rankdist.datasets.atlas.taxonomy import CLASSES, SUBTYPE_CLASS, SUBTYPES, subtype_shares
+from rankdist.datasets.atlas.taxonomy import (
+    CLASSES,
+    N_DONORS,
+    SUBTYPE_CLASS,
+    SUBTYPES,
+    subtype_shares,
+)
 
 #: Bumped whenever a change makes the same spec generate different data.
 GENERATOR_VERSION = 1
 #: Genes of the 10x Genomics GRCh38 reference (Cell Ranger 3.0) that cortex atlases use.
 DEFAULT_GENES = 33_538
 #: Donors of the aged prefrontal-cortex atlas (Mathys et al. 2023).
-DEFAULT_DONORS = 427
+DEFAULT_DONORS = N_DONORS
 #: How many genes ``var['informative']`` marks: the usual size of a highly-variable set.
 N_INFORMATIVE = 2000
 

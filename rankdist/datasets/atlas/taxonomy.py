@@ -59,6 +59,12 @@ CLASSES: tuple[CellClass, ...] = (
 SUBTYPES: tuple[str, ...] = tuple(name for c in CLASSES for name, _ in c.subtypes)
 #: Index into :data:`CLASSES` of each subtype.
 SUBTYPE_CLASS: tuple[int, ...] = tuple(i for i, c in enumerate(CLASSES) for _ in c.subtypes)
+#: Donors of the aged prefrontal-cortex atlas (Mathys et al. 2023): its batches.
+N_DONORS = 427
+#: The atlas's label roles and their category counts (54 subtypes, 8 classes, 427 donors):
+#: the sizes the planner and the scale simulation assume unless told otherwise.
+ATLAS_ROLES: tuple[str, ...] = ("cell_type", "coarse_type", "batch")
+ATLAS_LABEL_SIZES: tuple[int, ...] = (len(SUBTYPES), len(CLASSES), N_DONORS)
 
 
 def subtype_shares() -> tuple[float, ...]:
