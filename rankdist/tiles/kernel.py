@@ -36,18 +36,61 @@ def _insert(top_sim, top_idx, row, s, idx):
     top_idx[row, pos] = idx
 
 
+@numba.njit(nogil=True, cache=True, fastmath=True, inline="always")
+def pair_value(x, y):
+    """The similarity of two rows of Z as reported: their dot product, rounded once.
+
+    Each product of two float32 values is exact in float64 and the float64 sum is far
+    more accurate than float32, so this is the float32 rounding of the exact dot
+    product in all but vanishingly rare cases; what matters more is that it is
+    symmetric: ``pair_value(x, y) == pair_value(y, x)`` bit for bit, whatever the
+    machine. A float32 GEMM need not be (OpenBLAS's Haswell kernels give ``S[a, b]``
+    and ``S[b, a]`` different bits for about 5 % of pairs), and then two duplicated
+    cells would get different similarities to a third and the tie would not break by
+    the lower index. fastmath lets LLVM vectorise the sum; the order it picks does not
+    depend on which row is ``x``.
+    """
+    acc = 0.0
+    for g in range(x.shape[0]):
+        acc += np.float64(x[g]) * np.float64(y[g])
+    return np.float32(acc)
+
+
+def gemm_error_bound(n_genes: int) -> float:
+    """A bound on ``|S[a, b] - pair_value(z_a, z_b)|`` for unit rows of ``n_genes`` values.
+
+    A float32 dot product of length G, summed in any order, is within
+    ``gamma_G = G u / (1 - G u)`` (u = 2^-24) of the exact value for unit vectors
+    (Higham, Accuracy and Stability of Numerical Algorithms, 3.1); ``pair_value`` adds
+    one more rounding of at most u. The rows' norms are 1 up to float32 rounding, hence
+    the small slack.
+    """
+    u = 2.0**-24
+    g = n_genes * u
+    return 1.01 * (g / (1.0 - g) + 2 * u)
+
+
 @numba.njit(nogil=True, cache=True)
 def fused_pass(
-    S, row_g0, col_g0, row_l0, col_l0, upper_only,
+    S, za, zb, margin, row_g0, col_g0, row_l0, col_l0, upper_only,
     row_valid, col_valid, row_codes, col_codes, cutoffs,
     r_sim, r_idx, r_counts, c_sim, c_idx, c_counts,
 ):  # fmt: skip
     """Fold one similarity sub-tile into the row-side and column-side partials.
 
+    ``S`` (the GEMM) only screens: every similarity that enters a top-k list, and every
+    one within ``margin`` of a cutoff, is :func:`pair_value` of the two rows, so a
+    pair's reported value and counts do not depend on where the GEMM computed it.
+
     Parameters
     ----------
     S
         ``(nr, nc)`` float32 similarities of rows ``row_g0 + a`` and cells ``col_g0 + b``.
+    za, zb
+        ``(nr, G)`` and ``(nc, G)`` float32 rows of Z that ``S`` multiplies; with
+        ``margin < 0`` (the sparse form) they are not read and ``S`` is used as is.
+    margin
+        :func:`gemm_error_bound`: how far ``S`` may lie from :func:`pair_value`.
     row_g0, col_g0
         Global cell index of S's first row and first column.
     row_l0, col_l0
@@ -71,7 +114,9 @@ def fused_pass(
     nr, nc = S.shape
     k = r_sim.shape[1]
     n_cut = cutoffs.shape[0]
-    cmin = np.float32(cutoffs[0]) if n_cut > 0 else np.float32(np.inf)
+    exact = margin >= 0
+    delta = np.float32(margin) if exact else np.float32(0.0)
+    cmin = np.float32(cutoffs[0]) - delta if n_cut > 0 else np.float32(np.inf)
     # Column-side thresholds (each column's current k-th best), kept contiguous.
     c_thr_s = np.empty(nc, dtype=np.float32)
     c_thr_i = np.empty(nc, dtype=np.int64)
@@ -89,15 +134,17 @@ def fused_pass(
             # k-th best (or the lowest cutoff), or its column's k-th best? (>= is a
             # superset of the tie-aware test in _fold_run, so skipping a run with no hit
             # is exact.)
-            thr = min(r_sim[ra, k - 1], cmin)
+            # S may sit up to ``delta`` below the value that decides, hence the margin.
+            thr = min(r_sim[ra, k - 1] - delta, cmin)
             hits = 0
             for b in range(c0, c1):
                 s = S[a, b]
-                hits += (s >= thr) | (s >= c_thr_s[b])
+                hits += (s >= thr) | (s >= c_thr_s[b] - delta)
             if hits:
                 _fold_run(
-                    S, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid, row_codes, col_codes,
-                    cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts, c_thr_s, c_thr_i,
+                    S, za, zb, exact, delta, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid,
+                    row_codes, col_codes, cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx,
+                    c_counts, c_thr_s, c_thr_i,
                 )  # fmt: skip
 
 
@@ -107,8 +154,9 @@ _RUN = 32
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _fold_run(
-    S, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid, row_codes, col_codes,
-    cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts, c_thr_s, c_thr_i,
+    S, za, zb, exact, delta, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid,
+    row_codes, col_codes, cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts,
+    c_thr_s, c_thr_i,
 ):  # fmt: skip
     """Exact per-element update for columns ``c0:c1`` of row ``a`` (see fused_pass)."""
     k = r_sim.shape[1]
@@ -122,6 +170,8 @@ def _fold_run(
         if not col_valid[cb]:
             continue
         s = S[a, b]
+        if exact and _decides(s, delta, thr_s, c_thr_s[b], cutoffs):
+            s = pair_value(za[a], zb[b])
         gb = col_g0 + b
         if s > thr_s or (s == thr_s and gb < thr_i):
             _insert(r_sim, r_idx, ra, s, gb)
@@ -138,6 +188,22 @@ def _fold_run(
             for r in range(n_roles):
                 r_counts[ra, c, col_codes[r, cb]] += 1
                 c_counts[cb, c, row_codes[r, ra]] += 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _decides(s, delta, row_thr, col_thr, cutoffs):
+    """Could the exact value of a pair whose GEMM value is ``s`` enter a list or a count?
+
+    True when ``s`` is within ``delta`` of, or above, the row's or the column's k-th
+    best, or within ``delta`` of a cutoff. Elsewhere ``s`` and the exact value fall on
+    the same side of every threshold, so ``s`` gives the same decisions and counts.
+    """
+    if s >= row_thr - delta or s >= col_thr - delta:
+        return True
+    for c in range(cutoffs.shape[0]):
+        if abs(s - cutoffs[c]) <= delta:
+            return True
+    return False
 
 
 def tile_partials(
@@ -214,6 +280,9 @@ def tile_partials(
         if not diag:
             pj.top_sim[:] = floors[1][:, None]
     hist = np.zeros((hist_types, hist_types, HIST_BINS), np.int32) if hist_types else None
+    # The sparse product is left as computed (its rows are not dense); dense tiles report
+    # pair_value for every pair that decides something.
+    margin = -1.0 if sparse else gemm_error_bound(zi.shape[1])
     buffers: dict[tuple[int, int], np.ndarray] = {}
     for p in range(0, len(zi), SUBTILE):
         na = min(SUBTILE, len(zi) - p)
@@ -227,11 +296,13 @@ def tile_partials(
             else:
                 np.matmul(zi[p : p + SUBTILE], zj[q : q + SUBTILE].T, out=s)
             if q == (p if diag else 0):
-                _prime(s, pi.top_sim[p : p + na], vj[q : q + nb], diag and p == q, axis=1)
+                _prime(s, pi.top_sim[p : p + na], vj[q : q + nb], diag and p == q, 1, margin)
             if p == 0:
-                _prime(s, pj.top_sim[q : q + nb], vi[:na], diag and q == 0, axis=0)
+                _prime(s, pj.top_sim[q : q + nb], vi[:na], diag and q == 0, 0, margin)
             fused_pass(
-                s, i_start + p, j_start + q, p, q, diag and p == q,
+                s, _NO_ROWS if sparse else zi[p : p + na], _NO_ROWS if sparse else zj[q : q + nb],
+                margin, i_start + p, j_start + q, p, q,
+                diag and p == q,
                 vi, vj, ci, cj, cutoffs,
                 pi.top_sim, pi.top_idx, pi.counts, pj.top_sim, pj.top_idx, pj.counts,
             )  # fmt: skip
@@ -244,7 +315,18 @@ def tile_partials(
     return pi, (None if diag else pj)
 
 
-def _prime(s: np.ndarray, top_sim: np.ndarray, cand_valid: np.ndarray, diagonal: bool, axis: int):
+#: Stands in for the rows of Z in the sparse form's fused pass (never read there).
+_NO_ROWS = np.zeros((1, 0), dtype=np.float32)
+
+
+def _prime(
+    s: np.ndarray,
+    top_sim: np.ndarray,
+    cand_valid: np.ndarray,
+    diagonal: bool,
+    axis: int,
+    margin: float = -1.0,
+):
     """Raise empty lists' placeholders to the k-th best of this first sub-tile.
 
     A row's k-th best among any of its candidates is a lower bound on its final k-th best,
@@ -269,6 +351,9 @@ def _prime(s: np.ndarray, top_sim: np.ndarray, cand_valid: np.ndarray, diagonal:
         vals = vals.copy() if not diagonal else vals
         vals[:, ~cand_valid] = -np.inf
     kth = np.partition(vals, vals.shape[1] - k, axis=1)[:, vals.shape[1] - k]
+    if margin > 0:
+        # The pass keeps exact values, which may lie up to ``margin`` below S's.
+        kth = (kth.astype(np.float64) - 2 * margin).astype(np.float32)
     top_sim[unknown] = kth[unknown, None]
 
 
