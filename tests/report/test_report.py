@@ -19,7 +19,7 @@ from rankdist.analysis.similarity import type_similarity
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.report import build_report
-from rankdist.report.build import GRAPH_SCALARS
+from rankdist.report.sections import GRAPH_SCALARS
 
 CUTOFFS = (0.5, 0.55, 0.6)
 FIGURES = ("purity", "similarity_spearman", "similarity_pearson", "batch", "sparsity")
