@@ -24,18 +24,8 @@ from rankdist.analysis import load_hierarchy
 from rankdist.io.store import Store
 from rankdist.reduce.result import load
 from rankdist.report import html as markup
-from rankdist.report.runs import select_runs
-from rankdist.report.sections import (
-    _batch_section,
-    _compare_section,
-    _overview_section,
-    _provenance_section,
-    _purity_section,
-    _Report,
-    _runs_section,
-    _similarity_section,
-    _sparsity_section,
-)
+from rankdist.report.runs import rank_encoding_first, select_runs
+from rankdist.report.sections import ReportContext, page_sections
 
 
 def build_report(
@@ -73,24 +63,14 @@ def build_report(
     store = store if isinstance(store, Store) else Store(store)
     names = select_runs(store, runs)
     results = {name: load(store, name) for name in names}
-    if runs is None:  # rank encoding first, then its raw-expression baseline, then others
-        order = {"spearman": 0, "pearson": 1}
-        names = sorted(names, key=lambda n: order.get(results[n].metadata.get("encoding"), 2))
-        results = {name: results[name] for name in names}
-    rep = _Report(store=store, results=results, out=Path(out_dir))
+    if runs is None:
+        results = rank_encoding_first(results)
+        names = list(results)
+    rep = ReportContext(store=store, results=results, out=Path(out_dir))
     if hierarchy is not None:  # read once, and fail before any file is written
         rep.hierarchy = load_hierarchy(next(iter(results.values())), csv=hierarchy)
     rep.out.mkdir(parents=True, exist_ok=True)
-    sections = [
-        _overview_section(rep),
-        _purity_section(rep),
-        _similarity_section(rep),
-        _batch_section(rep),
-        _compare_section(rep),
-        _sparsity_section(rep),
-        _runs_section(rep),
-    ]
-    sections.append(_provenance_section(rep, names, hierarchy, started))
+    sections = page_sections(rep, names, hierarchy, started)
     page = rep.out / "report.html"
     page.write_text(
         markup.page(

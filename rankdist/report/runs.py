@@ -44,3 +44,13 @@ def spearman_pearson_pair(results: dict[str, NeighborResult]) -> tuple[str, str]
     if "spearman" in by_encoding and "pearson" in by_encoding:
         return by_encoding["spearman"], by_encoding["pearson"]
     return None
+
+
+def rank_encoding_first(results: dict[str, NeighborResult]) -> dict[str, NeighborResult]:
+    """The runs reordered: spearman, then pearson (its raw-expression baseline), then the rest.
+
+    The order among runs of one encoding is kept.
+    """
+    order = {"spearman": 0, "pearson": 1}
+    names = sorted(results, key=lambda n: order.get(results[n].metadata.get("encoding"), 2))
+    return {name: results[name] for name in names}

@@ -36,8 +36,8 @@ GRAPH_SCALARS = ("kbet_acceptance", "graph_connectivity", "ilisi_scaled", "clisi
 
 
 @dataclass
-class _Report:
-    """What the section builders share: the store, the runs and where files go."""
+class ReportContext:
+    """What the sections share: the store, the runs, where files go and the files written."""
 
     store: Store
     results: dict[str, NeighborResult]
@@ -64,7 +64,8 @@ class _Report:
         return saved
 
 
-def _overview_section(rep: _Report) -> markup.Section:
+def overview_section(rep: ReportContext) -> markup.Section:
+    """The runs reported: encoding, k, cutoffs and excluded cells, one line each."""
     sec = markup.Section("Overview", "overview")
     sec.add(markup.explanation(markup.OVERVIEW))
     rows = {
@@ -81,7 +82,8 @@ def _overview_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _purity_section(rep: _Report) -> markup.Section:
+def purity_section(rep: ReportContext) -> markup.Section:
+    """Same-type share per cell type and scope: a figure, one table per run, the CSVs."""
     sec = markup.Section("Cell-type purity", "purity")
     if "cell_type" not in rep.store.labels:
         sec.add(markup.note(markup.NO_CELL_TYPE))
@@ -121,7 +123,8 @@ def _purity_frame(ds: xr.Dataset) -> pd.DataFrame:
     return frame
 
 
-def _similarity_section(rep: _Report) -> markup.Section:
+def similarity_section(rep: ReportContext) -> markup.Section:
+    """Per run with a type histogram: the cell type x cell type median similarity."""
     sec = markup.Section("Cell type x cell type similarity", "similarity")
     if "cell_type" not in rep.store.labels:
         sec.add(markup.note(markup.NO_CELL_TYPE))
@@ -153,7 +156,8 @@ def _similarity_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _batch_section(rep: _Report) -> markup.Section:
+def batch_section(rep: ReportContext) -> markup.Section:
+    """Observed against expected same-batch share, and the whole-graph batch metrics."""
     sec = markup.Section("Batch effects", "batch")
     missing = [r for r in ("cell_type", "batch") if r not in rep.store.labels]
     if missing:
@@ -183,7 +187,8 @@ def _batch_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _compare_section(rep: _Report) -> markup.Section:
+def compare_section(rep: ReportContext) -> markup.Section:
+    """The first spearman run against the first pearson run: neighbour overlap per cell."""
     sec = markup.Section("Rank vs raw expression", "compare")
     pair = spearman_pearson_pair(rep.results)
     if pair is None:
@@ -214,7 +219,8 @@ def _compare_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _sparsity_section(rep: _Report) -> markup.Section:
+def sparsity_section(rep: ReportContext) -> markup.Section:
+    """The share of zero counts per cell: a histogram and a table per cell type."""
     sec = markup.Section("Sparsity", "sparsity")
     sec.add(markup.explanation(markup.SPARSITY))
     zeros = zero_fraction(rep.store)
@@ -227,7 +233,8 @@ def _sparsity_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _runs_section(rep: _Report) -> markup.Section:
+def runs_section(rep: ReportContext) -> markup.Section:
+    """Every run's parameters and computing record, one column per run."""
     sec = markup.Section("Runs", "runs")
     sec.add(markup.explanation(markup.RUNS))
     keys = (
@@ -243,7 +250,8 @@ def _runs_section(rep: _Report) -> markup.Section:
     return sec
 
 
-def _provenance_section(rep: _Report, names, hierarchy, started: float) -> markup.Section:
+def provenance_section(rep: ReportContext, names, hierarchy, started: float) -> markup.Section:
+    """Where the store came from, what wrote the report, and how to reproduce it."""
     sec = markup.Section("Provenance", "provenance")
     prov = rep.store.provenance
     runs_arg = ",".join(names)
@@ -287,3 +295,37 @@ def _plain(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def page_sections(
+    rep: ReportContext, names: list[str], hierarchy, started: float
+) -> list[markup.Section]:
+    """Every section of the page, in page order.
+
+    Parameters
+    ----------
+    rep
+        The store, the runs and the output directory.
+    names
+        The run names, in report order (for the reproducing command).
+    hierarchy
+        The ``--hierarchy`` CSV given, or ``None``.
+    started
+        ``time.perf_counter()`` when the report began (for the report time).
+
+    Returns
+    -------
+    list of rankdist.report.html.Section
+        Provenance last: it lists the files the other sections wrote.
+    """
+    sections = [
+        overview_section(rep),
+        purity_section(rep),
+        similarity_section(rep),
+        batch_section(rep),
+        compare_section(rep),
+        sparsity_section(rep),
+        runs_section(rep),
+    ]
+    sections.append(provenance_section(rep, names, hierarchy, started))
+    return sections
