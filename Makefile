@@ -24,8 +24,10 @@ demo: $(VENV)/.core
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
 
+# Lint and check formatting without rewriting anything (`ruff format` rewrites).
 lint: $(VENV)/.test
 	$(BIN)/ruff check rankdist tests benchmarks
+	$(BIN)/ruff format --check rankdist tests benchmarks
 
 # make bench BENCH_ARGS="--cells 10000" runs one size; see benchmarks/README.md.
 bench: $(VENV)/.test

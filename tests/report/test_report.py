@@ -19,7 +19,8 @@ from rankdist.analysis.similarity import type_similarity
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.report import build_report
-from rankdist.report.build import GRAPH_SCALARS
+from rankdist.report.runs import rank_encoding_first
+from rankdist.report.sections import GRAPH_SCALARS
 
 CUTOFFS = (0.5, 0.55, 0.6)
 FIGURES = ("purity", "similarity_spearman", "similarity_pearson", "batch", "sparsity")
@@ -171,6 +172,16 @@ def test_errors_name_the_runs(built, tmp_path):
     with pytest.raises(ValueError, match="holds no finished runs.*rankdist neighbors"):
         build_report(empty, tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+def test_default_order_puts_the_rank_encoding_first():
+    class Run:  # rank_encoding_first reads only the metadata's encoding
+        def __init__(self, encoding):
+            self.metadata = {"encoding": encoding}
+
+    runs = {n: Run(e) for n, e in [("a", "topn"), ("b", "pearson"), ("c", "spearman"),
+                                   ("d", "geneformer"), ("e", "spearman")]}  # fmt: skip
+    assert list(rank_encoding_first(runs)) == ["c", "e", "b", "a", "d"]
 
 
 def test_cli_report_with_a_hierarchy_csv(built, tmp_path, capsys):

@@ -1,0 +1,56 @@
+"""Which of a store's runs a report covers, and which two of them it compares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rankdist.io.store import Store
+from rankdist.reduce.result import NeighborResult, list_runs
+
+
+def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str]:
+    """The runs to report, in the order given (default: all, sorted); errors list the runs."""
+    available = list_runs(store)
+    if not available:
+        msg = (
+            f"{store.path} holds no finished runs; compute one first, e.g. "
+            f"`rankdist neighbors {store.path} --encoding spearman` (Python: "
+            "rankdist.neighbors(store, 'spearman', type_hist=True))"
+        )
+        raise ValueError(msg)
+    if runs is None:
+        return available
+    if isinstance(runs, str):
+        runs = [r.strip() for r in runs.split(",") if r.strip()]
+    runs = list(dict.fromkeys(runs))
+    if not runs:
+        msg = f"no run names given; runs in {store.path}: {available}"
+        raise ValueError(msg)
+    unknown = [r for r in runs if r not in available]
+    if unknown:
+        msg = (
+            f"no run(s) {unknown} in {store.path}; available runs: {available} "
+            f"(e.g. --runs {','.join(available)})"
+        )
+        raise ValueError(msg)
+    return runs
+
+
+def spearman_pearson_pair(results: dict[str, NeighborResult]) -> tuple[str, str] | None:
+    """The first spearman run and the first pearson run, by name, if both are there."""
+    by_encoding: dict[str, str] = {}
+    for name, res in results.items():
+        by_encoding.setdefault(str(res.metadata.get("encoding")), name)
+    if "spearman" in by_encoding and "pearson" in by_encoding:
+        return by_encoding["spearman"], by_encoding["pearson"]
+    return None
+
+
+def rank_encoding_first(results: dict[str, NeighborResult]) -> dict[str, NeighborResult]:
+    """The runs reordered: spearman, then pearson (its raw-expression baseline), then the rest.
+
+    The order among runs of one encoding is kept.
+    """
+    order = {"spearman": 0, "pearson": 1}
+    names = sorted(results, key=lambda n: order.get(results[n].metadata.get("encoding"), 2))
+    return {name: results[name] for name in names}

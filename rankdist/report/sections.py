@@ -1,0 +1,331 @@
+"""The report's sections: each runs its analysis, writes its tables and figures, returns HTML.
+
+A section that lacks what it needs (labels, a type histogram, a second encoding) returns a
+note that says how to get it instead.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from rankdist.analysis import (
+    Hierarchy,
+    batch_mixing,
+    batch_summary,
+    compare_encodings,
+    purity,
+    write_tables,
+)
+from rankdist.analysis.similarity import type_similarity
+from rankdist.io.store import Store
+from rankdist.reduce.result import NeighborResult
+from rankdist.report import figures as figs
+from rankdist.report import html as markup
+from rankdist.report.runs import spearman_pearson_pair
+from rankdist.report.sparsity import sparsity_table, zero_fraction
+
+#: batch_mixing's graph-level scalars, written to ``batch_graph_<run>.csv``.
+GRAPH_SCALARS = ("kbet_acceptance", "graph_connectivity", "ilisi_scaled", "clisi_scaled")
+
+
+@dataclass
+class ReportContext:
+    """What the sections share: the store, the runs, where files go and the files written."""
+
+    store: Store
+    results: dict[str, NeighborResult]
+    out: Path
+    hierarchy: Hierarchy | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.out / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out / "figures"
+
+    def tables(self, datasets: dict[str, xr.Dataset]) -> list[Path]:
+        paths = write_tables(datasets, self.tables_dir)
+        self.files += paths
+        return paths
+
+    def figure(self, fig, stem: str) -> figs.SavedFigure:
+        saved = figs.save_figure(fig, self.figures_dir, stem)
+        self.files += [saved.png, saved.svg]
+        return saved
+
+
+def overview_section(rep: ReportContext) -> markup.Section:
+    """The runs reported: encoding, k, cutoffs and excluded cells, one line each."""
+    sec = markup.Section("Overview", "overview")
+    sec.add(markup.explanation(markup.OVERVIEW))
+    rows = {
+        name: (
+            f"{res.metadata.get('encoding')}, k={res.k}, cutoffs "
+            f"{', '.join(f'{c:g}' for c in res.cutoffs)}, {int(res.excluded.sum())} cells excluded"
+        )
+        for name, res in rep.results.items()
+    }
+    sec.add(markup.key_values(rows))
+    excluded = {n: int(r.excluded.sum()) for n, r in rep.results.items() if r.excluded.any()}
+    if excluded:
+        sec.add(markup.note(markup.excluded_note(excluded)))
+    return sec
+
+
+def purity_section(rep: ReportContext) -> markup.Section:
+    """Same-type share per cell type and scope: a figure, one table per run, the CSVs."""
+    sec = markup.Section("Cell-type purity", "purity")
+    if "cell_type" not in rep.store.labels:
+        sec.add(markup.note(markup.NO_CELL_TYPE))
+        return sec
+    sec.add(markup.explanation(markup.PURITY))
+    by_run = {name: purity(res, hierarchy=rep.hierarchy) for name, res in rep.results.items()}
+    paths = rep.tables({f"purity_{name}": ds for name, ds in by_run.items()})
+    saved = rep.figure(figs.purity_panels(by_run), "purity")
+    sec.add(markup.figure(saved, "same-type share against cutoff, per cell type"))
+    for name, ds in by_run.items():
+        sec.add(f"<h3>{markup.esc(name)}: share of relations with the same cell type</h3>")
+        sec.add(markup.table(_purity_frame(ds)))
+    sec.add(markup.explanation(markup.PURITY_TABLE))
+    sec.add(markup.file_links(paths, rep.out))
+    return sec
+
+
+def _purity_frame(ds: xr.Dataset) -> pd.DataFrame:
+    """The page's compact purity table: one row per cell type, same-type share per scope."""
+    scopes = [str(s) for s in ds["scope"].to_numpy()]
+    frame = pd.DataFrame(index=pd.Index([str(t) for t in ds["cell_type"].to_numpy()]))
+    frame.index.name = "cell type"
+    if ds.attrs.get("hierarchy", "none") != "none":
+        frame["coarse"] = [str(c) for c in ds["coarse_type"].to_numpy()]
+    first = scopes[0]
+    frame["cells"] = ds["cells"].sel(scope=first).to_numpy()
+    frame["chance"] = ds["expected_same_type"].sel(scope=first).to_numpy()
+    for s in scopes:
+        frame[s.replace(">=", "\u2265")] = ds["same_type"].sel(scope=s).to_numpy()
+    if ds.attrs.get("hierarchy", "none") != "none":
+        frame[f"sibling type ({first})"] = ds["similar_type"].sel(scope=first).to_numpy()
+    if len(scopes) > 1:
+        last = scopes[-1]
+        frame[f"no relation {last.replace('>=', chr(0x2265))}"] = (
+            ds["cells_without_relation"].sel(scope=last).to_numpy()
+        )
+    return frame
+
+
+def similarity_section(rep: ReportContext) -> markup.Section:
+    """Per run with a type histogram: the cell type x cell type median similarity."""
+    sec = markup.Section("Cell type x cell type similarity", "similarity")
+    if "cell_type" not in rep.store.labels:
+        sec.add(markup.note(markup.NO_CELL_TYPE))
+        return sec
+    sec.add(markup.explanation(markup.SIMILARITY))
+    for name, res in rep.results.items():
+        sec.add(f"<h3>{markup.esc(name)}</h3>")
+        if res.pair_hist is None:
+            sec.add(markup.note(markup.no_histogram(rep.store.path, name, res)))
+            continue
+        sim = type_similarity(res)
+        paths = rep.tables({f"similarity_{name}": sim})
+        saved = rep.figure(figs.similarity_heatmap(sim, name), f"similarity_{name}")
+        sec.add(markup.figure(saved, f"median similarity of cell types, {name}"))
+        q = sim["within"].to_numpy(), sim["between"].to_numpy()
+        sec.add(
+            markup.table(
+                pd.DataFrame(
+                    {
+                        "lower quartile": [q[0][0], q[1][0]],
+                        "median": [q[0][1], q[1][1]],
+                        "upper quartile": [q[0][2], q[1][2]],
+                    },
+                    index=pd.Index(["within a type", "between types"], name="pairs of cells"),
+                )  # fmt: skip
+            )
+        )
+        sec.add(markup.file_links(paths, rep.out))
+    return sec
+
+
+def batch_section(rep: ReportContext) -> markup.Section:
+    """Observed against expected same-batch share, and the whole-graph batch metrics."""
+    sec = markup.Section("Batch effects", "batch")
+    missing = [r for r in ("cell_type", "batch") if r not in rep.store.labels]
+    if missing:
+        sec.add(markup.note(markup.no_labels(missing, "the batch-mixing figure")))
+        return sec
+    sec.add(markup.explanation(markup.BATCH))
+    summaries, graph = {}, {}
+    for name, res in rep.results.items():
+        mixing = batch_mixing(res)
+        summaries[name] = batch_summary(res, mixing=mixing)
+        graph[name] = xr.Dataset({v: mixing[v].variable for v in GRAPH_SCALARS}, attrs=mixing.attrs)
+    paths = rep.tables({f"batch_{n}": ds for n, ds in summaries.items()})
+    paths += rep.tables({f"batch_graph_{n}": ds for n, ds in graph.items()})
+    saved = rep.figure(figs.batch_scatter(summaries), "batch")
+    sec.add(markup.figure(saved, "observed against expected same-batch share"))
+    sec.add("<h3>Whole-graph batch metrics (scib-metrics definitions)</h3>")
+    frame = pd.DataFrame(
+        {name: [float(ds[v]) for v in GRAPH_SCALARS] for name, ds in graph.items()},
+        index=pd.Index(list(GRAPH_SCALARS), name="metric"),
+    )
+    sec.add(markup.table(frame))
+    sec.add(markup.explanation(markup.BATCH_METRICS))
+    for name, ds in summaries.items():
+        sec.add(f"<h3>{markup.esc(name)}: per cell type</h3>")
+        sec.add(markup.table(ds.to_dataframe()))
+    sec.add(markup.file_links(paths, rep.out))
+    return sec
+
+
+def compare_section(rep: ReportContext) -> markup.Section:
+    """The first spearman run against the first pearson run: neighbour overlap per cell."""
+    sec = markup.Section("Rank vs raw expression", "compare")
+    pair = spearman_pearson_pair(rep.results)
+    if pair is None:
+        encodings = {n: r.metadata.get("encoding") for n, r in rep.results.items()}
+        sec.add(markup.note(markup.no_pair(rep.store.path, encodings)))
+        return sec
+    a, b = pair
+    missing = [r for r in ("cell_type", "batch") if r not in rep.store.labels]
+    if missing:
+        sec.add(markup.note(markup.no_labels(missing, "the rank-vs-raw comparison")))
+        return sec
+    if rep.results[a].k != rep.results[b].k:
+        sec.add(markup.note(markup.k_differs(a, b, rep.results[a].k, rep.results[b].k)))
+        return sec
+    sec.add(markup.explanation(markup.COMPARE))
+    cmp = compare_encodings(rep.results[a], rep.results[b])
+    paths = rep.tables({f"compare_{a}_{b}": cmp})
+    saved = rep.figure(figs.jaccard_histogram(cmp), f"compare_{a}_{b}")
+    sec.add(markup.figure(saved, f"neighbour overlap {a} vs {b}", f"Runs compared: {a} and {b}."))
+    per_type = cmp[["cells", "jaccard_mean", "batch_driven_a", "batch_driven_b"]]
+    frame = per_type.to_dataframe().rename(
+        columns={"batch_driven_a": f"batch-driven ({a})", "batch_driven_b": f"batch-driven ({b})"}
+    )
+    frame["more batch-driven"] = cmp["more_batch_driven"].to_numpy()
+    sec.add(markup.table(frame))
+    sec.add(markup.explanation(markup.COMPARE_TABLE))
+    sec.add(markup.file_links(paths, rep.out))
+    return sec
+
+
+def sparsity_section(rep: ReportContext) -> markup.Section:
+    """The share of zero counts per cell: a histogram and a table per cell type."""
+    sec = markup.Section("Sparsity", "sparsity")
+    sec.add(markup.explanation(markup.SPARSITY))
+    zeros = zero_fraction(rep.store)
+    table = sparsity_table(rep.store, zeros)
+    paths = rep.tables({"sparsity": table})
+    saved = rep.figure(figs.sparsity_histogram(zeros, rep.store.n_genes), "sparsity")
+    sec.add(markup.figure(saved, "fraction of zero genes per cell"))
+    sec.add(markup.table(table.to_dataframe()))
+    sec.add(markup.file_links(paths, rep.out))
+    return sec
+
+
+def runs_section(rep: ReportContext) -> markup.Section:
+    """Every run's parameters and computing record, one column per run."""
+    sec = markup.Section("Runs", "runs")
+    sec.add(markup.explanation(markup.RUNS))
+    keys = (
+        "encoding", "encoding_params", "k", "cutoffs", "labels", "type_hist", "n_cells",
+        "n_genes", "n_excluded", "block_rows", "n_blocks", "n_tiles", "tiles_computed",
+        "tiles_resumed", "workers", "threads", "wall_time_s", "finished", "versions",
+    )  # fmt: skip
+    frame = pd.DataFrame(
+        {name: [_plain(r.metadata.get(k, "")) for k in keys] for name, r in rep.results.items()},
+        index=pd.Index(list(keys), name="run"),
+    )
+    sec.add(markup.table(frame))
+    return sec
+
+
+def provenance_section(rep: ReportContext, names, hierarchy, started: float) -> markup.Section:
+    """Where the store came from, what wrote the report, and how to reproduce it."""
+    sec = markup.Section("Provenance", "provenance")
+    prov = rep.store.provenance
+    runs_arg = ",".join(names)
+    hier_arg = f" --hierarchy {hierarchy}" if hierarchy is not None else ""
+    sec.add(
+        markup.key_values(
+            {
+                "store": rep.store.path.resolve(),
+                "store content id": rep.store.content_id,
+                "source": prov.get("source") or "an AnnData in memory",
+                "source kind": prov.get("source_kind", ""),
+                "source sha256": prov.get("sha256", ""),
+                "source shape": prov.get("source_shape", ""),
+                "ingest parameters": _plain(prov.get("parameters", "")),
+                "ingested by": f"rankdist {prov.get('rankdist_version', '?')}",
+                "hierarchy": hierarchy
+                if hierarchy is not None
+                else "stored coarse_type labels"
+                if "coarse_type" in rep.store.labels
+                else "none",
+                "report by": f"rankdist {version('rankdist')}, Python {platform.python_version()}"
+                f", matplotlib {version('matplotlib')}",
+                "report generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "report time": f"{time.perf_counter() - started:.1f} s",
+                "reproduce with": f"rankdist report {rep.store.path} --out {rep.out} "
+                f"--runs {runs_arg}{hier_arg}",
+            }
+        )
+    )
+    sec.add("<h3>All files written</h3>")
+    sec.add(markup.file_links(rep.files, rep.out))
+    return sec
+
+
+def _plain(value) -> str:
+    """Metadata values (dicts, lists) as short text."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def page_sections(
+    rep: ReportContext, names: list[str], hierarchy, started: float
+) -> list[markup.Section]:
+    """Every section of the page, in page order.
+
+    Parameters
+    ----------
+    rep
+        The store, the runs and the output directory.
+    names
+        The run names, in report order (for the reproducing command).
+    hierarchy
+        The ``--hierarchy`` CSV given, or ``None``.
+    started
+        ``time.perf_counter()`` when the report began (for the report time).
+
+    Returns
+    -------
+    list of rankdist.report.html.Section
+        Provenance last: it lists the files the other sections wrote.
+    """
+    sections = [
+        overview_section(rep),
+        purity_section(rep),
+        similarity_section(rep),
+        batch_section(rep),
+        compare_section(rep),
+        sparsity_section(rep),
+        runs_section(rep),
+    ]
+    sections.append(provenance_section(rep, names, hierarchy, started))
+    return sections
