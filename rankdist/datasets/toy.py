@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rankdist.datasets.labels import letters
+
 
 def synthetic_counts(
     n_cells: int = 3000,
@@ -56,9 +58,9 @@ def synthetic_counts(
     mean = prob * library[:, None]
     shape = 2.0
     counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
-    coarse_names = [_letters(c) for c in range(n_coarse)]
+    coarse_names = [letters(c) for c in range(n_coarse)]
     type_names = [
-        f"{_letters(t // types_per_coarse)}{t % types_per_coarse + 1}" for t in range(n_types)
+        f"{letters(t // types_per_coarse)}{t % types_per_coarse + 1}" for t in range(n_types)
     ]
     obs = pd.DataFrame(
         {
@@ -70,13 +72,3 @@ def synthetic_counts(
     )
     var = pd.DataFrame(index=[f"gene{g:05d}" for g in range(n_genes)])
     return ad.AnnData(X=counts, obs=obs, var=var)
-
-
-def _letters(i: int) -> str:
-    """0 -> 'A', 25 -> 'Z', 26 -> 'AA': short class names that fit in a table."""
-    out = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        out = chr(65 + r) + out
-    return out
