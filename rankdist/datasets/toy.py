@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rankdist.datasets.labels import letters
+from rankdist.datasets.labels import letters, nested_labels, obs_frame
 
 
 def synthetic_counts(
@@ -35,6 +35,7 @@ def synthetic_counts(
 
     rng = np.random.default_rng(seed)
     n_types = n_coarse * types_per_coarse
+    type_class = np.arange(n_types) // types_per_coarse
     base = rng.normal(-1.0, 1.2, n_genes)
     coarse_fx = np.zeros((n_coarse, n_genes))
     type_fx = np.zeros((n_types, n_genes))
@@ -50,7 +51,7 @@ def synthetic_counts(
     batch_fx = rng.normal(0.0, 0.35, (n_batches, n_genes))
     cell_type = rng.integers(0, n_types, n_cells)
     batch = rng.integers(0, n_batches, n_cells)
-    coarse = cell_type // types_per_coarse
+    coarse = type_class[cell_type]
     log_mu = base + coarse_fx[coarse] + type_fx[cell_type] + batch_fx[batch]
     prob = np.exp(log_mu)
     prob /= prob.sum(axis=1, keepdims=True)
@@ -59,16 +60,9 @@ def synthetic_counts(
     shape = 2.0
     counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
     coarse_names = [letters(c) for c in range(n_coarse)]
-    type_names = [
-        f"{letters(t // types_per_coarse)}{t % types_per_coarse + 1}" for t in range(n_types)
-    ]
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical.from_codes(cell_type, type_names),
-            "coarse_type": pd.Categorical.from_codes(coarse, coarse_names),
-            "batch": pd.Categorical.from_codes(batch, [f"batch{b}" for b in range(n_batches)]),
-        },
-        index=[f"cell{i:06d}" for i in range(n_cells)],
-    )
+    type_names = [f"{letters(type_class[t])}{t % types_per_coarse + 1}" for t in range(n_types)]
+    batch_names = [f"batch{b}" for b in range(n_batches)]
+    labels = nested_labels(cell_type, type_names, type_class, coarse_names, batch, batch_names)
+    obs = obs_frame(labels, index=[f"cell{i:06d}" for i in range(n_cells)])
     var = pd.DataFrame(index=[f"gene{g:05d}" for g in range(n_genes)])
     return ad.AnnData(X=counts, obs=obs, var=var)
