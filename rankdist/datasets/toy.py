@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rankdist.datasets.counts import gamma_poisson
 from rankdist.datasets.labels import letters, nested_labels, obs_frame
 
 
@@ -57,8 +58,7 @@ def synthetic_counts(
     prob /= prob.sum(axis=1, keepdims=True)
     library = rng.lognormal(np.log(2500), 0.4, n_cells)
     mean = prob * library[:, None]
-    shape = 2.0
-    counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
+    counts = gamma_poisson(rng, mean, shape=2.0).astype(np.float32)
     coarse_names = [letters(c) for c in range(n_coarse)]
     type_names = [f"{letters(type_class[t])}{t % types_per_coarse + 1}" for t in range(n_types)]
     batch_names = [f"batch{b}" for b in range(n_batches)]

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rankdist.datasets.atlas.taxonomy import ATLAS_ROLES
+from rankdist.datasets.counts import gamma_poisson
 from rankdist.datasets.labels import ROLES, letters, nested_labels, obs_frame
 from rankdist.datasets.toy import synthetic_counts
 
@@ -56,3 +57,21 @@ def test_toy_types_nest_in_classes_and_are_seeded():
     assert np.array_equal(again.X, x) and again.obs.equals(obs)
     other = synthetic_counts(400, 120, n_coarse=28, types_per_coarse=2, n_batches=3, seed=6)
     assert not np.array_equal(other.X, x)
+
+
+def test_gamma_poisson_is_the_negative_binomial():
+    mean = np.array([0.05, 0.5, 3.0, 40.0])
+    shape = 2.0
+    n = 40_000
+    counts = gamma_poisson(np.random.default_rng(0), np.tile(mean, (n, 1)), shape)
+    assert counts.shape == (n, 4) and counts.dtype.kind == "i"
+    x = counts.astype(np.float64)
+    var = mean + mean**2 / shape
+    assert np.all(np.abs(x.mean(axis=0) - mean) < 5 * np.sqrt(var / n))
+    p0 = (1 + mean / shape) ** -shape
+    assert np.all(np.abs((x == 0).mean(axis=0) - p0) < 5 * np.sqrt(p0 * (1 - p0) / n))
+    assert np.all(np.abs(x.var(axis=0) / var - 1) < 0.1)
+    # the documented order: every gamma variate first, then every Poisson one
+    rng = np.random.default_rng(1)
+    want = rng.poisson(rng.gamma(shape, mean / shape))
+    assert np.array_equal(gamma_poisson(np.random.default_rng(1), mean, shape), want)
