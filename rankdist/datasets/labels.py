@@ -9,8 +9,10 @@ from its taxonomy. Both store the three labels under the roles ``rankdist.ingest
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The label roles of a nested design: fine type, its coarse class, batch.
 ROLES: tuple[str, ...] = ("cell_type", "coarse_type", "batch")
@@ -57,6 +59,10 @@ def nested_labels(
         ``{role: (codes, categories)}`` for the roles of :data:`ROLES`, in that order;
         every category is listed, whether or not a cell has it.
     """
+    # numpy is imported here, not above: the taxonomy imports ROLES from this module and
+    # the command line reads the taxonomy, without loading numpy
+    import numpy as np
+
     coarse = np.asarray(type_class)[cell_type]
     codes = (cell_type, coarse, batch)
     names = (type_names, class_names, batch_names)

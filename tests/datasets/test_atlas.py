@@ -240,6 +240,24 @@ def test_bad_arguments_are_named(tmp_path):
     assert not (tmp_path / "a.zarr").exists()
 
 
+def test_taxonomy_imports_without_the_generator():
+    """The command line and the planner read the atlas's label sizes at start-up."""
+    heavy = ("numpy", "numba", "pandas", "h5py", "zarr", "distributed")
+    code = (
+        "import sys; from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES, N_DONORS; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    import rankdist.datasets.atlas as atlas
+
+    for name in atlas.__all__:  # imported on first use
+        assert getattr(atlas, name) is getattr(atlas, name)
+    with pytest.raises(AttributeError, match="no attribute 'synth'"):
+        atlas.synth  # noqa: B018
+
+
 def run(*args):
     env = dict(os.environ, COLUMNS="100")
     return subprocess.run(
