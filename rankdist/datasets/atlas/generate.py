@@ -25,7 +25,6 @@ from rankdist import _progress
 from rankdist.datasets.atlas.cells import BLOCK_CELLS, cell_labels, generate_cells
 from rankdist.datasets.atlas.h5ad import check_h5ad_path, h5ad_writer
 from rankdist.datasets.atlas.model import (
-    DEFAULT_DONORS,
     DEFAULT_GENES,
     GENERATOR_VERSION,
     N_INFORMATIVE,
@@ -33,6 +32,7 @@ from rankdist.datasets.atlas.model import (
     AtlasSpec,
     atlas_model,
 )
+from rankdist.datasets.atlas.taxonomy import N_DONORS
 from rankdist.datasets.labels import ROLES, nested_labels, obs_frame
 
 FORMATS = ("store", "h5ad")
@@ -47,7 +47,7 @@ def synth_atlas(
     n_cells: int,
     *,
     genes: int | str | None = None,
-    n_donors: int = DEFAULT_DONORS,
+    n_donors: int = N_DONORS,
     seed: int = 0,
     format: str | None = None,
     chunk: int | None = None,
