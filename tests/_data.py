@@ -60,6 +60,17 @@ def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) ->
     return x
 
 
+def labelled_adata(x: np.ndarray) -> ad.AnnData:
+    """``x`` as an AnnData: cells c0, c1, ..., genes g0, g1, ..., a random ``celltype`` (a-c)."""
+    rng = np.random.default_rng(0)
+    types = rng.integers(0, 3, len(x))
+    obs = pd.DataFrame(
+        {"celltype": pd.Categorical.from_codes(types, ["a", "b", "c"])},
+        index=[f"c{i}" for i in range(len(x))],
+    )
+    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
+
+
 def counts_adata(n_cells: int, n_genes: int, seed: int, *, dtype=np.float32) -> ad.AnnData:
     """A cells x genes AnnData of negative-binomial counts with many zeros.
 
