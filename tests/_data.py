@@ -29,15 +29,12 @@ def tricky_adata(n_cells: int = 700, n_genes: int = 80, seed: int = 0) -> ad.Ann
     types[3] = types[4] = types[250]
     x[7] = 0
     x[8] = 2
-    obs = pd.DataFrame(
-        {
-            "celltype": pd.Categorical.from_codes(types, ["B", "T", "NK", "Mono"]),
-            "coarse": pd.Categorical.from_codes(types // 2, ["lymphoid", "other"]),
-            "donor": pd.Categorical.from_codes(rng.integers(0, 3, n_cells), ["d0", "d1", "d2"]),
-        },
-        index=[f"c{i}" for i in range(n_cells)],
-    )
-    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    obs = {
+        "celltype": pd.Categorical.from_codes(types, ["B", "T", "NK", "Mono"]),
+        "coarse": pd.Categorical.from_codes(types // 2, ["lymphoid", "other"]),
+        "donor": pd.Categorical.from_codes(rng.integers(0, 3, n_cells), ["d0", "d1", "d2"]),
+    }
+    return _named_adata(x, obs)
 
 
 def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) -> np.ndarray:
@@ -60,14 +57,18 @@ def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) ->
     return x
 
 
-def labelled_adata(x: np.ndarray) -> ad.AnnData:
-    """``x`` as an AnnData: cells c0, c1, ..., genes g0, g1, ..., a random ``celltype`` (a-c)."""
-    rng = np.random.default_rng(0)
-    types = rng.integers(0, 3, len(x))
-    obs = pd.DataFrame(
-        {"celltype": pd.Categorical.from_codes(types, ["a", "b", "c"])},
-        index=[f"c{i}" for i in range(len(x))],
-    )
+def labelled_adata(x: np.ndarray, seed: int = 0) -> ad.AnnData:
+    """``x`` as an AnnData with a random ``celltype`` (a, b or c) per cell.
+
+    Cells are named c0, c1, ... and genes g0, g1, ..., as in :func:`tricky_adata`.
+    """
+    types = np.random.default_rng(seed).integers(0, 3, len(x))
+    return _named_adata(x, {"celltype": pd.Categorical.from_codes(types, ["a", "b", "c"])})
+
+
+def _named_adata(x: np.ndarray, obs: dict) -> ad.AnnData:
+    """AnnData of ``x`` and the ``obs`` columns; cells c0, c1, ..., genes g0, g1, ..."""
+    obs = pd.DataFrame(obs, index=[f"c{i}" for i in range(x.shape[0])])
     return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
 
 
