@@ -59,6 +59,20 @@ def test_toy_types_nest_in_classes_and_are_seeded():
     assert not np.array_equal(other.X, x)
 
 
+def test_toy_draws_stay_the_same_for_a_seed():
+    """The demo's printed tables and many tests' expected values come from these draws.
+
+    A change to the toy data (or to the helpers it shares with the atlas) that moves them
+    changes all of those: keep the draws, or update every number that depends on them.
+    """
+    adata = synthetic_counts(200, 60, seed=0)
+    x = adata.X
+    assert (int(x.sum()), int((x > 0).sum())) == (532_513, 11_516)
+    assert x[0, :8].tolist() == [9, 2, 104, 19, 49, 1, 20, 58]
+    assert np.bincount(adata.obs["cell_type"].cat.codes).tolist() == [31, 34, 32, 32, 39, 32]
+    assert np.bincount(adata.obs["batch"].cat.codes).tolist() == [95, 105]
+
+
 def test_gamma_poisson_is_the_negative_binomial():
     mean = np.array([0.05, 0.5, 3.0, 40.0])
     shape = 2.0
