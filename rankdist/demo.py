@@ -17,6 +17,9 @@ from rankdist.io.ingest import ingest
 #: percentile 0.56).
 CUTOFFS = (0.45, 0.5, 0.55)
 K = 15
+#: The simulated cells: coarse classes of fine types, in batches; genes; seed.
+N_CLASSES, TYPES_PER_CLASS, N_BATCHES = 3, 2, 2
+N_GENES, SEED = 800, 0
 
 
 def run_demo(out: Path, *, n_cells: int = 4000, workers: int | None = None) -> None:
@@ -25,9 +28,18 @@ def run_demo(out: Path, *, n_cells: int = 4000, workers: int | None = None) -> N
     out.mkdir(parents=True, exist_ok=True)
     h5ad = out / "synthetic.h5ad"
     console.print(
-        f"[bold]1/3[/] simulating {n_cells} cells (3 classes x 2 types, 2 batches) -> {h5ad}"
+        f"[bold]1/3[/] simulating {n_cells} cells ({N_CLASSES} classes x {TYPES_PER_CLASS} "
+        f"types, {N_BATCHES} batches) -> {h5ad}"
     )
-    synthetic_counts(n_cells=n_cells, n_genes=800, seed=0).write_h5ad(h5ad)
+    adata = synthetic_counts(
+        n_cells,
+        N_GENES,
+        n_coarse=N_CLASSES,
+        types_per_coarse=TYPES_PER_CLASS,
+        n_batches=N_BATCHES,
+        seed=SEED,
+    )
+    adata.write_h5ad(h5ad)
     console.print(f"[bold]2/3[/] ingesting into {out / 'synthetic.zarr'}")
     store = ingest(
         h5ad,

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from rankdist.datasets.counts import gamma_poisson
+
 
 def tricky_adata(n_cells: int = 700, n_genes: int = 80, seed: int = 0) -> ad.AnnData:
     """Counts built to stress exactness: ties, zero-heavy genes, duplicated and constant cells.
@@ -27,15 +29,99 @@ def tricky_adata(n_cells: int = 700, n_genes: int = 80, seed: int = 0) -> ad.Ann
     types[3] = types[4] = types[250]
     x[7] = 0
     x[8] = 2
-    obs = pd.DataFrame(
+    obs = {
+        "celltype": pd.Categorical.from_codes(types, ["B", "T", "NK", "Mono"]),
+        "coarse": pd.Categorical.from_codes(types // 2, ["lymphoid", "other"]),
+        "donor": pd.Categorical.from_codes(rng.integers(0, 3, n_cells), ["d0", "d1", "d2"]),
+    }
+    return _named_adata(x, obs)
+
+
+def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) -> np.ndarray:
+    """All-genes-like float32 counts: ~90 % zeros, heavy-tailed gene means, many ties.
+
+    - Gene means are log-normal: a few housekeeping genes are expressed in most cells,
+      most genes in a few percent.
+    - Cell 7 is empty and cell 8 is all-equal (constant: excluded); cells 3 and 4
+      duplicate cell 250; cell 9 expresses every gene (no zeros).
+    """
+    rng = np.random.default_rng(seed)
+    means = rng.lognormal(-3.0, 1.8, n_genes)
+    library = rng.lognormal(0.0, 0.4, (n_cells, 1))
+    x = gamma_poisson(rng, means * library, shape=2.0).astype(np.float32)
+    x[3] = x[250]
+    x[4] = x[250]
+    x[7] = 0
+    x[8] = 2
+    x[9] = rng.integers(1, 4, n_genes)
+    return x
+
+
+def labelled_adata(x: np.ndarray, seed: int = 0) -> ad.AnnData:
+    """``x`` as an AnnData with a random ``celltype`` (a, b or c) per cell.
+
+    Cells are named c0, c1, ... and genes g0, g1, ..., as in :func:`tricky_adata`.
+    """
+    types = np.random.default_rng(seed).integers(0, 3, len(x))
+    return _named_adata(x, {"celltype": pd.Categorical.from_codes(types, ["a", "b", "c"])})
+
+
+def _named_adata(x: np.ndarray, obs: dict) -> ad.AnnData:
+    """AnnData of ``x`` and the ``obs`` columns; cells c0, c1, ..., genes g0, g1, ..."""
+    obs = pd.DataFrame(obs, index=[f"c{i}" for i in range(x.shape[0])])
+    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
+
+
+def counts_adata(n_cells: int, n_genes: int, seed: int, *, dtype=np.float32) -> ad.AnnData:
+    """A cells x genes AnnData of negative-binomial counts with many zeros.
+
+    Gene means are log-normal and dispersions vary per gene (so highly variable genes
+    exist); about 30% of entries are dropped to zero on top. Cell 2 and gene 1 are all zero.
+    ``var`` has ``gene_ids``, ``gene_symbols`` (genes 3, 4 and 5 share the symbol 'Gene3'),
+    ``feature_types`` (the last two genes are 'Antibody Capture'), a boolean
+    ``highly_variable`` and an integer ``n_cells``; ``obs`` has a categorical ``cell_type``.
+
+    Parameters
+    ----------
+    n_cells, n_genes
+        Shape of X (``n_cells >= 3``, ``n_genes >= 8``).
+    seed
+        Seed of :func:`numpy.random.default_rng`.
+    dtype
+        dtype of the dense X.
+
+    Returns
+    -------
+    AnnData
+        Dense X of shape ``(n_cells, n_genes)``.
+    """
+    rng = np.random.default_rng(seed)
+    gene_mean = rng.lognormal(mean=-0.5, sigma=1.5, size=n_genes)
+    size_factor = rng.lognormal(mean=0.0, sigma=0.5, size=n_cells)
+    mu = size_factor[:, None] * gene_mean[None, :]
+    shape_r = rng.uniform(0.1, 3.0, size=n_genes)
+    counts = rng.negative_binomial(shape_r, shape_r / (shape_r + mu))
+    counts[rng.random(counts.shape) < 0.3] = 0
+    counts[2, :] = 0
+    counts[:, 1] = 0
+    symbols = [f"Gene{i}" for i in range(n_genes)]
+    symbols[4] = symbols[5] = symbols[3]
+    feature_types = ["Gene Expression"] * (n_genes - 2) + ["Antibody Capture"] * 2
+    var = pd.DataFrame(
         {
-            "celltype": pd.Categorical.from_codes(types, ["B", "T", "NK", "Mono"]),
-            "coarse": pd.Categorical.from_codes(types // 2, ["lymphoid", "other"]),
-            "donor": pd.Categorical.from_codes(rng.integers(0, 3, n_cells), ["d0", "d1", "d2"]),
+            "gene_ids": [f"ENSG{i:011d}" for i in range(n_genes)],
+            "gene_symbols": symbols,
+            "feature_types": feature_types,
+            "highly_variable": rng.random(n_genes) < 0.3,
+            "n_cells": (counts > 0).sum(axis=0),
         },
-        index=[f"c{i}" for i in range(n_cells)],
+        index=[f"G{i:03d}" for i in range(n_genes)],
     )
-    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(rng.choice(["B", "T", "NK"], size=n_cells))},
+        index=[f"BC{i:05d}-1" for i in range(n_cells)],
+    )
+    return ad.AnnData(counts.astype(dtype), obs=obs, var=var)
 
 
 def oracle_spearman(x: np.ndarray) -> np.ndarray:
@@ -120,23 +206,3 @@ def safe_cutoffs(rho, wanted, margin=2e-6):
         out.append(c)
     assert out == sorted(out) and all(abs(a - b) < 0.01 for a, b in zip(out, wanted, strict=True))
     return out
-
-
-def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) -> np.ndarray:
-    """All-genes-like float32 counts: ~90 % zeros, heavy-tailed gene means, many ties.
-
-    - Gene means are log-normal: a few housekeeping genes are expressed in most cells,
-      most genes in a few percent.
-    - Cell 7 is empty and cell 8 is all-equal (constant: excluded); cells 3 and 4
-      duplicate cell 250; cell 9 expresses every gene (no zeros).
-    """
-    rng = np.random.default_rng(seed)
-    means = rng.lognormal(-3.0, 1.8, n_genes)
-    library = rng.lognormal(0.0, 0.4, (n_cells, 1))
-    x = rng.poisson(rng.gamma(2.0, means * library / 2.0)).astype(np.float32)
-    x[3] = x[250]
-    x[4] = x[250]
-    x[7] = 0
-    x[8] = 2
-    x[9] = rng.integers(1, 4, n_genes)
-    return x

@@ -1,8 +1,8 @@
-"""Seeded count data and writers for every input format rankdist reads (test helpers).
+"""Writers for every input format rankdist reads (test helpers).
 
-``counts_adata`` builds a small AnnData of negative-binomial counts; the writers put it on
-disk as Cell Ranger would (10x ``.h5`` v2/v3, 10x mtx directories). AnnData's own formats
-are written with ``write_h5ad`` / ``write_zarr``.
+The writers put an AnnData (such as ``_data.counts_adata``) on disk as Cell Ranger would
+(10x ``.h5`` v2/v3, 10x mtx directories). AnnData's own formats are written with
+``write_h5ad`` / ``write_zarr``.
 """
 
 from __future__ import annotations
@@ -20,58 +20,6 @@ import scipy.sparse as sp
 
 #: The genome the 10x writers put features in.
 GENOME = "GRCh38"
-
-
-def counts_adata(n_cells: int, n_genes: int, seed: int, *, dtype=np.float32) -> ad.AnnData:
-    """A cells x genes AnnData of negative-binomial counts with many zeros.
-
-    Gene means are log-normal and dispersions vary per gene (so highly variable genes
-    exist); about 30% of entries are dropped to zero on top. Cell 2 and gene 1 are all zero.
-    ``var`` has ``gene_ids``, ``gene_symbols`` (genes 3, 4 and 5 share the symbol 'Gene3'),
-    ``feature_types`` (the last two genes are 'Antibody Capture'), a boolean
-    ``highly_variable`` and an integer ``n_cells``; ``obs`` has a categorical ``cell_type``.
-
-    Parameters
-    ----------
-    n_cells, n_genes
-        Shape of X (``n_cells >= 3``, ``n_genes >= 8``).
-    seed
-        Seed of :func:`numpy.random.default_rng`.
-    dtype
-        dtype of the dense X.
-
-    Returns
-    -------
-    AnnData
-        Dense X of shape ``(n_cells, n_genes)``.
-    """
-    rng = np.random.default_rng(seed)
-    gene_mean = rng.lognormal(mean=-0.5, sigma=1.5, size=n_genes)
-    size_factor = rng.lognormal(mean=0.0, sigma=0.5, size=n_cells)
-    mu = size_factor[:, None] * gene_mean[None, :]
-    shape_r = rng.uniform(0.1, 3.0, size=n_genes)
-    counts = rng.negative_binomial(shape_r, shape_r / (shape_r + mu))
-    counts[rng.random(counts.shape) < 0.3] = 0
-    counts[2, :] = 0
-    counts[:, 1] = 0
-    symbols = [f"Gene{i}" for i in range(n_genes)]
-    symbols[4] = symbols[5] = symbols[3]
-    feature_types = ["Gene Expression"] * (n_genes - 2) + ["Antibody Capture"] * 2
-    var = pd.DataFrame(
-        {
-            "gene_ids": [f"ENSG{i:011d}" for i in range(n_genes)],
-            "gene_symbols": symbols,
-            "feature_types": feature_types,
-            "highly_variable": rng.random(n_genes) < 0.3,
-            "n_cells": (counts > 0).sum(axis=0),
-        },
-        index=[f"G{i:03d}" for i in range(n_genes)],
-    )
-    obs = pd.DataFrame(
-        {"cell_type": pd.Categorical(rng.choice(["B", "T", "NK"], size=n_cells))},
-        index=[f"BC{i:05d}-1" for i in range(n_cells)],
-    )
-    return ad.AnnData(counts.astype(dtype), obs=obs, var=var)
 
 
 def _symbols(adata: ad.AnnData) -> np.ndarray:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from rankdist.datasets.counts import gamma_poisson
+from rankdist.datasets.labels import letters, nested_labels, obs_frame
+
 
 def synthetic_counts(
     n_cells: int = 3000,
@@ -33,6 +36,7 @@ def synthetic_counts(
 
     rng = np.random.default_rng(seed)
     n_types = n_coarse * types_per_coarse
+    type_class = np.arange(n_types) // types_per_coarse
     base = rng.normal(-1.0, 1.2, n_genes)
     coarse_fx = np.zeros((n_coarse, n_genes))
     type_fx = np.zeros((n_types, n_genes))
@@ -48,35 +52,17 @@ def synthetic_counts(
     batch_fx = rng.normal(0.0, 0.35, (n_batches, n_genes))
     cell_type = rng.integers(0, n_types, n_cells)
     batch = rng.integers(0, n_batches, n_cells)
-    coarse = cell_type // types_per_coarse
+    coarse = type_class[cell_type]
     log_mu = base + coarse_fx[coarse] + type_fx[cell_type] + batch_fx[batch]
     prob = np.exp(log_mu)
     prob /= prob.sum(axis=1, keepdims=True)
     library = rng.lognormal(np.log(2500), 0.4, n_cells)
     mean = prob * library[:, None]
-    shape = 2.0
-    counts = rng.poisson(rng.gamma(shape, mean / shape)).astype(np.float32)
-    coarse_names = [_letters(c) for c in range(n_coarse)]
-    type_names = [
-        f"{_letters(t // types_per_coarse)}{t % types_per_coarse + 1}" for t in range(n_types)
-    ]
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical.from_codes(cell_type, type_names),
-            "coarse_type": pd.Categorical.from_codes(coarse, coarse_names),
-            "batch": pd.Categorical.from_codes(batch, [f"batch{b}" for b in range(n_batches)]),
-        },
-        index=[f"cell{i:06d}" for i in range(n_cells)],
-    )
+    counts = gamma_poisson(rng, mean, shape=2.0).astype(np.float32)
+    coarse_names = [letters(c) for c in range(n_coarse)]
+    type_names = [f"{letters(type_class[t])}{t % types_per_coarse + 1}" for t in range(n_types)]
+    batch_names = [f"batch{b}" for b in range(n_batches)]
+    labels = nested_labels(cell_type, type_names, type_class, coarse_names, batch, batch_names)
+    obs = obs_frame(labels, index=[f"cell{i:06d}" for i in range(n_cells)])
     var = pd.DataFrame(index=[f"gene{g:05d}" for g in range(n_genes)])
     return ad.AnnData(X=counts, obs=obs, var=var)
-
-
-def _letters(i: int) -> str:
-    """0 -> 'A', 25 -> 'Z', 26 -> 'AA': short class names that fit in a table."""
-    out = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        out = chr(65 + r) + out
-    return out

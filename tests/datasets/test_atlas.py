@@ -108,6 +108,17 @@ def test_negative_binomial_sampler_matches_its_distribution():
     assert np.all(np.abs(x.var(axis=0) / var - 1) < 0.1)
 
 
+def test_same_spec_same_cells():
+    """The same spec gives the same data across versions: bump GENERATOR_VERSION if not."""
+    model = atlas_model(AtlasSpec(n_cells=200, n_donors=5, n_genes=500, seed=3))
+    assert model.donor_start.tolist() == [0, 42, 75, 92, 150, 200]
+    subtype, _ = cell_labels(model, 0, 200)
+    assert subtype[:10].tolist() == [1, 16, 52, 4, 42, 40, 37, 3, 3, 23]
+    counts, totals = generate_cells(model, 0, 200)
+    assert (int(counts.sum()), counts.nnz) == (633_628, 54_864)
+    assert totals[:4].tolist() == [4318, 5813, 693, 7678]
+
+
 def _same_files(a: Path, b: Path) -> bool:
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -238,6 +249,24 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(FileExistsError, match="not HDF5"):
         synth_atlas(tmp_path / "notes.h5ad", 100, overwrite=True, **QUICK)
     assert not (tmp_path / "a.zarr").exists()
+
+
+def test_taxonomy_imports_without_the_generator():
+    """The command line and the planner read the atlas's label sizes at start-up."""
+    heavy = ("numpy", "numba", "pandas", "h5py", "zarr", "distributed")
+    code = (
+        "import sys; from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES, N_DONORS; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    import rankdist.datasets.atlas as atlas
+
+    for name in atlas.__all__:  # imported on first use
+        assert getattr(atlas, name) is getattr(atlas, name)
+    with pytest.raises(AttributeError, match="no attribute 'synth'"):
+        atlas.synth  # noqa: B018
 
 
 def run(*args):

@@ -24,7 +24,7 @@ from rankdist.cli import main
 from rankdist.io.source import SourceError
 from rankdist.io.store import StoreError
 
-from _formats import counts_adata
+from _data import counts_adata
 
 N_CELLS, N_GENES = 30, 12
 CELL, GENE = 5, 7  # where a bad value is planted: cell 'BC00005-1', gene 'G007'

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 
 import rankdist
@@ -20,7 +18,7 @@ from rankdist.tiles.sparse import (
     sparse_subtile,
 )
 
-from _data import assert_matches_oracle, oracle_spearman, zero_heavy_counts
+from _data import assert_matches_oracle, labelled_adata, oracle_spearman, zero_heavy_counts
 
 K = 10
 
@@ -90,21 +88,11 @@ def test_choose_form_rules():
     assert 0.3 < predicted_cost_ratio(np.full(10, 0.05)) < 0.5  # 110 * 0.05**2 + 2.3 * 0.05
 
 
-def _adata(x: np.ndarray) -> ad.AnnData:
-    rng = np.random.default_rng(0)
-    types = rng.integers(0, 3, len(x))
-    obs = pd.DataFrame(
-        {"celltype": pd.Categorical.from_codes(types, ["a", "b", "c"])},
-        index=[f"c{i}" for i in range(len(x))],
-    )
-    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
-
-
 @pytest.fixture(scope="module")
 def all_genes(tmp_path_factory):
     x = zero_heavy_counts(1100, 500, seed=4)
     store = rankdist.ingest(
-        _adata(x), tmp_path_factory.mktemp("sparse") / "s.zarr", cell_type="celltype",
+        labelled_adata(x), tmp_path_factory.mktemp("sparse") / "s.zarr", cell_type="celltype",
         progress=False,
     )  # fmt: skip
     return x, store

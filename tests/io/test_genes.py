@@ -15,7 +15,7 @@ from rankdist.io import genes as genes_module
 from rankdist.io.genes import select_genes, streaming_normalised_mean_var
 from rankdist.io.readers import open_source
 
-from _formats import counts_adata
+from _data import counts_adata
 
 
 @pytest.fixture

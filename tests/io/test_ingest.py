@@ -13,7 +13,8 @@ import zarr
 import rankdist
 from rankdist.encode.cache import encode
 
-from _formats import counts_adata, write_10x_h5, write_10x_mtx
+from _data import counts_adata
+from _formats import write_10x_h5, write_10x_mtx
 
 
 def _store_arrays(store):

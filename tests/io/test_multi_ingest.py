@@ -12,7 +12,7 @@ import zarr
 import rankdist
 from rankdist.cli import main
 
-from _formats import counts_adata
+from _data import counts_adata
 
 
 def two_sources(tmp_path, *, same_names: bool = True):

@@ -17,7 +17,8 @@ from rankdist.io import readers
 from rankdist.io.readers import open_source
 from rankdist.io.source import AnnDataSource, SourceError
 
-from _formats import counts_adata, write_10x_h5, write_10x_mtx
+from _data import counts_adata
+from _formats import write_10x_h5, write_10x_mtx
 
 N_CELLS, N_GENES = 60, 40
 GENE_SUBSET = np.array([0, 1, 3, 4, 5, 17, N_GENES - 3])

@@ -14,7 +14,7 @@ from rankdist.cli import main
 from rankdist.io.readers import open_source
 from rankdist.io.source import AnnDataSource
 
-from _formats import counts_adata
+from _data import counts_adata
 
 #: cells per type in :func:`typed_adata`: one large, one just over N=30, one rare
 SIZES = {"A": 500, "B": 31, "C": 5}

@@ -138,6 +138,8 @@ def _nb_counts(rng, library, subtype, donor, profiles, effects, shape, keep_col)
         for g in range(n_genes):
             mu = lib * prof[g] * fx[g]
             if mu > DIRECT_MEAN:
+                # datasets.counts.gamma_poisson's draw, one value at a time in the
+                # stream's order: that function's vectorised order would change the bits
                 r = shape[g]
                 count = rng.poisson(rng.standard_gamma(r) * (mu / r))
             elif gap >= mu:

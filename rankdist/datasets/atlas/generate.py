@@ -25,7 +25,6 @@ from rankdist import _progress
 from rankdist.datasets.atlas.cells import BLOCK_CELLS, cell_labels, generate_cells
 from rankdist.datasets.atlas.h5ad import check_h5ad_path, h5ad_writer
 from rankdist.datasets.atlas.model import (
-    DEFAULT_DONORS,
     DEFAULT_GENES,
     GENERATOR_VERSION,
     N_INFORMATIVE,
@@ -33,6 +32,8 @@ from rankdist.datasets.atlas.model import (
     AtlasSpec,
     atlas_model,
 )
+from rankdist.datasets.atlas.taxonomy import N_DONORS
+from rankdist.datasets.labels import ROLES, nested_labels, obs_frame
 
 FORMATS = ("store", "h5ad")
 #: Target values (cells x kept genes) generated per task.
@@ -46,7 +47,7 @@ def synth_atlas(
     n_cells: int,
     *,
     genes: int | str | None = None,
-    n_donors: int = DEFAULT_DONORS,
+    n_donors: int = N_DONORS,
     seed: int = 0,
     format: str | None = None,
     chunk: int | None = None,
@@ -230,8 +231,7 @@ def _write_h5ad(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, comp
             f"synth {out.name}", progress,
         )  # fmt: skip
         names, labels = _obs(model)
-        columns = {role: pd.Categorical.from_codes(c, cats) for role, (c, cats) in labels.items()}
-        obs = pd.DataFrame(columns, index=pd.Index(names, dtype=object))
+        obs = obs_frame(labels, index=pd.Index(names, dtype=object))
         obs["total_counts"] = totals
         top = np.zeros(spec.n_genes, dtype=bool)
         top[model.informative[:N_INFORMATIVE]] = True
@@ -325,13 +325,10 @@ def _obs(model: AtlasModel):
     donor_names = model.donor_names
     width = len(str(spec.n_cells - 1))
     names = np.asarray([f"{donor_names[d]}_{i:0{width}d}" for i, d in enumerate(donor)], object)
-    coarse = model.subtype_class[subtype]
-    labels = {
-        "cell_type": _used(subtype, model.subtype_names),
-        "coarse_type": _used(coarse, model.class_names),
-        "batch": _used(donor, donor_names),
-    }
-    return names, labels
+    labels = nested_labels(
+        subtype, model.subtype_names, model.subtype_class, model.class_names, donor, donor_names
+    )
+    return names, {role: _used(codes, cats) for role, (codes, cats) in labels.items()}
 
 
 def _used(codes: np.ndarray, categories) -> tuple[np.ndarray, list[str]]:
@@ -375,7 +372,7 @@ def _provenance(model: AtlasModel, n_keep, n_genes: int, nnz: int) -> dict:
             "genes": genes,
             "use_raw": False,
             "layer": None,
-            "labels": {"cell_type": "cell_type", "coarse_type": "coarse_type", "batch": "batch"},
+            "labels": {role: role for role in ROLES},
         },
         "synth": {
             **spec.as_dict(),

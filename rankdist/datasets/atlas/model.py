@@ -26,8 +26,6 @@ from rankdist.datasets.atlas.taxonomy import (
 GENERATOR_VERSION = 1
 #: Genes of the 10x Genomics GRCh38 reference (Cell Ranger 3.0) that cortex atlases use.
 DEFAULT_GENES = 33_538
-#: Donors of the aged prefrontal-cortex atlas (Mathys et al. 2023).
-DEFAULT_DONORS = N_DONORS
 #: How many genes ``var['informative']`` marks: the usual size of a highly-variable set.
 N_INFORMATIVE = 2000
 
@@ -70,7 +68,7 @@ class AtlasSpec:
     """
 
     n_cells: int
-    n_donors: int = DEFAULT_DONORS
+    n_donors: int = N_DONORS
     n_genes: int = DEFAULT_GENES
     seed: int = 0
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rankdist.datasets.labels import ROLES
+
 
 @dataclass(frozen=True)
 class CellClass:
@@ -63,7 +65,7 @@ SUBTYPE_CLASS: tuple[int, ...] = tuple(i for i, c in enumerate(CLASSES) for _ in
 N_DONORS = 427
 #: The atlas's label roles and their category counts (54 subtypes, 8 classes, 427 donors):
 #: the sizes the planner and the scale simulation assume unless told otherwise.
-ATLAS_ROLES: tuple[str, ...] = ("cell_type", "coarse_type", "batch")
+ATLAS_ROLES: tuple[str, ...] = ROLES
 ATLAS_LABEL_SIZES: tuple[int, ...] = (len(SUBTYPES), len(CLASSES), N_DONORS)
 
 
