@@ -11,7 +11,7 @@ import os
 from decimal import Decimal, InvalidOperation
 
 from rankdist.planning.calibration import Calibration, load_calibration
-from rankdist.planning.model import Layout, RunPlan, RunSpec, format_bytes, plan_run
+from rankdist.planning.model import CapacityPlan, Layout, RunSpec, format_bytes, plan_run
 from rankdist.tiles.grid import MAX_BLOCK_ROWS
 
 __all__ = ["describe_plan", "parse_count", "parse_memory", "plan_capacity"]
@@ -63,7 +63,7 @@ def plan_capacity(
     encoding: str = "spearman",
     block_size: int | None = None,
     calibration: str | os.PathLike | Calibration | None = None,
-) -> RunPlan:
+) -> CapacityPlan:
     """Plan a run from the sizes a user knows.
 
     Parameters
@@ -87,7 +87,7 @@ def plan_capacity(
 
     Returns
     -------
-    rankdist.planning.model.RunPlan
+    rankdist.planning.model.CapacityPlan
     """
     if scheduler == "local":
         import psutil
@@ -113,7 +113,7 @@ def plan_capacity(
     return plan_run(spec, layout, cal, block_rows=block_size)
 
 
-def neighbors_command(plan: RunPlan, store: str, cutoffs, profile: str | None = None) -> str:
+def neighbors_command(plan: CapacityPlan, store: str, cutoffs, profile: str | None = None) -> str:
     """The ``rankdist neighbors`` command that runs the plan."""
     s, lay = plan.spec, plan.layout
     parts = ["rankdist neighbors", store]
@@ -128,7 +128,7 @@ def neighbors_command(plan: RunPlan, store: str, cutoffs, profile: str | None = 
 
 
 def describe_plan(
-    plan: RunPlan, *, store: str = "STORE", cutoffs=(0.5,), profile: str | None = None
+    plan: CapacityPlan, *, store: str = "STORE", cutoffs=(0.5,), profile: str | None = None
 ) -> str:
     """The plan as text: sizes, expected wall time, storage and the command."""
     s, lay, w = plan.spec, plan.layout, plan.wall

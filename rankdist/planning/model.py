@@ -208,7 +208,7 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
 
 
 @dataclass
-class RunPlan:
+class CapacityPlan:
     """Everything ``rankdist plan`` prints: sizes, times, storage and the command."""
 
     spec: RunSpec
@@ -273,7 +273,7 @@ def plan_run(
     cal: Calibration,
     *,
     block_rows: int | None = None,
-) -> RunPlan:
+) -> CapacityPlan:
     """Size a run: block size, tiles, FLOPs, wall time and storage.
 
     Parameters
@@ -289,7 +289,7 @@ def plan_run(
 
     Returns
     -------
-    RunPlan
+    CapacityPlan
     """
     need = min_memory_per_node(spec, layout.cores_per_node)
     if layout.mem_per_node < need:
@@ -308,7 +308,7 @@ def plan_run(
         )  # fmt: skip
     plan = TilePlan(spec.cells, block_rows)
     z_block = block_rows * spec.genes * 4
-    return RunPlan(
+    return CapacityPlan(
         spec=spec, layout=layout, block_rows=block_rows, block_rows_chosen=chosen,
         n_blocks=plan.n_blocks, n_tiles=plan.n_tiles, n_merges=n_merges(plan.n_blocks),
         flops=flops(spec.cells, spec.genes),
