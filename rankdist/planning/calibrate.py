@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rankdist.cluster.client import available_cores
-from rankdist.planning.calibration import Calibration, default_calibration_path
+from rankdist.planning.calibration import Calibration, packaged_calibration_path
 
 #: Cells and genes of the calibration workload, and its block size.
 CAL_CELLS, CAL_GENES, CAL_BLOCK_ROWS = 12288, 2000, 2048
@@ -71,7 +71,7 @@ def calibrate(
     import rankdist
     from rankdist.datasets.toy import synthetic_counts
 
-    out = Path(out) if out is not None else default_calibration_path()
+    out = Path(out) if out is not None else packaged_calibration_path()
     with tempfile.TemporaryDirectory(prefix="rankdist-calibrate-", dir=workdir) as tmp:
         tmp = Path(tmp)
         log(f"calibrating on {available_cores()} cores: {cells} synthetic cells x {genes} genes")

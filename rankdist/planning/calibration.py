@@ -16,7 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 
-def default_calibration_path() -> Path:
+def packaged_calibration_path() -> Path:
     """The calibration file shipped inside the package."""
     return Path(str(files("rankdist").joinpath("data", "calibration.json")))
 
@@ -80,7 +80,7 @@ class Calibration:
 
 def load_calibration(path: str | os.PathLike | None = None) -> Calibration:
     """Read a calibration file (default: the one shipped with rankdist)."""
-    path = Path(path) if path is not None else default_calibration_path()
+    path = Path(path) if path is not None else packaged_calibration_path()
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

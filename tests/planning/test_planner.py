@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rankdist.cli import main
-from rankdist.planning.calibration import Calibration, default_calibration_path, load_calibration
+from rankdist.planning.calibration import Calibration, load_calibration, packaged_calibration_path
 from rankdist.planning.describe import parse_count, parse_memory, plan_capacity
 from rankdist.planning.model import (
     Layout,
@@ -289,7 +289,7 @@ def test_packaged_calibration_loads_and_is_package_data():
     if (root / "pyproject.toml").exists():  # a source checkout: the file ships in wheels
         pyproject = tomllib.loads((root / "pyproject.toml").read_text())
         patterns = pyproject["tool"]["setuptools"]["package-data"]["rankdist"]
-        rel = default_calibration_path().relative_to(root / "rankdist").as_posix()
+        rel = packaged_calibration_path().relative_to(root / "rankdist").as_posix()
         assert any(Path(rel).match(p) for p in patterns)
 
 
