@@ -16,8 +16,8 @@ import numpy as np
 import zarr
 
 from rankdist.encode.sparse import SPARSE_DIR, read_sparse_rows
+from rankdist.tiles.grid import CACHED_BLOCKS
 
-_CACHE_BLOCKS = 4
 _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
@@ -55,7 +55,7 @@ def read_block(
     value = (z, valid, codes)
     with _lock:
         _cache[key] = value
-        while len(_cache) > _CACHE_BLOCKS:
+        while len(_cache) > CACHED_BLOCKS:
             _cache.popitem(last=False)
     return value
 
