@@ -131,7 +131,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
     from rankdist.encode.cache import encode
     from rankdist.layout import SUBTILE
     from rankdist.planning.simulate import prepare_simulation, tile_pairs
-    from rankdist.tiles import blocks
+    from rankdist.tiles.blocks import forget_floors
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
 
@@ -153,7 +153,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
         for n in range(PASSES + 1):  # the first pass compiles or loads numba's cache
             for passes, plan in zip(tile_passes, plans, strict=True):
                 job, out = jobs(plan, f"tiles-{n}-{plan.block_rows}")
-                client.run(blocks._floors.clear)  # each pass learns its floors afresh
+                client.run(forget_floors)  # each pass learns its floors afresh
                 with get_task_stream(client) as ts:
                     run_tiles(client, job, str(out), str(out / "checkpoint"), progress=False)
                 busy = [

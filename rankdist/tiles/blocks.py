@@ -138,6 +138,16 @@ def _floor_array(z_path: str, k: int, n_cells: int) -> np.ndarray:
     return arr
 
 
+def forget_floors() -> None:
+    """Drop every floor this worker process has learnt, as if it had run no tile yet.
+
+    Results never depend on the floors; a timing that must not profit from an earlier
+    run's floors (``rankdist plan --calibrate``) starts from none.
+    """
+    with _lock:
+        _floors.clear()
+
+
 def row_floors(z_path: str, k: int, n_cells: int, start: int, stop: int) -> np.ndarray:
     """float32 floors of cells ``start:stop`` (``-inf`` where nothing is known yet)."""
     with _lock:
