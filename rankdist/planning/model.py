@@ -20,12 +20,7 @@ from dataclasses import dataclass, field
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
 from rankdist.reduce.partial import partial_bytes_per_row
-from rankdist.tiles.grid import (
-    CACHED_BLOCKS,
-    WORKER_BASE_BYTES,
-    TilePlan,
-    choose_block_rows,
-)
+from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 from rankdist.tiles.scheduler import FAN_IN
 
 #: Batch systems ``rankdist neighbors --cluster`` submits to, and ``local``.
@@ -258,13 +253,13 @@ def storage_bytes(spec: RunSpec, block_rows: int, x_itemsize: int = 4) -> dict[s
 def min_memory_per_node(spec: RunSpec, cores_per_node: int) -> float:
     """The least job memory that holds one block of ``SUBTILE`` cells per thread.
 
-    The memory model of :func:`rankdist.tiles.grid.choose_block_rows`: 60 % of the limit,
-    less the worker's base memory, holds the block cache and, per thread, two Z blocks
-    and four partials.
+    The memory model of :func:`rankdist.tiles.grid.choose_block_rows`
+    (:func:`rankdist.tiles.grid.worker_memory_needed`) for the job's one worker.
     """
-    z_row = spec.genes * 4
-    per_row = CACHED_BLOCKS * z_row + cores_per_node * (2 * z_row + 4 * spec.partial_bytes_per_row)
-    return (per_row * SUBTILE + WORKER_BASE_BYTES) / 0.6
+    return worker_memory_needed(
+        SUBTILE, spec.genes, threads_per_worker=cores_per_node,
+        bytes_per_row_partial=spec.partial_bytes_per_row,
+    )  # fmt: skip
 
 
 def plan_run(

@@ -65,6 +65,59 @@ class TilePlan:
 CACHED_BLOCKS = 4
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
+#: Share of a worker's memory limit rankdist plans to fill: below Dask's spill (70 %) and
+#: pause (80 %) marks.
+WORKER_MEMORY_SHARE = 0.6
+
+
+def worker_bytes_per_block_row(
+    n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int
+) -> int:
+    """Bytes a worker process holds per cell of block size.
+
+    A worker holds its block cache (:data:`CACHED_BLOCKS` Z blocks) and, per running
+    tile, two Z blocks (the diagonal's copy) and about four partials (two sides, merge
+    inputs and output).
+
+    Parameters
+    ----------
+    n_genes
+        Genes of the encoded matrix (a Z row is ``4 * n_genes`` bytes of float32).
+    threads_per_worker
+        Threads of the worker, each running one tile at a time.
+    bytes_per_row_partial
+        Bytes per row of one partial result
+        (:func:`rankdist.reduce.partial.partial_bytes_per_row`).
+
+    Returns
+    -------
+    int
+        Bytes per row of one block.
+    """
+    z_row = n_genes * 4
+    per_tile = 2 * z_row + 4 * bytes_per_row_partial
+    return CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+
+
+def worker_memory_needed(
+    block_rows: int, n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int
+) -> float:
+    """The least worker memory limit that holds blocks of ``block_rows`` cells.
+
+    The inverse of :func:`choose_block_rows`'s memory bound: the worker's base memory and
+    ``block_rows`` times :func:`worker_bytes_per_block_row` within
+    :data:`WORKER_MEMORY_SHARE` of the limit. Parameters as for
+    :func:`worker_bytes_per_block_row`.
+
+    Returns
+    -------
+    float
+        Bytes of memory limit.
+    """
+    per_row = worker_bytes_per_block_row(
+        n_genes, threads_per_worker=threads_per_worker, bytes_per_row_partial=bytes_per_row_partial
+    )
+    return (block_rows * per_row + WORKER_BASE_BYTES) / WORKER_MEMORY_SHARE
 
 
 def choose_block_rows(
@@ -100,13 +153,11 @@ def choose_block_rows(
     target_blocks = math.sqrt(2 * TILES_PER_THREAD * max(threads, 1))
     rows = n_cells / target_blocks
     if worker_memory:
-        # A worker holds its block cache, and per running tile: two Z blocks (the
-        # diagonal's copy) and about four partials (two sides, merge inputs and output).
-        # Stay within 60 % of the limit, below Dask's spill (70 %) and pause (80 %) marks.
-        budget = 0.6 * worker_memory - WORKER_BASE_BYTES
-        z_row = n_genes * 4
-        per_tile = 2 * z_row + 4 * bytes_per_row_partial
-        per_row = CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+        budget = WORKER_MEMORY_SHARE * worker_memory - WORKER_BASE_BYTES
+        per_row = worker_bytes_per_block_row(
+            n_genes, threads_per_worker=threads_per_worker,
+            bytes_per_row_partial=bytes_per_row_partial,
+        )  # fmt: skip
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))

@@ -27,7 +27,7 @@ from rankdist.planning.model import (
     tile_makespan,
     wall_time_model,
 )
-from rankdist.tiles.grid import TilePlan
+from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 
 ATLAS = ["--cells", "2.3M", "--genes", "2000", "--nodes", "50", "--cores-per-node", "32"]
 
@@ -202,6 +202,19 @@ def test_min_memory_per_node_by_hand():
     need = (per_row * 512 + 350 * 2**20) / 0.6
     assert min_memory_per_node(RunSpec(2_300_000, 2000), 32) == pytest.approx(need)
     assert 1.3e9 < need < 1.4e9
+
+
+def test_worker_memory_needed_is_the_inverse_of_choose_block_rows():
+    sizes = {"threads_per_worker": 32, "bytes_per_row_partial": 2316}
+    need = worker_memory_needed(5120, 2000, **sizes)
+    per_row = 4 * 8000 + 32 * (2 * 8000 + 4 * 2316)
+    assert need == pytest.approx((5120 * per_row + 350 * 2**20) / 0.6)
+
+    def chosen(memory):
+        return choose_block_rows(10**9, 2000, threads=1, worker_memory=memory, **sizes)
+
+    assert chosen(need * (1 + 1e-9)) == 5120
+    assert chosen(need * (1 - 1e-9)) == 4608
 
 
 def test_cli_prints_the_plan_and_the_jobqueue_command(capsys):
