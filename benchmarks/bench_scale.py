@@ -193,7 +193,7 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     from distributed import get_task_stream
 
     from rankdist.planning.model import tile_makespan
-    from rankdist.planning.simulate import simulate_run, tile_pairs
+    from rankdist.planning.simulate import simulate_run
 
     timed = TimedClient(client)
     ckpt = workdir / "out" / "checkpoint"
@@ -230,7 +230,7 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
         for kind, keys in kinds.items()
     }
     overrun = [
-        compute[k][1] - compute[k][0] - tile_pairs(real_plan, *map(int, k.split("-")[2:4]))
+        compute[k][1] - compute[k][0] - real_plan.tile_pairs(*map(int, k.split("-")[2:4]))
         * seconds_per_pair
         for k in kinds["tile"] if k in compute
     ]  # fmt: skip

@@ -130,7 +130,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
 
     from rankdist.encode.cache import encode
     from rankdist.layout import SUBTILE
-    from rankdist.planning.simulate import prepare_simulation, tile_pairs
+    from rankdist.planning.simulate import prepare_simulation
     from rankdist.tiles.blocks import forget_floors
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
@@ -183,7 +183,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
             gemm_passes.append((sum(t for t, _ in gemm), sum(f for _, f in gemm)))
     gemm_s, gemm_flop = min(gemm_passes)
     gemm_rate = gemm_flop / gemm_s
-    lhs = np.array([[p.n_tiles, sum(tile_pairs(p, i, j) for i, j in p.tiles())] for p in plans])
+    lhs = np.array([[p.n_tiles, sum(p.tile_pairs(i, j) for i, j in p.tiles())] for p in plans])
     fixed, per_pair = np.linalg.solve(lhs, [min(t) for t in tile_passes])
     if fixed < 0:  # noise: all of it per pair
         fixed, per_pair = 0.0, min(tile_passes[0]) / lhs[0, 1]

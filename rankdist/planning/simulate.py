@@ -36,17 +36,6 @@ ATLAS_ROLES = ("cell_type", "coarse_type", "batch")
 ATLAS_ROLE_SIZES = (54, 8, 427)
 
 
-def tile_pairs(plan: TilePlan, i: int, j: int) -> int:
-    """Cell pairs of tile (i, j): ``n_i * n_j``, or ``n_i (n_i + 1) / 2`` on the diagonal.
-
-    Summed over all tiles this is ``N (N + 1) / 2``, the pair count of the FLOP model.
-    """
-    si, ei = plan.block_range(i)
-    sj, ej = plan.block_range(j)
-    ni, nj = ei - si, ej - sj
-    return ni * (ni + 1) // 2 if i == j else ni * nj
-
-
 @dataclass(frozen=True)
 class SimulatedTile:
     """Stand-in for :func:`rankdist.tiles.scheduler.tile_task` with the same signature.
@@ -78,7 +67,7 @@ class SimulatedTile:
         sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
         pi = _stand_in_partial(job, i, j, sides)
         pj = None if diag else _stand_in_partial(job, j, i, [(i, j, "col")])
-        rest = tile_pairs(self.real_plan, i, j) * self.seconds_per_pair
+        rest = self.real_plan.tile_pairs(i, j) * self.seconds_per_pair
         rest -= time.perf_counter() - started
         if rest > 0:
             time.sleep(rest)

@@ -60,6 +60,16 @@ class TilePlan:
     def n_tiles(self) -> int:
         return self.n_blocks * (self.n_blocks + 1) // 2
 
+    def tile_pairs(self, i: int, j: int) -> int:
+        """Cell pairs of tile (i, j): ``n_i * n_j``, or ``n_i (n_i + 1) / 2`` on the diagonal.
+
+        Summed over all tiles this is ``N (N + 1) / 2``, the pair count of the FLOP model.
+        """
+        si, ei = self.block_range(i)
+        sj, ej = self.block_range(j)
+        ni, nj = ei - si, ej - sj
+        return ni * (ni + 1) // 2 if i == j else ni * nj
+
 
 #: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
 CACHED_BLOCKS = 4
