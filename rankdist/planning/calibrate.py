@@ -240,7 +240,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
     import psutil
 
     from rankdist.layout import SUBTILE
-    from rankdist.planning.model import n_merges
+    from rankdist.planning.model import n_tasks
     from rankdist.planning.simulate import SimulatedTile, prepare_simulation
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
@@ -260,7 +260,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
             )  # fmt: skip
             wall = time.perf_counter() - t0
             used = [_cpu(p) - c for p, c in zip((me, *workers), cpu, strict=True)]
-    tasks = real.n_tiles + n_merges(real.n_blocks) + real.n_blocks
+    tasks = n_tasks(real)
     measured["scheduler"] = {
         "blocks": n_blocks,
         "tasks": tasks,

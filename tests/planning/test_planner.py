@@ -22,7 +22,9 @@ from rankdist.planning.model import (
     flops,
     min_memory_per_node,
     n_merges,
+    n_tasks,
     plan_run,
+    result_bytes,
     storage_bytes,
     tile_makespan,
     wall_time_model,
@@ -60,7 +62,7 @@ def test_atlas_with_16k_blocks_has_141_blocks_and_10011_tiles():
     assert plan.n_tiles == 141 * 142 // 2 == 10011
     # each block folds 141 tile sides, 4 at a time: ceil(140 / 3) = 47 merges per block
     assert plan.n_merges == n_merges(141) == 141 * 47
-    assert plan.n_tasks == 10011 + 141 * 47 + 141
+    assert plan.n_tasks == n_tasks(TilePlan(2_300_000, 16384)) == 10011 + 141 * 47 + 141
 
 
 def test_block_size_is_what_neighbors_would_choose_for_the_layout():
@@ -86,6 +88,10 @@ def test_storage_sizes_by_hand():
     assert sizes["encoded Z"] == 1000 * 100 * 4 + 1000
     # indices int64 + similarities float32 (N x k), counts int32 (N x 1 x 8), excluded
     assert sizes["results"] == 1000 * 10 * 12 + 1000 * 8 * 4 + 1000
+    assert result_bytes(spec) == {
+        "indices": 1000 * 10 * 8, "similarities": 1000 * 10 * 4, "counts": 1000 * 8 * 4,
+        "excluded": 1000,
+    }  # fmt: skip
     # 2 blocks x 4 partials x 512 rows x (10 * 12 + 8 * 4) bytes
     assert sizes["checkpoints at peak"] == 2 * 4 * 512 * 152
     assert spec.partial_bytes_per_row == 152
