@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal, InvalidOperation
 
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.planning.calibration import Calibration, load_calibration
 from rankdist.planning.model import CapacityPlan, Layout, RunSpec, format_bytes, plan_run
 from rankdist.tiles.grid import MAX_BLOCK_ROWS
@@ -59,7 +60,7 @@ def plan_capacity(
     scheduler: str = "slurm",
     k: int = 30,
     cutoffs=(0.5,),
-    label_values=(54, 8, 427),
+    label_values=ATLAS_LABEL_SIZES,
     encoding: str = "spearman",
     block_size: int | None = None,
     calibration: str | os.PathLike | Calibration | None = None,

@@ -17,6 +17,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from rankdist.cluster.profile import SYSTEMS
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
 from rankdist.reduce.partial import partial_bytes_per_row
@@ -24,9 +26,7 @@ from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_neede
 from rankdist.tiles.scheduler import FAN_IN
 
 #: Batch systems ``rankdist neighbors --cluster`` submits to, and ``local``.
-SCHEDULERS = ("slurm", "pbs", "sge", "lsf", "local")
-#: Label values of the aged human prefrontal cortex atlas: cell types, classes, donors.
-ATLAS_LABEL_VALUES = (54, 8, 427)
+SCHEDULERS: tuple[str, ...] = (*SYSTEMS, "local")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RunSpec:
     genes: int
     k: int = 30
     n_cutoffs: int = 1
-    label_values: tuple[int, ...] = ATLAS_LABEL_VALUES
+    label_values: tuple[int, ...] = ATLAS_LABEL_SIZES
     encoding: str = "spearman"
 
     def __post_init__(self):

@@ -27,13 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES, ATLAS_ROLES
 from rankdist.reduce.partial import Partial
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.scheduler import TileJob, TileStats, run_tiles
-
-#: Label roles of the atlas (cell type, coarse class, donor) and their value counts.
-ATLAS_ROLES = ("cell_type", "coarse_type", "batch")
-ATLAS_ROLE_SIZES = (54, 8, 427)
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ def prepare_simulation(
     k: int = 30,
     n_cutoffs: int = 1,
     roles: tuple[str, ...] = ATLAS_ROLES,
-    role_sizes: tuple[int, ...] = ATLAS_ROLE_SIZES,
+    role_sizes: tuple[int, ...] = ATLAS_LABEL_SIZES,
 ) -> tuple[TileJob, Path]:
     """The job and the empty result arrays of a simulated run of ``real_plan``'s tiles.
 
