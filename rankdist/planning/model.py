@@ -125,6 +125,11 @@ class WallTime:
     def total(self) -> float:
         return self.startup + self.encode + self.tiles + self.tail + self.reduce + self.scheduler
 
+    @property
+    def tile_phase(self) -> float:
+        """From the first tile to the last block write: what the scheduler's tasks span."""
+        return self.tiles + self.tail + self.reduce + self.scheduler
+
 
 def tile_makespan(plan: TilePlan, threads: int, seconds_per_pair: float, per_task: float):
     """Finish time of the tiles handed out in submission order to the first free thread.

@@ -15,7 +15,7 @@ import pytest
 
 from rankdist.cli import main
 from rankdist.planning.calibration import Calibration, load_calibration, packaged_calibration_path
-from rankdist.planning.describe import parse_count, parse_memory, plan_capacity
+from rankdist.planning.describe import format_seconds, parse_count, parse_memory, plan_capacity
 from rankdist.planning.model import (
     Layout,
     RunSpec,
@@ -192,6 +192,15 @@ def test_parse_count(text, value):
 def test_parse_count_rejects(text):
     with pytest.raises(ValueError, match="--cells"):
         parse_count(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0 s"), (9.94, "9.9 s"), (10, "10 s"), (89.4, "89 s"), (90, "1.5 min"),
+     (5399, "90.0 min"), (5400, "1.5 h"), (936_000, "260.0 h")],
+)  # fmt: skip
+def test_format_seconds_picks_the_unit_that_reads_best(seconds, text):
+    assert format_seconds(seconds) == text
 
 
 def test_parse_memory_reads_sizes_as_dask_jobqueue():
