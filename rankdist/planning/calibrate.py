@@ -2,8 +2,9 @@
 
 ``rankdist plan --calibrate`` runs :func:`calibrate` on this machine and writes the
 constants (:class:`rankdist.planning.calibration.Calibration`) to a JSON file, by default
-the one shipped with the package, which ``rankdist plan`` reads. Calibrate on a compute
-node of the cluster you plan for: its cores, not this machine's, set the tile rate.
+the user's (:func:`rankdist.planning.calibration.user_calibration_path`), which
+``rankdist plan`` then reads. Calibrate on a compute node of the cluster you plan for:
+its cores, not this machine's, set the tile rate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rankdist.cluster.client import available_cores
-from rankdist.planning.calibration import Calibration, packaged_calibration_path
+from rankdist.planning.calibration import Calibration, user_calibration_path
 
 #: Cells and genes of the calibration workload, and its block size.
 CAL_CELLS, CAL_GENES, CAL_BLOCK_ROWS = 12288, 2000, 2048
@@ -37,7 +38,33 @@ def calibrate(
     workdir: str | os.PathLike | None = None,
     log=print,
 ) -> Calibration:
-    """Measure the model's constants on this machine and write them to ``out``.
+    """Measure the model's constants on this machine (:func:`measure`) and write them.
+
+    Parameters
+    ----------
+    out
+        Where to write the JSON; default: the user's calibration file
+        (:func:`~rankdist.planning.calibration.user_calibration_path`), which
+        ``rankdist plan`` reads first. The file shipped with rankdist is never written.
+    cells, genes, block_rows, workdir, log
+        As for :func:`measure`.
+    """
+    out = Path(out) if out is not None else user_calibration_path()
+    cal = measure(cells=cells, genes=genes, block_rows=block_rows, workdir=workdir, log=log)
+    cal.save(out)
+    log(f"wrote {out}")
+    return cal
+
+
+def measure(
+    *,
+    cells: int = CAL_CELLS,
+    genes: int = CAL_GENES,
+    block_rows: int = CAL_BLOCK_ROWS,
+    workdir: str | os.PathLike | None = None,
+    log=print,
+) -> Calibration:
+    """Measure the model's constants on this machine.
 
     Synthetic counts (:func:`rankdist.datasets.toy.synthetic_counts`) are ingested and encoded
     on a local cluster (one worker, a thread per core, as ``rankdist neighbors``); then
@@ -59,8 +86,6 @@ def calibrate(
 
     Parameters
     ----------
-    out
-        Where to write the JSON (default: the packaged file, which ``rankdist plan`` reads).
     cells, genes, block_rows
         Size of the workload; takes about a minute at the defaults on two cores.
     workdir
@@ -71,7 +96,6 @@ def calibrate(
     import rankdist
     from rankdist.datasets.toy import synthetic_counts
 
-    out = Path(out) if out is not None else packaged_calibration_path()
     with tempfile.TemporaryDirectory(prefix="rankdist-calibrate-", dir=workdir) as tmp:
         tmp = Path(tmp)
         log(f"calibrating on {available_cores()} cores: {cells} synthetic cells x {genes} genes")
@@ -107,10 +131,7 @@ def calibrate(
         rankdist=rankdist.__version__,
         workload={"cells": cells, "genes": genes, "block_rows": block_rows},
     )
-    cal = Calibration(**{**asdict(partial), "startup_s": startup, "measured": measured})
-    cal.save(out)
-    log(f"wrote {out}")
-    return cal
+    return Calibration(**{**asdict(partial), "startup_s": startup, "measured": measured})
 
 
 def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
