@@ -95,7 +95,9 @@ def plan_capacity(
     block_size
         Cells per block (default: what ``rankdist neighbors`` would choose).
     calibration
-        Calibration file or object (default: the one shipped with rankdist).
+        Calibration file or object (default: the user's file written by
+        ``rankdist plan --calibrate`` if there is one, else the one shipped with rankdist;
+        see :func:`rankdist.planning.calibration.load_calibration`).
 
     Returns
     -------
