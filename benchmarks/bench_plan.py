@@ -11,9 +11,10 @@ cluster (one worker, one thread per core: the default), k = 30, one cutoff. Its 
 time, cluster start-up and encoding included (the fastest of ``--repeats`` runs, as the
 calibration keeps its fastest pass), is compared with what
 ``rankdist.planning.model.plan_run`` predicts for the same machine (``--scheduler local``,
-one node with this machine's cores and memory) from the calibration file. A warm-up run
-on a small store first fills numba's on-disk cache, as on any machine after the first
-run. It prints a table and appends a JSON line to benchmarks/results/plan.jsonl.
+one node with this machine's cores and memory) from the calibration file (``--calibration``,
+or the one ``rankdist plan`` reads). A warm-up run on a small store first fills numba's
+on-disk cache, as on any machine after the first run. It prints a table and appends a
+JSON line to benchmarks/results/plan.jsonl.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="runs per size (fastest kept)")
-    parser.add_argument("--calibration", default=None, help="default: the packaged file")
+    parser.add_argument(
+        "--calibration", default=None,
+        help="default: yours (rankdist plan --calibrate) if written, else the packaged file",
+    )  # fmt: skip
     parser.add_argument(
         "--calibrate", action="store_true",
         help="calibrate first (into a temporary file), so both run under the same load",

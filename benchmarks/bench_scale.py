@@ -10,9 +10,9 @@ Usage::
 per tile, tree merges with checkpoints, block writes) on a real Dask cluster started
 here: a scheduler process and ``--workers`` worker processes of ``--threads`` threads.
 Each tile is ``rankdist.planning.simulate.SimulatedTile``: it sleeps for the real tile's
-pair count times the calibrated per-pair time (``rankdist/data/calibration.json``)
-divided by a scale factor ``--real-threads / (workers * threads)``, so that the
-scheduler sees tiles completing at the rate of a ``--real-threads`` cluster. The merges,
+pair count times the calibrated per-pair time (``--calibration``, or the file ``rankdist
+plan`` reads) divided by a scale factor ``--real-threads / (workers * threads)``, so that
+the scheduler sees tiles completing at the rate of a ``--real-threads`` cluster. The merges,
 writes and the scheduler itself are real and need CPU in proportion to that rate: at
 the rate of 50 nodes x 32 cores they need about two cores, all this machine has (and it
 is shared), so the default is the rate of 20 such nodes (640 threads); the per-task
@@ -193,7 +193,7 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     from distributed import get_task_stream
 
     from rankdist.planning.model import tile_makespan
-    from rankdist.planning.simulate import simulate_run, tile_pairs
+    from rankdist.planning.simulate import simulate_run
 
     timed = TimedClient(client)
     ckpt = workdir / "out" / "checkpoint"
@@ -230,7 +230,7 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
         for kind, keys in kinds.items()
     }
     overrun = [
-        compute[k][1] - compute[k][0] - tile_pairs(real_plan, *map(int, k.split("-")[2:4]))
+        compute[k][1] - compute[k][0] - real_plan.tile_pairs(*map(int, k.split("-")[2:4]))
         * seconds_per_pair
         for k in kinds["tile"] if k in compute
     ]  # fmt: skip
@@ -336,7 +336,10 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="5GB", help="per worker process")
     parser.add_argument("--real-threads", type=int, default=20 * 32, help="cluster simulated")
     parser.add_argument("--full-size-blocks", type=int, default=8, help="0: skip that run")
-    parser.add_argument("--calibration", default=None, help="default: the packaged file")
+    parser.add_argument(
+        "--calibration", default=None,
+        help="default: yours (rankdist plan --calibrate) if written, else the packaged file",
+    )  # fmt: skip
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     args = parser.parse_args()
 

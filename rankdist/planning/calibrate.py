@@ -2,8 +2,9 @@
 
 ``rankdist plan --calibrate`` runs :func:`calibrate` on this machine and writes the
 constants (:class:`rankdist.planning.calibration.Calibration`) to a JSON file, by default
-the one shipped with the package, which ``rankdist plan`` reads. Calibrate on a compute
-node of the cluster you plan for: its cores, not this machine's, set the tile rate.
+the user's (:func:`rankdist.planning.calibration.user_calibration_path`), which
+``rankdist plan`` then reads. Calibrate on a compute node of the cluster you plan for:
+its cores, not this machine's, set the tile rate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rankdist.cluster.client import available_cores
-from rankdist.planning.calibration import Calibration, default_calibration_path
+from rankdist.planning.calibration import Calibration, user_calibration_path
 
 #: Cells and genes of the calibration workload, and its block size.
 CAL_CELLS, CAL_GENES, CAL_BLOCK_ROWS = 12288, 2000, 2048
@@ -37,7 +38,33 @@ def calibrate(
     workdir: str | os.PathLike | None = None,
     log=print,
 ) -> Calibration:
-    """Measure the model's constants on this machine and write them to ``out``.
+    """Measure the model's constants on this machine (:func:`measure`) and write them.
+
+    Parameters
+    ----------
+    out
+        Where to write the JSON; default: the user's calibration file
+        (:func:`~rankdist.planning.calibration.user_calibration_path`), which
+        ``rankdist plan`` reads first. The file shipped with rankdist is never written.
+    cells, genes, block_rows, workdir, log
+        As for :func:`measure`.
+    """
+    out = Path(out) if out is not None else user_calibration_path()
+    cal = measure(cells=cells, genes=genes, block_rows=block_rows, workdir=workdir, log=log)
+    cal.save(out)
+    log(f"wrote {out}")
+    return cal
+
+
+def measure(
+    *,
+    cells: int = CAL_CELLS,
+    genes: int = CAL_GENES,
+    block_rows: int = CAL_BLOCK_ROWS,
+    workdir: str | os.PathLike | None = None,
+    log=print,
+) -> Calibration:
+    """Measure the model's constants on this machine.
 
     Synthetic counts (:func:`rankdist.datasets.toy.synthetic_counts`) are ingested and encoded
     on a local cluster (one worker, a thread per core, as ``rankdist neighbors``); then
@@ -59,8 +86,6 @@ def calibrate(
 
     Parameters
     ----------
-    out
-        Where to write the JSON (default: the packaged file, which ``rankdist plan`` reads).
     cells, genes, block_rows
         Size of the workload; takes about a minute at the defaults on two cores.
     workdir
@@ -71,7 +96,6 @@ def calibrate(
     import rankdist
     from rankdist.datasets.toy import synthetic_counts
 
-    out = Path(out) if out is not None else default_calibration_path()
     with tempfile.TemporaryDirectory(prefix="rankdist-calibrate-", dir=workdir) as tmp:
         tmp = Path(tmp)
         log(f"calibrating on {available_cores()} cores: {cells} synthetic cells x {genes} genes")
@@ -107,10 +131,7 @@ def calibrate(
         rankdist=rankdist.__version__,
         workload={"cells": cells, "genes": genes, "block_rows": block_rows},
     )
-    cal = Calibration(**{**asdict(partial), "startup_s": startup, "measured": measured})
-    cal.save(out)
-    log(f"wrote {out}")
-    return cal
+    return Calibration(**{**asdict(partial), "startup_s": startup, "measured": measured})
 
 
 def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
@@ -130,8 +151,8 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
 
     from rankdist.encode.cache import encode
     from rankdist.layout import SUBTILE
-    from rankdist.planning.simulate import prepare_simulation, tile_pairs
-    from rankdist.tiles import blocks
+    from rankdist.planning.simulate import prepare_simulation
+    from rankdist.tiles.blocks import forget_floors
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
 
@@ -153,7 +174,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
         for n in range(PASSES + 1):  # the first pass compiles or loads numba's cache
             for passes, plan in zip(tile_passes, plans, strict=True):
                 job, out = jobs(plan, f"tiles-{n}-{plan.block_rows}")
-                client.run(blocks._floors.clear)  # each pass learns its floors afresh
+                client.run(forget_floors)  # each pass learns its floors afresh
                 with get_task_stream(client) as ts:
                     run_tiles(client, job, str(out), str(out / "checkpoint"), progress=False)
                 busy = [
@@ -183,7 +204,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
             gemm_passes.append((sum(t for t, _ in gemm), sum(f for _, f in gemm)))
     gemm_s, gemm_flop = min(gemm_passes)
     gemm_rate = gemm_flop / gemm_s
-    lhs = np.array([[p.n_tiles, sum(tile_pairs(p, i, j) for i, j in p.tiles())] for p in plans])
+    lhs = np.array([[p.n_tiles, sum(p.tile_pairs(i, j) for i, j in p.tiles())] for p in plans])
     fixed, per_pair = np.linalg.solve(lhs, [min(t) for t in tile_passes])
     if fixed < 0:  # noise: all of it per pair
         fixed, per_pair = 0.0, min(tile_passes[0]) / lhs[0, 1]
@@ -240,7 +261,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
     import psutil
 
     from rankdist.layout import SUBTILE
-    from rankdist.planning.model import n_merges
+    from rankdist.planning.model import n_tasks
     from rankdist.planning.simulate import SimulatedTile, prepare_simulation
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
@@ -260,7 +281,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
             )  # fmt: skip
             wall = time.perf_counter() - t0
             used = [_cpu(p) - c for p, c in zip((me, *workers), cpu, strict=True)]
-    tasks = real.n_tiles + n_merges(real.n_blocks) + real.n_blocks
+    tasks = n_tasks(real)
     measured["scheduler"] = {
         "blocks": n_blocks,
         "tasks": tasks,

@@ -1,10 +1,12 @@
-"""The per-core constants of the capacity model, and the JSON file that holds them.
+"""The per-core constants of the capacity model, and the JSON files that hold them.
 
-``rankdist plan`` reads them from the file shipped with the package
-(``rankdist/data/calibration.json``) unless given ``--calibration FILE``;
 ``rankdist plan --calibrate`` (:func:`rankdist.planning.calibrate.calibrate`) measures them
-on a real tile workload and rewrites it. How each constant enters the wall time is in
-:func:`rankdist.planning.model.wall_time_model` and docs/planning.md.
+on a real tile workload and writes them to the user's file,
+``$XDG_CONFIG_HOME/rankdist/calibration.json`` (:func:`user_calibration_path`).
+``rankdist plan`` reads that file if it exists, else the one shipped with the package
+(``rankdist/data/calibration.json``), unless given ``--calibration FILE``. How each
+constant enters the wall time is in :func:`rankdist.planning.model.wall_time_model` and
+docs/planning.md.
 """
 
 from __future__ import annotations
@@ -16,9 +18,21 @@ from importlib.resources import files
 from pathlib import Path
 
 
-def default_calibration_path() -> Path:
-    """The calibration file shipped inside the package."""
+def packaged_calibration_path() -> Path:
+    """The calibration file shipped inside the package; rankdist never writes it."""
     return Path(str(files("rankdist").joinpath("data", "calibration.json")))
+
+
+def user_calibration_path() -> Path:
+    """The user's calibration file: written by ``rankdist plan --calibrate``, read first.
+
+    ``$XDG_CONFIG_HOME/rankdist/calibration.json``, or
+    ``~/.config/rankdist/calibration.json`` where ``XDG_CONFIG_HOME`` is unset, empty or
+    relative (which the XDG Base Directory specification says to ignore).
+    """
+    config = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(config) if os.path.isabs(config) else Path.home() / ".config"
+    return base / "rankdist" / "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,22 @@ class Calibration:
 
 
 def load_calibration(path: str | os.PathLike | None = None) -> Calibration:
-    """Read a calibration file (default: the one shipped with rankdist)."""
-    path = Path(path) if path is not None else default_calibration_path()
+    """Read a calibration file.
+
+    Parameters
+    ----------
+    path
+        The file; default: the user's (:func:`user_calibration_path`) if it exists, else
+        the one shipped with rankdist (:func:`packaged_calibration_path`).
+
+    Returns
+    -------
+    Calibration
+    """
+    if path is None:
+        user = user_calibration_path()
+        path = user if user.is_file() else packaged_calibration_path()
+    path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -10,13 +10,25 @@ from __future__ import annotations
 import os
 from decimal import Decimal, InvalidOperation
 
+from rankdist.cluster.jobqueue import OTHERS_GRACE_S
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.planning.calibration import Calibration, load_calibration
-from rankdist.planning.model import Layout, RunPlan, RunSpec, format_bytes, plan_run
+from rankdist.planning.model import (
+    CapacityPlan,
+    Layout,
+    RunSpec,
+    format_bytes,
+    plan_run,
+    result_bytes,
+)
 from rankdist.tiles.grid import MAX_BLOCK_ROWS
+from rankdist.tiles.scheduler import FAN_IN
 
-__all__ = ["describe_plan", "parse_count", "parse_memory", "plan_capacity"]
+__all__ = ["describe_plan", "format_seconds", "parse_count", "parse_memory", "plan_capacity"]
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+#: The result arrays whose sizes the plan lists (the excluded mask is too small to matter).
+RESULT_ARRAYS_SHOWN = ("indices", "similarities", "counts")
 
 
 def parse_count(text: str | int, what: str = "--cells") -> int:
@@ -59,11 +71,11 @@ def plan_capacity(
     scheduler: str = "slurm",
     k: int = 30,
     cutoffs=(0.5,),
-    label_values=(54, 8, 427),
+    label_values=ATLAS_LABEL_SIZES,
     encoding: str = "spearman",
     block_size: int | None = None,
     calibration: str | os.PathLike | Calibration | None = None,
-) -> RunPlan:
+) -> CapacityPlan:
     """Plan a run from the sizes a user knows.
 
     Parameters
@@ -83,11 +95,13 @@ def plan_capacity(
     block_size
         Cells per block (default: what ``rankdist neighbors`` would choose).
     calibration
-        Calibration file or object (default: the one shipped with rankdist).
+        Calibration file or object (default: the user's file written by
+        ``rankdist plan --calibrate`` if there is one, else the one shipped with rankdist;
+        see :func:`rankdist.planning.calibration.load_calibration`).
 
     Returns
     -------
-    rankdist.planning.model.RunPlan
+    rankdist.planning.model.CapacityPlan
     """
     if scheduler == "local":
         import psutil
@@ -113,7 +127,7 @@ def plan_capacity(
     return plan_run(spec, layout, cal, block_rows=block_size)
 
 
-def neighbors_command(plan: RunPlan, store: str, cutoffs, profile: str | None = None) -> str:
+def neighbors_command(plan: CapacityPlan, store: str, cutoffs, profile: str | None = None) -> str:
     """The ``rankdist neighbors`` command that runs the plan."""
     s, lay = plan.spec, plan.layout
     parts = ["rankdist neighbors", store]
@@ -128,120 +142,199 @@ def neighbors_command(plan: RunPlan, store: str, cutoffs, profile: str | None = 
 
 
 def describe_plan(
-    plan: RunPlan, *, store: str = "STORE", cutoffs=(0.5,), profile: str | None = None
+    plan: CapacityPlan, *, store: str = "STORE", cutoffs=(0.5,), profile: str | None = None
 ) -> str:
-    """The plan as text: sizes, expected wall time, storage and the command."""
-    s, lay, w = plan.spec, plan.layout, plan.wall
-    cal = plan.calibration
-    per_pair = cal.seconds_per_pair(s.genes)
-    n = s.cells
-    values = "+".join(map(str, s.label_values))
-    if lay.scheduler == "local":
-        where = [
-            f"this machine: one Dask worker of {lay.cores_per_node} threads, {_b(lay.mem_per_node)}"
-        ]
-    else:
-        mem = _b(lay.mem_per_node).replace(" ", "")
-        where = [
-            f"{lay.nodes} {lay.scheduler} jobs (one per node), each one Dask worker of "
-            f"{lay.cores_per_node} threads with a {mem} limit: {lay.threads:,} threads",
-            f"(the layout of deploy/{lay.scheduler}.yaml: processes: 1, cores: "
-            f"{lay.cores_per_node}, memory: {mem})",
-        ]
-    how = (
-        "as rankdist neighbors would choose it for "
-        f"{lay.threads:,} threads and {_b(lay.mem_per_node)} per worker"
-        if plan.block_rows_chosen
-        else "as given"
-    )
-    tile_s = plan.block_rows**2 * per_pair
-    partial = plan.block_rows * s.partial_bytes_per_row
-    results = {
-        "indices": n * s.k * 8,
-        "similarities": n * s.k * 4,
-        "counts": n * s.n_cutoffs * sum(s.label_values) * 4,
-    }
-    tile_phase = w.tiles + w.tail + w.reduce + w.scheduler
-    driver_s = plan.n_tasks * cal.driver_s_per_task
-    sched_note = (
-        f"{plan.n_tasks:,} tasks x {cal.driver_s_per_task * 1e3:.1f} ms of scheduler CPU"
-        + (
-            f" = {_t(driver_s)}: the scheduler is the bottleneck"
-            if w.driver_bound
-            else (
-                f" = {_t(driver_s)}, {driver_s / max(tile_phase, 1e-9):.0%} of the tile phase"
-                if lay.scheduler != "local"
-                else ", on the same cores"
-            )
-        )
-    )
-    flops_text = f"{plan.flops:.3g}".replace("e+", "e")
-    startup_note = "cluster, work directory, result" + (
-        "" if lay.scheduler == "local" else ", 30 s for every job to join"
-    )
-    tiles_note = (
-        f"{per_pair * 1e9:.1f} ns per pair per core (GEMM {cal.gemm_gflops_per_core:.0f} "
-        f"GFLOP/s + fused pass {cal.fused_ns_per_pair:.1f} ns)"
-    )
+    """The plan as text: sizes, expected wall time, storage and the command.
+
+    Parameters
+    ----------
+    plan
+        What :func:`plan_capacity` returned.
+    store, cutoffs, profile
+        Put into the printed ``rankdist neighbors`` command.
+
+    Returns
+    -------
+    str
+        One section per topic (cluster, blocks, work, wall time, storage, the command, a
+        hint if larger blocks would help, the calibration), each line labelled.
+    """
     rows = [
-        f"rankdist plan: {n:,} cells x {s.genes:,} genes, {s.encoding}, k={s.k}, "
-        f"{s.n_cutoffs} cutoff(s), {sum(s.label_values)} label values ({values})",
-        f"cluster      {where[0]}",
-        *[f"             {line}" for line in where[1:]],
-        f"blocks       {plan.block_rows:,} cells per block ({how})",
-        f"             {plan.n_blocks:,} blocks, {plan.n_tiles:,} tiles, {plan.n_merges:,} "
-        f"merges, {plan.n_blocks:,} block writes: {plan.n_tasks:,} tasks",
-        f"work         {flops_text} FLOPs (2 G N(N+1)/2); a full tile takes "
-        f"{_t(tile_s)} on one core",
-        f"wall time    {_t(w.total)} (queue wait not included)",
-        _part("start-up", w.startup, startup_note),
-        _part("encode", w.encode, f"{s.encoding}, one task per chunk of X"),
-        _part("tiles", w.tiles, tiles_note),
-        _part("load-imbalance tail", w.tail, "the last tiles end at different times"),
-        _part("merges, block writes", w.reduce, f"partials of {_b(partial)}"),
-        _part("scheduler", w.scheduler, sched_note),
-        f"storage      store X (float32, before zstd)  {_b(plan.storage['store X']):>9}",
-        f"             encoded Z (float32)             {_b(plan.storage['encoded Z']):>9}",
-        f"             results (before zstd)           {_b(plan.storage['results']):>9}   "
-        + ", ".join(f"{k} {_b(v)}" for k, v in results.items()),
-        f"             checkpoints at peak             "
-        f"{_b(plan.storage['checkpoints at peak']):>9}   4 partials per block",
-        f"             Z read by the tiles, at most    {_b(plan.z_read_bytes):>9}   "
-        f"{_b(plan.z_read_bytes / max(tile_phase, 1e-9))}/s from the shared filesystem",
-        f"run it       {neighbors_command(plan, store, cutoffs, profile)}",
+        _summary(plan.spec),
+        *_cluster_rows(plan.layout),
+        *_block_rows(plan),
+        _work_row(plan),
+        *_wall_time_rows(plan),
+        *_storage_rows(plan),
+        *_command_rows(plan, store, cutoffs, profile),
+        *_hint_rows(plan),
+        _calibration_row(plan.calibration),
     ]
-    if lay.scheduler != "local":
-        rows.append(
-            f"             with cores: {lay.cores_per_node} and memory: "
-            f"{_b(lay.mem_per_node).replace(' ', '')} in the profile; the job that runs "
-            "rankdist (deploy/run_rankdist.sbatch) needs a walltime above this plan's"
-        )
-    if w.driver_bound and plan.block_rows_chosen and plan.block_rows < MAX_BLOCK_ROWS:
-        big = plan_run(s, lay, cal, block_rows=MAX_BLOCK_ROWS)
-        rows.append(
-            f"hint         with --block-size {MAX_BLOCK_ROWS}: {big.n_tasks:,} tasks, wall time "
-            f"{_t(big.wall.total)}" + (" (still scheduler-bound)" if big.wall.driver_bound else "")
-        )
-    src = cal.measured
-    rows.append(
-        f"calibration  {src.get('date', '?')} on {src.get('host', '?')} "
-        f"({src.get('cores', '?')} cores); for your nodes' rate run `rankdist plan --calibrate "
-        f"--calibration FILE` on one, then pass --calibration FILE"
-    )
     return "\n".join(rows)
 
 
-def _part(name: str, seconds: float, note: str) -> str:
-    return f"             {name:<22} {_t(seconds):>9}   {note}"
+def format_seconds(seconds: float) -> str:
+    """``8.2 s``, ``42 s``, ``12.5 min`` or ``3.1 h``: the unit that reads best."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
-def _b(n: float) -> str:
-    return format_bytes(n)
+def _row(label: str, text: str) -> str:
+    """One line of the plan: a section label (or none, to continue one), then the text."""
+    return f"{label:<12} {text}"
 
 
-def _t(s: float) -> str:
-    if s < 90:
-        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
+def _summary(spec: RunSpec) -> str:
+    values = "+".join(map(str, spec.label_values))
+    return (
+        f"rankdist plan: {spec.cells:,} cells x {spec.genes:,} genes, {spec.encoding}, "
+        f"k={spec.k}, {spec.n_cutoffs} cutoff(s), {sum(spec.label_values)} label values "
+        f"({values})"
+    )
+
+
+def _profile_memory(layout: Layout) -> str:
+    """The job's memory as a ``deploy/*.yaml`` profile writes it: ``128GB``."""
+    return format_bytes(layout.mem_per_node).replace(" ", "")
+
+
+def _cluster_rows(layout: Layout) -> list[str]:
+    threads = layout.cores_per_node
+    if layout.scheduler == "local":
+        worker = f"one Dask worker of {threads} threads, {format_bytes(layout.mem_per_node)}"
+        return [_row("cluster", f"this machine: {worker}")]
+    mem = _profile_memory(layout)
+    jobs = (
+        f"{layout.nodes} {layout.scheduler} jobs (one per node), each one Dask worker of "
+        f"{threads} threads with a {mem} limit: {layout.threads:,} threads"
+    )
+    profile = (
+        f"(the layout of deploy/{layout.scheduler}.yaml: processes: 1, cores: {threads}, "
+        f"memory: {mem})"
+    )
+    return [_row("cluster", jobs), _row("", profile)]
+
+
+def _block_rows(plan: CapacityPlan) -> list[str]:
+    lay = plan.layout
+    if plan.block_rows_chosen:
+        how = (
+            f"as rankdist neighbors would choose it for {lay.threads:,} threads and "
+            f"{format_bytes(lay.mem_per_node)} per worker"
+        )
+    else:
+        how = "as given"
+    tasks = (
+        f"{plan.n_blocks:,} blocks, {plan.n_tiles:,} tiles, {plan.n_merges:,} merges, "
+        f"{plan.n_blocks:,} block writes: {plan.n_tasks:,} tasks"
+    )
+    return [_row("blocks", f"{plan.block_rows:,} cells per block ({how})"), _row("", tasks)]
+
+
+def _work_row(plan: CapacityPlan) -> str:
+    flops_text = f"{plan.flops:.3g}".replace("e+", "e")
+    full_tile_s = plan.block_rows**2 * plan.calibration.seconds_per_pair(plan.spec.genes)
+    work = (
+        f"{flops_text} FLOPs (2 G N(N+1)/2); a full tile takes "
+        f"{format_seconds(full_tile_s)} on one core"
+    )
+    return _row("work", work)
+
+
+def _wall_time_rows(plan: CapacityPlan) -> list[str]:
+    spec, cal, wall = plan.spec, plan.calibration, plan.wall
+    startup = "cluster, work directory, result"
+    if plan.layout.scheduler != "local":
+        startup += f", {OTHERS_GRACE_S:.0f} s for every job to join"
+    tiles = (
+        f"{cal.seconds_per_pair(spec.genes) * 1e9:.1f} ns per pair per core (GEMM "
+        f"{cal.gemm_gflops_per_core:.0f} GFLOP/s + fused pass {cal.fused_ns_per_pair:.1f} ns)"
+    )
+    partial = format_bytes(spec.partial_bytes(plan.block_rows))
+    parts = [
+        ("start-up", wall.startup, startup),
+        ("encode", wall.encode, f"{spec.encoding}, one task per chunk of X"),
+        ("tiles", wall.tiles, tiles),
+        ("load-imbalance tail", wall.tail, "the last tiles end at different times"),
+        ("merges, block writes", wall.reduce, f"partials of {partial}"),
+        ("scheduler", wall.scheduler, _scheduler_note(plan)),
+    ]
+    return [
+        _row("wall time", f"{format_seconds(wall.total)} (queue wait not included)"),
+        *[_row("", f"{name:<22} {format_seconds(s):>9}   {note}") for name, s, note in parts],
+    ]
+
+
+def _scheduler_note(plan: CapacityPlan) -> str:
+    """The scheduler's CPU, and whether it bounds the run or how much of it it takes."""
+    per_task = plan.calibration.driver_s_per_task
+    driver_s = plan.n_tasks * per_task
+    note = f"{plan.n_tasks:,} tasks x {per_task * 1e3:.1f} ms of scheduler CPU"
+    if plan.wall.driver_bound:
+        return f"{note} = {format_seconds(driver_s)}: the scheduler is the bottleneck"
+    if plan.layout.scheduler == "local":
+        return f"{note}, on the same cores"
+    share = driver_s / max(plan.wall.tile_phase, 1e-9)
+    return f"{note} = {format_seconds(driver_s)}, {share:.0%} of the tile phase"
+
+
+def _storage_rows(plan: CapacityPlan) -> list[str]:
+    def line(label: str, what: str, nbytes: float, note: str = "") -> str:
+        text = f"{what:<32}{format_bytes(nbytes):>9}"
+        return _row(label, f"{text}   {note}" if note else text)
+
+    sizes = plan.storage
+    results = result_bytes(plan.spec)
+    arrays = ", ".join(f"{a} {format_bytes(results[a])}" for a in RESULT_ARRAYS_SHOWN)
+    checkpoints = f"{FAN_IN} partials per block"
+    z_rate = plan.z_read_bytes / max(plan.wall.tile_phase, 1e-9)
+    z_note = f"{format_bytes(z_rate)}/s from the shared filesystem"
+    return [
+        line("storage", "store X (float32, before zstd)", sizes["store X"]),
+        line("", "encoded Z (float32)", sizes["encoded Z"]),
+        line("", "results (before zstd)", sizes["results"], arrays),
+        line("", "checkpoints at peak", sizes["checkpoints at peak"], checkpoints),
+        line("", "Z read by the tiles, at most", plan.z_read_bytes, z_note),
+    ]
+
+
+def _command_rows(plan: CapacityPlan, store: str, cutoffs, profile: str | None) -> list[str]:
+    rows = [_row("run it", neighbors_command(plan, store, cutoffs, profile))]
+    lay = plan.layout
+    if lay.scheduler != "local":
+        profile_note = (
+            f"with cores: {lay.cores_per_node} and memory: {_profile_memory(lay)} in the "
+            "profile; the job that runs rankdist (deploy/run_rankdist.sbatch) needs a "
+            "walltime above this plan's"
+        )
+        rows.append(_row("", profile_note))
+    return rows
+
+
+def _hint_rows(plan: CapacityPlan) -> list[str]:
+    """Larger blocks, when the scheduler bounds a run whose block size was chosen."""
+    bound = plan.wall.driver_bound and plan.block_rows_chosen
+    if not bound or plan.block_rows >= MAX_BLOCK_ROWS:
+        return []
+    big = plan_run(plan.spec, plan.layout, plan.calibration, block_rows=MAX_BLOCK_ROWS)
+    still = " (still scheduler-bound)" if big.wall.driver_bound else ""
+    hint = (
+        f"with --block-size {MAX_BLOCK_ROWS}: {big.n_tasks:,} tasks, wall time "
+        f"{format_seconds(big.wall.total)}{still}"
+    )
+    return [_row("hint", hint)]
+
+
+def _calibration_row(cal: Calibration) -> str:
+    src = cal.measured
+    text = (
+        f"{src.get('date', '?')} on {src.get('host', '?')} ({src.get('cores', '?')} cores); "
+        "for your nodes' rate run `rankdist plan --calibrate --calibration FILE` on one, "
+        "then pass --calibration FILE"
+    )
+    return _row("calibration", text)

@@ -17,21 +17,16 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from rankdist.cluster.profile import SYSTEMS
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
 from rankdist.reduce.partial import partial_bytes_per_row
-from rankdist.tiles.grid import (
-    CACHED_BLOCKS,
-    WORKER_BASE_BYTES,
-    TilePlan,
-    choose_block_rows,
-)
+from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 from rankdist.tiles.scheduler import FAN_IN
 
 #: Batch systems ``rankdist neighbors --cluster`` submits to, and ``local``.
-SCHEDULERS = ("slurm", "pbs", "sge", "lsf", "local")
-#: Label values of the aged human prefrontal cortex atlas: cell types, classes, donors.
-ATLAS_LABEL_VALUES = (54, 8, 427)
+SCHEDULERS: tuple[str, ...] = (*SYSTEMS, "local")
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class RunSpec:
     genes: int
     k: int = 30
     n_cutoffs: int = 1
-    label_values: tuple[int, ...] = ATLAS_LABEL_VALUES
+    label_values: tuple[int, ...] = ATLAS_LABEL_SIZES
     encoding: str = "spearman"
 
     def __post_init__(self):
@@ -109,6 +104,10 @@ class RunSpec:
         """One row of a partial: top-k (float32 + int64) and int32 counts per cutoff/value."""
         return partial_bytes_per_row(self.k, self.n_cutoffs, sum(self.label_values))
 
+    def partial_bytes(self, block_rows: int) -> int:
+        """Bytes of one partial of a block of ``block_rows`` cells."""
+        return block_rows * self.partial_bytes_per_row
+
 
 @dataclass(frozen=True)
 class WallTime:
@@ -126,6 +125,11 @@ class WallTime:
     def total(self) -> float:
         return self.startup + self.encode + self.tiles + self.tail + self.reduce + self.scheduler
 
+    @property
+    def tile_phase(self) -> float:
+        """From the first tile to the last block write: what the scheduler's tasks span."""
+        return self.tiles + self.tail + self.reduce + self.scheduler
+
 
 def tile_makespan(plan: TilePlan, threads: int, seconds_per_pair: float, per_task: float):
     """Finish time of the tiles handed out in submission order to the first free thread.
@@ -142,10 +146,7 @@ def tile_makespan(plan: TilePlan, threads: int, seconds_per_pair: float, per_tas
     free = [0.0] * min(threads, plan.n_tiles)
     total = 0.0
     for i, j in plan.tiles():
-        si, ei = plan.block_range(i)
-        sj, ej = plan.block_range(j)
-        pairs = (ei - si) * (ei - si + 1) // 2 if i == j else (ei - si) * (ej - sj)
-        cost = pairs * seconds_per_pair + per_task
+        cost = plan.tile_pairs(i, j) * seconds_per_pair + per_task
         total += cost
         heapq.heapreplace(free, free[0] + cost)
     return max(free), total / threads
@@ -154,6 +155,11 @@ def tile_makespan(plan: TilePlan, threads: int, seconds_per_pair: float, per_tas
 def n_merges(n_blocks: int) -> int:
     """Merge tasks of a run: each block folds ``n_blocks`` tile sides, ``FAN_IN`` at a time."""
     return n_blocks * math.ceil((n_blocks - 1) / (FAN_IN - 1))
+
+
+def n_tasks(plan: TilePlan) -> int:
+    """Tasks of a run: one per tile, :func:`n_merges` merges, one write per block."""
+    return plan.n_tiles + n_merges(plan.n_blocks) + plan.n_blocks
 
 
 def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibration) -> WallTime:
@@ -189,13 +195,12 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
     makespan, balanced = tile_makespan(
         plan, w, cal.seconds_per_pair(spec.genes), cal.tile_fixed_s + per_task
     )
-    mb = block_rows * spec.partial_bytes_per_row / 1e6
+    mb = spec.partial_bytes(block_rows) / 1e6
     merges = n_merges(plan.n_blocks)
     merge_s = cal.merge_fixed_s + cal.merge_s_per_mb * mb + per_task
     write_s = cal.write_fixed_s + cal.write_s_per_mb * mb + per_task
     reduce = (merges * merge_s + plan.n_blocks * write_s) / w
-    tasks = plan.n_tiles + merges + plan.n_blocks
-    driver = tasks * cal.driver_s_per_task
+    driver = n_tasks(plan) * cal.driver_s_per_task
     if layout.scheduler == "local":
         scheduler, bound = driver / w, False
     else:
@@ -208,7 +213,7 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
 
 
 @dataclass
-class RunPlan:
+class CapacityPlan:
     """Everything ``rankdist plan`` prints: sizes, times, storage and the command."""
 
     spec: RunSpec
@@ -218,15 +223,12 @@ class RunPlan:
     n_blocks: int
     n_tiles: int
     n_merges: int
+    n_tasks: int
     flops: float
     wall: WallTime
     storage: dict[str, float] = field(default_factory=dict)
     z_read_bytes: float = 0.0
     calibration: Calibration | None = None
-
-    @property
-    def n_tasks(self) -> int:
-        return self.n_tiles + self.n_merges + self.n_blocks
 
 
 def flops(cells: int, genes: int) -> float:
@@ -234,37 +236,49 @@ def flops(cells: int, genes: int) -> float:
     return 2.0 * genes * cells * (cells + 1) / 2
 
 
+def result_bytes(spec: RunSpec) -> dict[str, float]:
+    """Bytes of each array of a run's results, before compression.
+
+    Keys: ``indices`` (int64, N x k), ``similarities`` (float32, N x k), ``counts`` (int32,
+    N x cutoffs x label values) and ``excluded`` (the bool mask of constant cells).
+    """
+    n = spec.cells
+    return {
+        "indices": float(n * spec.k * 8),
+        "similarities": float(n * spec.k * 4),
+        "counts": float(n * spec.n_cutoffs * sum(spec.label_values) * 4),
+        "excluded": float(n),
+    }
+
+
 def storage_bytes(spec: RunSpec, block_rows: int, x_itemsize: int = 4) -> dict[str, float]:
     """Bytes on disk, before compression (zstd shrinks X and the counts a lot).
 
     Keys: ``store X`` (cells x genes in the source dtype), ``encoded Z`` (float32, stored
-    uncompressed, and its validity mask), ``results`` (indices int64 and similarities
-    float32, N x k; counts int32, N x cutoffs x label values; the excluded mask) and
+    uncompressed, and its validity mask), ``results`` (all of :func:`result_bytes`) and
     ``checkpoints at peak`` (``FAN_IN`` merged partials per row block, the most a block
     keeps between merges).
     """
     n, g = spec.cells, spec.genes
-    n_blocks = -(-n // block_rows)
+    n_blocks = TilePlan(n, block_rows).n_blocks
     return {
         "store X": float(n * g * x_itemsize),
         "encoded Z": float(n * g * 4 + n),
-        "results": float(
-            n * spec.k * (8 + 4) + n * spec.n_cutoffs * sum(spec.label_values) * 4 + n
-        ),
-        "checkpoints at peak": float(n_blocks * FAN_IN * block_rows * spec.partial_bytes_per_row),
+        "results": sum(result_bytes(spec).values()),
+        "checkpoints at peak": float(n_blocks * FAN_IN * spec.partial_bytes(block_rows)),
     }
 
 
 def min_memory_per_node(spec: RunSpec, cores_per_node: int) -> float:
     """The least job memory that holds one block of ``SUBTILE`` cells per thread.
 
-    The memory model of :func:`rankdist.tiles.grid.choose_block_rows`: 60 % of the limit,
-    less the worker's base memory, holds the block cache and, per thread, two Z blocks
-    and four partials.
+    The memory model of :func:`rankdist.tiles.grid.choose_block_rows`
+    (:func:`rankdist.tiles.grid.worker_memory_needed`) for the job's one worker.
     """
-    z_row = spec.genes * 4
-    per_row = CACHED_BLOCKS * z_row + cores_per_node * (2 * z_row + 4 * spec.partial_bytes_per_row)
-    return (per_row * SUBTILE + WORKER_BASE_BYTES) / 0.6
+    return worker_memory_needed(
+        SUBTILE, spec.genes, threads_per_worker=cores_per_node,
+        bytes_per_row_partial=spec.partial_bytes_per_row,
+    )  # fmt: skip
 
 
 def plan_run(
@@ -273,7 +287,7 @@ def plan_run(
     cal: Calibration,
     *,
     block_rows: int | None = None,
-) -> RunPlan:
+) -> CapacityPlan:
     """Size a run: block size, tiles, FLOPs, wall time and storage.
 
     Parameters
@@ -289,7 +303,7 @@ def plan_run(
 
     Returns
     -------
-    RunPlan
+    CapacityPlan
     """
     need = min_memory_per_node(spec, layout.cores_per_node)
     if layout.mem_per_node < need:
@@ -308,10 +322,10 @@ def plan_run(
         )  # fmt: skip
     plan = TilePlan(spec.cells, block_rows)
     z_block = block_rows * spec.genes * 4
-    return RunPlan(
+    return CapacityPlan(
         spec=spec, layout=layout, block_rows=block_rows, block_rows_chosen=chosen,
         n_blocks=plan.n_blocks, n_tiles=plan.n_tiles, n_merges=n_merges(plan.n_blocks),
-        flops=flops(spec.cells, spec.genes),
+        n_tasks=n_tasks(plan), flops=flops(spec.cells, spec.genes),
         wall=wall_time_model(spec, layout, block_rows, cal),
         storage=storage_bytes(spec, block_rows),
         z_read_bytes=float(2 * plan.n_tiles * z_block), calibration=cal,

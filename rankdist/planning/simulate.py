@@ -27,24 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES, ATLAS_ROLES
 from rankdist.reduce.partial import Partial
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.scheduler import TileJob, TileStats, run_tiles
-
-#: Label roles of the atlas (cell type, coarse class, donor) and their value counts.
-ATLAS_ROLES = ("cell_type", "coarse_type", "batch")
-ATLAS_ROLE_SIZES = (54, 8, 427)
-
-
-def tile_pairs(plan: TilePlan, i: int, j: int) -> int:
-    """Cell pairs of tile (i, j): ``n_i * n_j``, or ``n_i (n_i + 1) / 2`` on the diagonal.
-
-    Summed over all tiles this is ``N (N + 1) / 2``, the pair count of the FLOP model.
-    """
-    si, ei = plan.block_range(i)
-    sj, ej = plan.block_range(j)
-    ni, nj = ei - si, ej - sj
-    return ni * (ni + 1) // 2 if i == j else ni * nj
 
 
 @dataclass(frozen=True)
@@ -78,7 +64,7 @@ class SimulatedTile:
         sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
         pi = _stand_in_partial(job, i, j, sides)
         pj = None if diag else _stand_in_partial(job, j, i, [(i, j, "col")])
-        rest = tile_pairs(self.real_plan, i, j) * self.seconds_per_pair
+        rest = self.real_plan.tile_pairs(i, j) * self.seconds_per_pair
         rest -= time.perf_counter() - started
         if rest > 0:
             time.sleep(rest)
@@ -126,7 +112,7 @@ def prepare_simulation(
     k: int = 30,
     n_cutoffs: int = 1,
     roles: tuple[str, ...] = ATLAS_ROLES,
-    role_sizes: tuple[int, ...] = ATLAS_ROLE_SIZES,
+    role_sizes: tuple[int, ...] = ATLAS_LABEL_SIZES,
 ) -> tuple[TileJob, Path]:
     """The job and the empty result arrays of a simulated run of ``real_plan``'s tiles.
 

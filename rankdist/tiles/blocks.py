@@ -16,8 +16,8 @@ import numpy as np
 import zarr
 
 from rankdist.encode.sparse import SPARSE_DIR, read_sparse_rows
+from rankdist.tiles.grid import CACHED_BLOCKS
 
-_CACHE_BLOCKS = 4
 _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
@@ -55,7 +55,7 @@ def read_block(
     value = (z, valid, codes)
     with _lock:
         _cache[key] = value
-        while len(_cache) > _CACHE_BLOCKS:
+        while len(_cache) > CACHED_BLOCKS:
             _cache.popitem(last=False)
     return value
 
@@ -136,6 +136,16 @@ def _floor_array(z_path: str, k: int, n_cells: int) -> np.ndarray:
     if arr is None or len(arr) != n_cells:
         arr = _floors[key] = np.full(n_cells, -np.inf, np.float32)
     return arr
+
+
+def forget_floors() -> None:
+    """Drop every floor this worker process has learnt, as if it had run no tile yet.
+
+    Results never depend on the floors; a timing that must not profit from an earlier
+    run's floors (``rankdist plan --calibrate``) starts from none.
+    """
+    with _lock:
+        _floors.clear()
 
 
 def row_floors(z_path: str, k: int, n_cells: int, start: int, stop: int) -> np.ndarray:

@@ -60,11 +60,74 @@ class TilePlan:
     def n_tiles(self) -> int:
         return self.n_blocks * (self.n_blocks + 1) // 2
 
+    def tile_pairs(self, i: int, j: int) -> int:
+        """Cell pairs of tile (i, j): ``n_i * n_j``, or ``n_i (n_i + 1) / 2`` on the diagonal.
+
+        Summed over all tiles this is ``N (N + 1) / 2``, the pair count of the FLOP model.
+        """
+        si, ei = self.block_range(i)
+        sj, ej = self.block_range(j)
+        ni, nj = ei - si, ej - sj
+        return ni * (ni + 1) // 2 if i == j else ni * nj
+
 
 #: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
 CACHED_BLOCKS = 4
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
+#: Share of a worker's memory limit rankdist plans to fill: below Dask's spill (70 %) and
+#: pause (80 %) marks.
+WORKER_MEMORY_SHARE = 0.6
+
+
+def worker_bytes_per_block_row(
+    n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int
+) -> int:
+    """Bytes a worker process holds per cell of block size.
+
+    A worker holds its block cache (:data:`CACHED_BLOCKS` Z blocks) and, per running
+    tile, two Z blocks (the diagonal's copy) and about four partials (two sides, merge
+    inputs and output).
+
+    Parameters
+    ----------
+    n_genes
+        Genes of the encoded matrix (a Z row is ``4 * n_genes`` bytes of float32).
+    threads_per_worker
+        Threads of the worker, each running one tile at a time.
+    bytes_per_row_partial
+        Bytes per row of one partial result
+        (:func:`rankdist.reduce.partial.partial_bytes_per_row`).
+
+    Returns
+    -------
+    int
+        Bytes per row of one block.
+    """
+    z_row = n_genes * 4
+    per_tile = 2 * z_row + 4 * bytes_per_row_partial
+    return CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+
+
+def worker_memory_needed(
+    block_rows: int, n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int
+) -> float:
+    """The least worker memory limit that holds blocks of ``block_rows`` cells.
+
+    The inverse of :func:`choose_block_rows`'s memory bound: the worker's base memory and
+    ``block_rows`` times :func:`worker_bytes_per_block_row` within
+    :data:`WORKER_MEMORY_SHARE` of the limit. Parameters as for
+    :func:`worker_bytes_per_block_row`.
+
+    Returns
+    -------
+    float
+        Bytes of memory limit.
+    """
+    per_row = worker_bytes_per_block_row(
+        n_genes, threads_per_worker=threads_per_worker, bytes_per_row_partial=bytes_per_row_partial
+    )
+    return (block_rows * per_row + WORKER_BASE_BYTES) / WORKER_MEMORY_SHARE
 
 
 def choose_block_rows(
@@ -100,13 +163,11 @@ def choose_block_rows(
     target_blocks = math.sqrt(2 * TILES_PER_THREAD * max(threads, 1))
     rows = n_cells / target_blocks
     if worker_memory:
-        # A worker holds its block cache, and per running tile: two Z blocks (the
-        # diagonal's copy) and about four partials (two sides, merge inputs and output).
-        # Stay within 60 % of the limit, below Dask's spill (70 %) and pause (80 %) marks.
-        budget = 0.6 * worker_memory - WORKER_BASE_BYTES
-        z_row = n_genes * 4
-        per_tile = 2 * z_row + 4 * bytes_per_row_partial
-        per_row = CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+        budget = WORKER_MEMORY_SHARE * worker_memory - WORKER_BASE_BYTES
+        per_row = worker_bytes_per_block_row(
+            n_genes, threads_per_worker=threads_per_worker,
+            bytes_per_row_partial=bytes_per_row_partial,
+        )  # fmt: skip
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))

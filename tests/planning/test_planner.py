@@ -14,20 +14,22 @@ from pathlib import Path
 import pytest
 
 from rankdist.cli import main
-from rankdist.planning.calibration import Calibration, default_calibration_path, load_calibration
-from rankdist.planning.describe import parse_count, parse_memory, plan_capacity
+from rankdist.planning.calibration import Calibration, load_calibration, packaged_calibration_path
+from rankdist.planning.describe import format_seconds, parse_count, parse_memory, plan_capacity
 from rankdist.planning.model import (
     Layout,
     RunSpec,
     flops,
     min_memory_per_node,
     n_merges,
+    n_tasks,
     plan_run,
+    result_bytes,
     storage_bytes,
     tile_makespan,
     wall_time_model,
 )
-from rankdist.tiles.grid import TilePlan
+from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 
 ATLAS = ["--cells", "2.3M", "--genes", "2000", "--nodes", "50", "--cores-per-node", "32"]
 
@@ -60,7 +62,7 @@ def test_atlas_with_16k_blocks_has_141_blocks_and_10011_tiles():
     assert plan.n_tiles == 141 * 142 // 2 == 10011
     # each block folds 141 tile sides, 4 at a time: ceil(140 / 3) = 47 merges per block
     assert plan.n_merges == n_merges(141) == 141 * 47
-    assert plan.n_tasks == 10011 + 141 * 47 + 141
+    assert plan.n_tasks == n_tasks(TilePlan(2_300_000, 16384)) == 10011 + 141 * 47 + 141
 
 
 def test_block_size_is_what_neighbors_would_choose_for_the_layout():
@@ -86,6 +88,10 @@ def test_storage_sizes_by_hand():
     assert sizes["encoded Z"] == 1000 * 100 * 4 + 1000
     # indices int64 + similarities float32 (N x k), counts int32 (N x 1 x 8), excluded
     assert sizes["results"] == 1000 * 10 * 12 + 1000 * 8 * 4 + 1000
+    assert result_bytes(spec) == {
+        "indices": 1000 * 10 * 8, "similarities": 1000 * 10 * 4, "counts": 1000 * 8 * 4,
+        "excluded": 1000,
+    }  # fmt: skip
     # 2 blocks x 4 partials x 512 rows x (10 * 12 + 8 * 4) bytes
     assert sizes["checkpoints at peak"] == 2 * 4 * 512 * 152
     assert spec.partial_bytes_per_row == 152
@@ -188,6 +194,15 @@ def test_parse_count_rejects(text):
         parse_count(text)
 
 
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0 s"), (9.94, "9.9 s"), (10, "10 s"), (89.4, "89 s"), (90, "1.5 min"),
+     (5399, "90.0 min"), (5400, "1.5 h"), (936_000, "260.0 h")],
+)  # fmt: skip
+def test_format_seconds_picks_the_unit_that_reads_best(seconds, text):
+    assert format_seconds(seconds) == text
+
+
 def test_parse_memory_reads_sizes_as_dask_jobqueue():
     assert parse_memory("128GB") == 128e9
     assert parse_memory("96GiB") == 96 * 2**30
@@ -202,6 +217,19 @@ def test_min_memory_per_node_by_hand():
     need = (per_row * 512 + 350 * 2**20) / 0.6
     assert min_memory_per_node(RunSpec(2_300_000, 2000), 32) == pytest.approx(need)
     assert 1.3e9 < need < 1.4e9
+
+
+def test_worker_memory_needed_is_the_inverse_of_choose_block_rows():
+    sizes = {"threads_per_worker": 32, "bytes_per_row_partial": 2316}
+    need = worker_memory_needed(5120, 2000, **sizes)
+    per_row = 4 * 8000 + 32 * (2 * 8000 + 4 * 2316)
+    assert need == pytest.approx((5120 * per_row + 350 * 2**20) / 0.6)
+
+    def chosen(memory):
+        return choose_block_rows(10**9, 2000, threads=1, worker_memory=memory, **sizes)
+
+    assert chosen(need * (1 + 1e-9)) == 5120
+    assert chosen(need * (1 - 1e-9)) == 4608
 
 
 def test_cli_prints_the_plan_and_the_jobqueue_command(capsys):
@@ -289,7 +317,7 @@ def test_packaged_calibration_loads_and_is_package_data():
     if (root / "pyproject.toml").exists():  # a source checkout: the file ships in wheels
         pyproject = tomllib.loads((root / "pyproject.toml").read_text())
         patterns = pyproject["tool"]["setuptools"]["package-data"]["rankdist"]
-        rel = default_calibration_path().relative_to(root / "rankdist").as_posix()
+        rel = packaged_calibration_path().relative_to(root / "rankdist").as_posix()
         assert any(Path(rel).match(p) for p in patterns)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from rankdist.planning.simulate import SimulatedTile, simulate_run, tile_pairs
+from rankdist.planning.simulate import SimulatedTile, simulate_run
 from rankdist.reduce.partial import EMPTY
 from rankdist.tiles.grid import TilePlan
 
@@ -125,7 +125,7 @@ def test_tiles_reach_the_scheduler_in_one_graph(client, tmp_path):
 @pytest.mark.parametrize("n_cells", [16384 * 5, 16384 * 5 - 1000, 700])
 def test_tile_pairs_add_up_to_the_flop_model(n_cells):
     plan = TilePlan(n_cells, 16384 if n_cells > 1000 else 512)
-    assert sum(tile_pairs(plan, i, j) for i, j in plan.tiles()) == n_cells * (n_cells + 1) // 2
+    assert sum(plan.tile_pairs(i, j) for i, j in plan.tiles()) == n_cells * (n_cells + 1) // 2
 
 
 def test_stand_in_partials_have_the_real_layout(tmp_path):
@@ -139,5 +139,5 @@ def test_stand_in_partials_have_the_real_layout(tmp_path):
     assert pi.tiles == {(0, 2, "row")} and pj.tiles == {(0, 2, "col")}
     diag, none = SimulatedTile(real, 0.0)(job, 1, 1)
     assert none is None and diag.tiles == {(1, 1, "row"), (1, 1, "col")}
-    assert tile_pairs(real, 0, 2) == 16384 * 12288  # the last block is short
-    assert tile_pairs(real, 1, 1) == 16384 * 16385 // 2
+    assert real.tile_pairs(0, 2) == 16384 * 12288  # the last block is short
+    assert real.tile_pairs(1, 1) == 16384 * 16385 // 2
