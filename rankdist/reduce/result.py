@@ -44,7 +44,7 @@ class NeighborResult:
         The cutoffs the counts refer to, ascending.
     counts
         xarray Dataset: one variable per label role (``cell_type``, ...), dims
-        ``(cell, cutoff, neighbour_<role>)``: the number of other cells related at or
+        ``(cell, cutoff, neighbor_<role>)``: the number of other cells related at or
         above each cutoff, by their label.
     labels
         The store's label columns by role.
@@ -263,11 +263,11 @@ def read_result(store: Store, path: Path) -> NeighborResult:
         if key in group:
             data_vars[role] = xr.DataArray(
                 np.asarray(group[key][:]),
-                dims=("cell", "cutoff", f"neighbour_{role}"),
+                dims=("cell", "cutoff", f"neighbor_{role}"),
                 coords={
                     "cell": names.astype(str),
                     "cutoff": list(cutoffs),
-                    f"neighbour_{role}": list(lab.categories),
+                    f"neighbor_{role}": list(lab.categories),
                 },
                 attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
             )
