@@ -192,6 +192,7 @@ def _run(
     job = TileJob(
         store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
         cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
+        form=enc.form, n_genes=store.n_genes,
     )  # fmt: skip
     stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
     shutil.rmtree(work / "checkpoint")

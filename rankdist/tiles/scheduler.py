@@ -33,7 +33,11 @@ _blas_limited = False
 
 @dataclass(frozen=True)
 class TileJob:
-    """Everything a tile, merge or write task needs, small enough to ship with each task."""
+    """Everything a tile, merge or write task needs, small enough to ship with each task.
+
+    ``form`` is how the encoding stores Z (``'dense'`` or ``'sparse'``, as
+    :class:`rankdist.encode.cache.Encoded` says); the sparse form needs ``n_genes``.
+    """
 
     store_path: str
     z_path: str
@@ -43,6 +47,16 @@ class TileJob:
     roles: tuple[str, ...]
     role_sizes: tuple[int, ...]
     type_hist: bool = False
+    form: str = "dense"
+    n_genes: int = 0
+
+    def __post_init__(self):
+        if self.form not in ("dense", "sparse"):
+            msg = f"TileJob form must be the encoding's: 'dense' or 'sparse', not {self.form!r}"
+            raise ValueError(msg)
+        if self.form == "sparse" and self.n_genes < 1:
+            msg = f"a sparse TileJob needs n_genes (the store's genes), got {self.n_genes}"
+            raise ValueError(msg)
 
     @property
     def hist_types(self) -> int:
@@ -61,7 +75,10 @@ class TileJob:
 
     def block(self, b: int):
         start, stop = self.plan.block_range(b)
-        return read_block(self.z_path, self.store_path, self.roles, self.offsets, start, stop)
+        return read_block(
+            self.z_path, self.store_path, self.roles, self.offsets, start, stop,
+            form=self.form, n_genes=self.n_genes,
+        )  # fmt: skip
 
 
 def _single_threaded_blas() -> None:
