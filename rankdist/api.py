@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import time
 import warnings
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
-import zarr
 from distributed import Client
 
 from rankdist.cluster.client import cluster_client
 from rankdist.encode.cache import encode
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
-from rankdist.io.store import Store, compressor, publish_directory
+from rankdist.io.store import Store
 from rankdist.layout import SUBTILE
+from rankdist.reduce import runstore
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.grid import TilePlan, choose_block_rows
@@ -174,33 +171,33 @@ def _run(
     sizes = tuple(len(store.labels[r].categories) for r in roles)
     threads, worker_memory, threads_per_worker = _worker_capacity(client)
     n = store.n_cells
-    work = store.path / "results" / f".{name}.partial"
+    work = runstore.work_path(store.path, name)
     fingerprint = {
         "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
         "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
         "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist), "form": enc.form,
     }  # fmt: skip
-    block_rows = _resumable_block_rows(work, fingerprint, block_size)
+    block_rows = runstore.resumable_block_rows(work, fingerprint, block_size)
     if block_rows is None:
         per_row = partial_bytes_per_row(k, len(cutoffs), sum(sizes))
         block_rows = block_size or choose_block_rows(
             n, store.n_genes, threads=threads, worker_memory=worker_memory,
             threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
         )  # fmt: skip
-        _new_work_dir(work, fingerprint | {"block_rows": block_rows}, enc, k, cutoffs, roles, sizes)
+        runstore.create_work_dir(
+            work, fingerprint, block_rows=block_rows,
+            role_sizes=dict(zip(roles, sizes, strict=True)), excluded=enc.excluded,
+            hist_bins=HIST_BINS,
+        )  # fmt: skip
     plan = TilePlan(n, block_rows)
     job = TileJob(
         store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
         cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
         form=enc.form, n_genes=store.n_genes,
     )  # fmt: skip
-    stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
-    shutil.rmtree(work / "checkpoint")
-    (work / "job.json").unlink()
-    out = zarr.open_group(work, mode="r+")
-    if type_hist:
-        _finish_pair_hist(out, job.hist_types)
-    out.attrs["run"] = {
+    ckpt = runstore.checkpoint_path(work)
+    stats = run_tiles(client, job, str(work), str(ckpt), progress=progress)
+    metadata = {
         "name": name,
         "encoding": encoding,
         "encoding_params": enc.params,
@@ -230,77 +227,8 @@ def _run(
         },
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    publish_directory(work, store.path / "results" / name)
+    runstore.publish_run(work, runstore.run_path(store.path, name), metadata)
     return load(store, name)
-
-
-def _resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) -> int | None:
-    """The block size of an unfinished run of the same job in ``work``, if it can resume.
-
-    A work directory of another job (other parameters, another ingest) or of another
-    explicit block size is removed: its partial results do not apply.
-    """
-    if not work.exists():
-        return None
-    try:
-        previous = json.loads((work / "job.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        previous = None
-    if previous is not None:
-        rows = previous.pop("block_rows", None)
-        if previous == fingerprint and block_size in (None, rows):
-            return rows
-    shutil.rmtree(work)
-    return None
-
-
-def _new_work_dir(work: Path, job_json: dict, enc, k, cutoffs, roles, sizes) -> None:
-    """Create the run's work directory: empty result arrays, then job.json (last)."""
-    n, rows = job_json["n_cells"], job_json["block_rows"]
-    out = zarr.open_group(work, mode="w")
-    (work / "checkpoint").mkdir()
-    for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
-        out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
-    excluded = np.zeros(n, dtype=bool)
-    excluded[enc.excluded] = True
-    out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))
-    out["excluded"][:] = excluded
-    for role, size in zip(roles, sizes, strict=True):
-        out.create_array(
-            f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
-            chunks=(rows, len(cutoffs), size), compressors=compressor(),
-        )  # fmt: skip
-    if job_json["type_hist"]:
-        t = sizes[roles.index("cell_type")]
-        n_blocks = -(-n // rows)
-        out.create_array(
-            "pair_hist_blocks", shape=(n_blocks, t, t, HIST_BINS), dtype="int64",
-            chunks=(1, t, t, HIST_BINS), compressors=compressor(),
-        )  # fmt: skip
-    tmp = work / ".job.json.tmp"
-    tmp.write_text(json.dumps(job_json))
-    os.replace(tmp, work / "job.json")
-
-
-def _finish_pair_hist(out: zarr.Group, n_types: int) -> None:
-    """Sum the per-block histograms and fold them into unordered type pairs.
-
-    A pair (a, b) of cells was counted once, under (type of the lower-index cell, type of
-    the other); ``pair_hist[s, t]`` (= ``pair_hist[t, s]``) counts the pairs of one cell
-    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t.
-    """
-    total = np.zeros((n_types, n_types, HIST_BINS), np.int64)
-    for b in range(out["pair_hist_blocks"].shape[0]):
-        total += np.asarray(out["pair_hist_blocks"][b])
-    sym = total + total.transpose(1, 0, 2)
-    diag = np.arange(n_types)
-    sym[diag, diag] = total[diag, diag]
-    arr = out.create_array(
-        "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape, compressors=compressor()
-    )
-    arr[:] = sym
-    arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, HIST_BINS + 1).tolist()
-    del out["pair_hist_blocks"]
 
 
 def _check_k(k) -> int:
