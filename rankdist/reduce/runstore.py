@@ -10,7 +10,12 @@ A run is computed in a hidden work directory and renamed into place when complet
       job.json                    what the arrays belong to; written last, atomically
     results/<run>/                the finished run
       indices, similarities, excluded, counts/<role>, pair_hist (with type_hist)
-      attrs: run (the run's metadata)
+      attrs: encoding-type, encoding-version, run (the run's metadata)
+
+The finished run is versioned as anndata versions its elements: the group's attrs
+carry ``encoding-type`` (:data:`RUN_TYPE`) and ``encoding-version``
+(:data:`RUN_VERSION`). A run written before the version was recorded reads as
+version ``"1"``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ import zarr
 
 from rankdist.io.store import Store, compressor, publish_directory
 from rankdist.reduce.partial import Partial
+
+#: ``encoding-type`` of a finished run's group.
+RUN_TYPE = "rankdist-run"
+#: ``encoding-version`` this rankdist writes.
+RUN_VERSION = "1"
+#: Versions this rankdist reads; a run without the attrs predates them and is version 1.
+READ_VERSIONS = ("1",)
 
 _JOB_FILE = "job.json"
 _CHECKPOINT_DIR = "checkpoint"
@@ -169,14 +181,16 @@ def publish_run(work: Path, final: Path, metadata: dict) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
     Drops the checkpoints and job.json, folds the per-block histograms into
-    ``pair_hist``, writes ``attrs["run"] = metadata``, then replaces ``final``
-    atomically (:func:`rankdist.io.store.publish_directory`).
+    ``pair_hist``, writes the version attrs and ``attrs["run"] = metadata``, then
+    replaces ``final`` atomically (:func:`rankdist.io.store.publish_directory`).
     """
     shutil.rmtree(checkpoint_path(work))
     (work / _JOB_FILE).unlink()
     out = zarr.open_group(work, mode="r+")
     if "pair_hist_blocks" in out:
         _finish_pair_hist(out)
+    out.attrs["encoding-type"] = RUN_TYPE
+    out.attrs["encoding-version"] = RUN_VERSION
     out.attrs["run"] = metadata
     publish_directory(work, final)
 
@@ -222,6 +236,8 @@ class StoredRun:
         ``(bins + 1,)`` float64 edges of ``pair_hist``'s bins, or None.
     metadata
         ``attrs["run"]``.
+    version
+        The run's ``encoding-version``.
     """
 
     indices: np.ndarray
@@ -231,10 +247,39 @@ class StoredRun:
     pair_hist: np.ndarray | None
     bin_edges: np.ndarray | None
     metadata: dict
+    version: str
+
+
+def run_version(attrs, store_path: str | os.PathLike, run: str) -> str:
+    """The ``encoding-version`` of a finished run's attrs, checked to be readable.
+
+    Raises
+    ------
+    ValueError
+        If the group is not a rankdist run, or of a version this rankdist cannot read.
+    """
+    kind = attrs.get("encoding-type")
+    if kind is None and "encoding-version" not in attrs:
+        return "1"  # written before runs carried a version
+    if kind != RUN_TYPE:
+        msg = (
+            f"results/{run} in {store_path} has encoding-type {kind!r}, not {RUN_TYPE!r}: it "
+            "was not written by rankdist neighbors; move it out of results/ or recompute it"
+        )
+        raise ValueError(msg)
+    version = str(attrs.get("encoding-version"))
+    if version not in READ_VERSIONS:
+        msg = (
+            f"run {run!r} in {store_path} has results format (encoding-version) {version!r}; "
+            f"this rankdist reads {list(READ_VERSIONS)}. Upgrade rankdist, or recompute the "
+            f"run with `rankdist neighbors {store_path} --name {run}`"
+        )
+        raise ValueError(msg)
+    return version
 
 
 def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
-    """Read the finished run ``run`` of a store.
+    """Read the finished run ``run`` of a store, checking its version.
 
     Parameters
     ----------
@@ -249,6 +294,7 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
         Every array of the run, read into memory, and its metadata.
     """
     group = zarr.open_group(run_path(store_path, run), mode="r")
+    version = run_version(group.attrs, store_path, run)
     counts = {}
     if "counts" in group:
         counts = {role: np.asarray(arr[:]) for role, arr in group["counts"].arrays()}
@@ -264,6 +310,7 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
         pair_hist=pair_hist,
         bin_edges=bin_edges,
         metadata=dict(group.attrs["run"]),
+        version=version,
     )
 
 
