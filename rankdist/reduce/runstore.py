@@ -314,8 +314,20 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
     )
 
 
-def list_runs(store: Store) -> list[str]:
-    """Names of the finished runs in a store."""
+def list_runs(store: str | os.PathLike | Store) -> list[str]:
+    """Names of the finished runs in a store.
+
+    Parameters
+    ----------
+    store
+        The store (path or :class:`~rankdist.io.store.Store`).
+
+    Returns
+    -------
+    list of str
+        Sorted run names (the work directories of unfinished runs are not listed).
+    """
+    store = store if isinstance(store, Store) else Store(store)
     path = store.path / "results"
     if not path.exists():
         return []

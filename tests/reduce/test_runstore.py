@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 import rankdist
+from rankdist.io.store import StoreError
 from rankdist.reduce import runstore
 from rankdist.reduce.partial import Partial
 
@@ -74,6 +75,15 @@ def test_unknown_version_is_refused_naming_store_run_and_versions(stored):
     _copy_run(store, "alien", lambda attrs: attrs.update({"encoding-type": "other"}))
     with pytest.raises(ValueError, match="encoding-type 'other'"):
         rankdist.load(store, "alien")
+
+
+def test_list_runs_takes_a_path_or_a_store(stored):
+    store, _ = stored
+    assert "run" in rankdist.list_runs(store)
+    assert rankdist.list_runs(store.path) == rankdist.list_runs(str(store.path))
+    assert rankdist.list_runs(store.path) == rankdist.list_runs(store)
+    with pytest.raises(StoreError, match="does not exist"):
+        rankdist.list_runs(store.path / "nowhere.zarr")
 
 
 FINGERPRINT = {
