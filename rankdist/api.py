@@ -6,13 +6,14 @@ import os
 import re
 import time
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version
 
 import numpy as np
 from distributed import Client
 
 from rankdist.cluster.client import cluster_client
-from rankdist.encode.cache import encode
+from rankdist.encode.cache import Encoded, encode
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.store import Store
@@ -102,36 +103,111 @@ def neighbors(
         Also stored, and readable with :func:`rankdist.load`.
     """
     started = time.perf_counter()
-    store = store if isinstance(store, Store) else Store(store)
-    k = _check_k(k)
-    cutoffs = _check_cutoffs(cutoffs)
-    get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
-    name = name or encoding
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
-        raise ValueError(msg)
-    block_size = _check_block_size(block_size)
-    if form not in FORMS:
-        msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
-        raise ValueError(msg)
-    if type_hist and "cell_type" not in store.labels:
-        msg = (
-            f"type_hist needs cell-type labels, and {store.path} has none; "
-            "re-ingest with --cell-type COLUMN"
-        )
-        raise ValueError(msg)
+    request = NeighborsRequest.checked(
+        store, encoding, k, cutoffs, params=params, name=name, block_size=block_size,
+        type_hist=type_hist, form=form, progress=progress,
+    )  # fmt: skip
     if client is None:
         with cluster_client(
             cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
         ) as own:
-            return _run(
-                store, encoding, params, k, cutoffs, own, name, block_size, type_hist,
-                progress, started, form,
-            )  # fmt: skip
-    return _run(
-        store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress,
-        started, form,
-    )  # fmt: skip
+            return _run(request, own, started)
+    return _run(request, client, started)
+
+
+@dataclass(frozen=True)
+class NeighborsRequest:
+    """One call of :func:`neighbors`, checked once: what to compute and how.
+
+    The run's resume fingerprint (job.json) and its ``attrs["run"]`` are both derived
+    from it (:meth:`run_spec`). The fields are those of :func:`neighbors`, normalised:
+    ``store`` a :class:`Store`, ``cutoffs`` sorted and unique, ``name`` filled in.
+    """
+
+    store: Store
+    encoding: str
+    params: dict | None
+    k: int
+    cutoffs: tuple[float, ...]
+    name: str
+    block_size: int | None
+    type_hist: bool
+    form: Form
+    progress: bool
+
+    @classmethod
+    def checked(
+        cls,
+        store: str | os.PathLike | Store,
+        encoding: str,
+        k,
+        cutoffs,
+        *,
+        params: dict | None,
+        name: str | None,
+        block_size,
+        type_hist: bool,
+        form: str,
+        progress: bool,
+    ) -> NeighborsRequest:
+        """Validate the arguments of :func:`neighbors` (before any cluster starts)."""
+        store = store if isinstance(store, Store) else Store(store)
+        k = _check_k(k)
+        cutoffs = _check_cutoffs(cutoffs)
+        get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
+        name = name or encoding
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
+            raise ValueError(msg)
+        block_size = _check_block_size(block_size)
+        if form not in FORMS:
+            msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
+            raise ValueError(msg)
+        if type_hist and "cell_type" not in store.labels:
+            msg = (
+                f"type_hist needs cell-type labels, and {store.path} has none; "
+                "re-ingest with --cell-type COLUMN"
+            )
+            raise ValueError(msg)
+        return cls(
+            store=store, encoding=encoding, params=params, k=k, cutoffs=cutoffs, name=name,
+            block_size=block_size, type_hist=bool(type_hist), form=form, progress=bool(progress),
+        )  # fmt: skip
+
+    @property
+    def role_sizes(self) -> dict[str, int]:
+        """Label role -> number of categories, in the order the counts are laid out."""
+        return {role: len(lab.categories) for role, lab in self.store.labels.items()}
+
+    def run_spec(self, enc: Encoded, sparse_cost: float) -> dict:
+        """The ``attrs["run"]`` entries fixed before any tile runs (docs/results.md).
+
+        Parameters
+        ----------
+        enc
+            The computed encoding (its key, resolved parameters, form, excluded cells).
+        sparse_cost
+            Predicted sparse / dense cost of the tiles; NaN when not estimated.
+        """
+        store = self.store
+        return {
+            "name": self.name,
+            "encoding": self.encoding,
+            "encoding_params": enc.params,
+            "encoding_key": enc.key,
+            "content_id": store.content_id,
+            "form": enc.form,
+            "form_requested": self.form,
+            "sparse_cost_estimate": None if np.isnan(sparse_cost) else round(sparse_cost, 4),
+            "k": self.k,
+            "cutoffs": list(self.cutoffs),
+            "labels": {role: lab.column for role, lab in store.labels.items()},
+            "subtile": SUBTILE,
+            "type_hist": self.type_hist,
+            "n_cells": store.n_cells,
+            "n_genes": store.n_genes,
+            "n_excluded": len(enc.excluded),
+        }
 
 
 def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tuple[str, float]:
@@ -146,79 +222,64 @@ def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tupl
     return choose_form(density), predicted_cost_ratio(density)
 
 
-def _run(
-    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started,
-    form="auto",
-):  # fmt: skip
-    form_used, cost_ratio = _choose_form(store, encoding, form, client)
-    enc = encode(store, encoding, params, client, progress=progress, form=form_used)
-    if k >= enc.n_valid:
+def _run(request: NeighborsRequest, client: Client, started: float) -> NeighborResult:
+    """Encode, run every tile not yet durable in the work directory, publish the run.
+
+    ``started`` is the ``time.perf_counter()`` of the call, for ``wall_time_s``.
+    """
+    store = request.store
+    form, sparse_cost = _choose_form(store, request.encoding, request.form, client)
+    enc = encode(
+        store, request.encoding, request.params, client, progress=request.progress, form=form
+    )
+    if request.k >= enc.n_valid:
         msg = (
-            f"k={k} must be smaller than the number of cells with a defined correlation "
-            f"({enc.n_valid} of {store.n_cells} in {store.path}); choose k <= {enc.n_valid - 1}"
+            f"k={request.k} must be smaller than the number of cells with a defined "
+            f"correlation ({enc.n_valid} of {store.n_cells} in {store.path}); choose "
+            f"k <= {enc.n_valid - 1}"
         )
         raise ValueError(msg)
     if len(enc.excluded):
         names = list(store.cell_names[enc.excluded[:5]])
         warnings.warn(
             f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
-            f"and have no defined {encoding} correlation; they are excluded (indices -1, "
-            f"similarities NaN, result.excluded True). First: {names}",
+            f"and have no defined {request.encoding} correlation; they are excluded (indices "
+            f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
             stacklevel=3,
         )
-    roles = tuple(store.labels)
-    sizes = tuple(len(store.labels[r].categories) for r in roles)
+    role_sizes = request.role_sizes
     threads, worker_memory, threads_per_worker = _worker_capacity(client)
-    n = store.n_cells
-    work = runstore.work_path(store.path, name)
-    fingerprint = {
-        "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
-        "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
-        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist), "form": enc.form,
-    }  # fmt: skip
-    block_rows = runstore.resumable_block_rows(work, fingerprint, block_size)
+    spec = request.run_spec(enc, sparse_cost)
+    fingerprint = runstore.resume_fingerprint(spec)
+    work = runstore.work_path(store.path, request.name)
+    block_rows = runstore.resumable_block_rows(work, fingerprint, request.block_size)
     if block_rows is None:
-        per_row = partial_bytes_per_row(k, len(cutoffs), sum(sizes))
-        block_rows = block_size or choose_block_rows(
-            n, store.n_genes, threads=threads, worker_memory=worker_memory,
+        per_row = partial_bytes_per_row(request.k, len(request.cutoffs), sum(role_sizes.values()))
+        block_rows = request.block_size or choose_block_rows(
+            store.n_cells, store.n_genes, threads=threads, worker_memory=worker_memory,
             threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
         )  # fmt: skip
         runstore.create_work_dir(
-            work, fingerprint, block_rows=block_rows,
-            role_sizes=dict(zip(roles, sizes, strict=True)), excluded=enc.excluded,
-            hist_bins=HIST_BINS,
+            work, fingerprint, block_rows=block_rows, role_sizes=role_sizes,
+            excluded=enc.excluded, hist_bins=HIST_BINS,
         )  # fmt: skip
-    plan = TilePlan(n, block_rows)
+    plan = TilePlan(store.n_cells, block_rows)
     job = TileJob(
-        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
-        cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
-        form=enc.form, n_genes=store.n_genes,
+        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan,
+        k=request.k, cutoffs=request.cutoffs, roles=tuple(role_sizes),
+        role_sizes=tuple(role_sizes.values()), type_hist=request.type_hist, form=enc.form,
+        n_genes=store.n_genes,
     )  # fmt: skip
     ckpt = runstore.checkpoint_path(work)
-    stats = run_tiles(client, job, str(work), str(ckpt), progress=progress)
-    metadata = {
-        "name": name,
-        "encoding": encoding,
-        "encoding_params": enc.params,
-        "encoding_key": enc.key,
-        "form": enc.form,
-        "form_requested": form,
-        "sparse_cost_estimate": None if np.isnan(cost_ratio) else round(cost_ratio, 4),
-        "k": k,
-        "cutoffs": list(cutoffs),
-        "labels": {r: store.labels[r].column for r in roles},
+    stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress)
+    measured = {
         "block_rows": block_rows,
-        "subtile": SUBTILE,
         "n_blocks": plan.n_blocks,
         "n_tiles": plan.n_tiles,
-        "type_hist": bool(type_hist),
         "tiles_computed": stats.tiles_computed,
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
-        "n_cells": n,
-        "n_genes": store.n_genes,
-        "n_excluded": len(enc.excluded),
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -227,8 +288,8 @@ def _run(
         },
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    runstore.publish_run(work, runstore.run_path(store.path, name), metadata)
-    return load(store, name)
+    runstore.publish_run(work, runstore.run_path(store.path, request.name), spec | measured)
+    return load(store, request.name)
 
 
 def _check_k(k) -> int:

@@ -38,6 +38,13 @@ RUN_TYPE = "rankdist-run"
 RUN_VERSION = "1"
 #: Versions this rankdist reads; a run without the attrs predates them and is version 1.
 READ_VERSIONS = ("1",)
+#: Format of a work directory's job.json; a work directory of another format is discarded.
+JOB_FORMAT = 2
+#: The attrs["run"] keys that decide whether a work directory's checkpoints can be resumed.
+RESUME_KEYS = (
+    "content_id", "encoding_key", "form", "k", "cutoffs", "labels", "subtile", "n_cells",
+    "type_hist",
+)  # fmt: skip
 
 _JOB_FILE = "job.json"
 _CHECKPOINT_DIR = "checkpoint"
@@ -58,11 +65,29 @@ def checkpoint_path(work: str | os.PathLike) -> Path:
     return Path(work) / _CHECKPOINT_DIR
 
 
+def resume_fingerprint(spec: dict) -> dict:
+    """The part of a run's metadata that must match for its checkpoints to be reused.
+
+    Parameters
+    ----------
+    spec
+        The run's ``attrs["run"]`` entries known before the tiles run; must hold every
+        key of :data:`RESUME_KEYS`.
+
+    Returns
+    -------
+    dict
+        JSON-plain (tuples become lists), so that it compares equal to a job.json read back.
+    """
+    return json.loads(json.dumps({"format": JOB_FORMAT} | {k: spec[k] for k in RESUME_KEYS}))
+
+
 def resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) -> int | None:
     """The block size of an unfinished run of the same job in ``work``, if it can resume.
 
-    A work directory of another job (other parameters, another ingest) or of another
-    explicit block size is removed: its partial results do not apply.
+    A work directory of another job (other parameters, another ingest, an older job.json
+    format) or of another explicit block size is removed: its partial results do not
+    apply.
     """
     if not work.exists():
         return None
@@ -70,7 +95,7 @@ def resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) 
         previous = json.loads((work / _JOB_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         previous = None
-    if previous is not None:
+    if isinstance(previous, dict):
         rows = previous.pop("block_rows", None)
         if previous == fingerprint and block_size in (None, rows):
             return rows
@@ -94,8 +119,7 @@ def create_work_dir(
     work
         The work directory (:func:`work_path`); must not exist.
     fingerprint
-        What the arrays belong to (gives n_cells, k, cutoffs, type_hist); job.json holds
-        it and ``block_rows``.
+        :func:`resume_fingerprint` of the run (gives n_cells, k, cutoffs, type_hist).
     block_rows
         Cells per row block: the chunk rows of the result arrays.
     role_sizes

@@ -86,11 +86,13 @@ def test_list_runs_takes_a_path_or_a_store(stored):
         rankdist.list_runs(store.path / "nowhere.zarr")
 
 
-FINGERPRINT = {
-    "content_id": "c0", "encoding_key": "e0", "form": "dense", "k": 2, "cutoffs": [0.1, 0.5],
-    "labels": {"cell_type": "ct", "batch": "donor"}, "subtile": 512, "n_cells": 5,
-    "type_hist": True,
-}  # fmt: skip
+FINGERPRINT = runstore.resume_fingerprint(
+    {
+        "content_id": "c0", "encoding_key": "e0", "form": "dense", "k": 2, "cutoffs": (0.1, 0.5),
+        "labels": {"cell_type": "ct", "batch": "donor"}, "subtile": 512, "n_cells": 5,
+        "type_hist": True,
+    }
+)  # fmt: skip
 
 
 def test_work_dir_blocks_and_publish_round_trip(tmp_path):
@@ -122,3 +124,20 @@ def test_work_dir_blocks_and_publish_round_trip(tmp_path):
     want = np.array([[3, 13], [13, 3]])  # summed over blocks; (0, 1) and (1, 0) folded
     assert np.array_equal(stored.pair_hist[..., 0], want)
     assert np.array_equal(stored.bin_edges, np.linspace(-1, 1, 4))
+
+
+def test_work_dir_resumes_only_the_same_job(tmp_path):
+    work = tmp_path / ".r.partial"
+    make = dict(block_rows=4, role_sizes={"cell_type": 2}, excluded=np.array([], int), hist_bins=3)
+    runstore.create_work_dir(work, FINGERPRINT, **make)
+    assert runstore.resumable_block_rows(work, FINGERPRINT, None) == 4
+    assert runstore.resumable_block_rows(work, FINGERPRINT, 4) == 4
+    assert runstore.resumable_block_rows(work, FINGERPRINT | {"k": 3}, None) is None
+    assert not work.exists()  # another job's work is discarded
+    runstore.create_work_dir(work, FINGERPRINT, **make)
+    assert runstore.resumable_block_rows(work, FINGERPRINT, 8) is None  # another block size
+    runstore.create_work_dir(work, FINGERPRINT, **make)
+    old = FINGERPRINT | {"format": 1}  # a work directory of the previous job.json format
+    (work / "job.json").write_text(json.dumps(old | {"block_rows": 4}))
+    assert runstore.resumable_block_rows(work, FINGERPRINT, None) is None
+    assert not work.exists()
