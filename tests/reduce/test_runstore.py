@@ -1,9 +1,11 @@
-"""The results/<run>/ format: versioned, written and read by reduce/runstore.py."""
+"""The results/<run>/ format: documented, versioned, written and read by reduce/runstore.py."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from rankdist.reduce import runstore
 from rankdist.reduce.partial import Partial
 
 from _data import tricky_adata
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+MARKER = "<!-- attrs-run:"
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,31 @@ def stored(tmp_path_factory, client):
             block_size=512, progress=False,
         )  # fmt: skip
     return store, res
+
+
+def _documented_run_keys() -> list[str]:
+    """The first column of the markdown table that follows the attrs-run marker."""
+    lines = DOCS.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(MARKER))
+    keys = []
+    for line in lines[start + 3 :]:  # the marker, the header row, the |---| row
+        if not line.startswith("|"):
+            break
+        match = re.fullmatch(r"\| `([^`]+)` \|.*", line)
+        assert match, f"docs/results.md: attrs-run table row without a `key`: {line!r}"
+        keys.append(match.group(1))
+    return keys
+
+
+def test_docs_list_every_run_attribute_and_no_other(stored):
+    store, _ = stored
+    keys = _documented_run_keys()
+    assert len(keys) == len(set(keys)), "a key is documented twice"
+    documented = set(keys)
+    actual = set(zarr.open_group(store.path / "results" / "run", mode="r").attrs["run"])
+    assert not actual - documented, f"undocumented in docs/results.md: {actual - documented}"
+    assert not documented - actual, f"documented but not stored: {documented - actual}"
+    assert set(runstore.RESUME_KEYS) <= actual
 
 
 def test_finished_run_carries_its_format_version(stored):
