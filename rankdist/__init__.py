@@ -17,7 +17,7 @@ _EXPORTS = {
     "NeighborResult": "rankdist.reduce.result",
     "Store": "rankdist.io.store",
     "ingest": "rankdist.io.ingest",
-    "list_runs": "rankdist.reduce.result",
+    "list_runs": "rankdist.reduce.runstore",
     "load": "rankdist.reduce.result",
     "neighbors": "rankdist.api",
     "purity_table": "rankdist.analysis.purity",

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
-import zarr
 from distributed import Client
 
 from rankdist.cluster.client import cluster_client
-from rankdist.encode.cache import encode
+from rankdist.encode.cache import Encoded, encode
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
-from rankdist.io.store import Store, compressor, publish_directory
+from rankdist.io.store import Store
 from rankdist.layout import SUBTILE
+from rankdist.reduce import runstore
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.grid import TilePlan, choose_block_rows
@@ -105,36 +103,111 @@ def neighbors(
         Also stored, and readable with :func:`rankdist.load`.
     """
     started = time.perf_counter()
-    store = store if isinstance(store, Store) else Store(store)
-    k = _check_k(k)
-    cutoffs = _check_cutoffs(cutoffs)
-    get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
-    name = name or encoding
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
-        raise ValueError(msg)
-    block_size = _check_block_size(block_size)
-    if form not in FORMS:
-        msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
-        raise ValueError(msg)
-    if type_hist and "cell_type" not in store.labels:
-        msg = (
-            f"type_hist needs cell-type labels, and {store.path} has none; "
-            "re-ingest with --cell-type COLUMN"
-        )
-        raise ValueError(msg)
+    request = NeighborsRequest.checked(
+        store, encoding, k, cutoffs, params=params, name=name, block_size=block_size,
+        type_hist=type_hist, form=form, progress=progress,
+    )  # fmt: skip
     if client is None:
         with cluster_client(
             cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
         ) as own:
-            return _run(
-                store, encoding, params, k, cutoffs, own, name, block_size, type_hist,
-                progress, started, form,
-            )  # fmt: skip
-    return _run(
-        store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress,
-        started, form,
-    )  # fmt: skip
+            return _run(request, own, started)
+    return _run(request, client, started)
+
+
+@dataclass(frozen=True)
+class NeighborsRequest:
+    """One call of :func:`neighbors`, checked once: what to compute and how.
+
+    The run's resume fingerprint (job.json) and its ``attrs["run"]`` are both derived
+    from it (:meth:`run_spec`). The fields are those of :func:`neighbors`, normalised:
+    ``store`` a :class:`Store`, ``cutoffs`` sorted and unique, ``name`` filled in.
+    """
+
+    store: Store
+    encoding: str
+    params: dict | None
+    k: int
+    cutoffs: tuple[float, ...]
+    name: str
+    block_size: int | None
+    type_hist: bool
+    form: Form
+    progress: bool
+
+    @classmethod
+    def checked(
+        cls,
+        store: str | os.PathLike | Store,
+        encoding: str,
+        k,
+        cutoffs,
+        *,
+        params: dict | None,
+        name: str | None,
+        block_size,
+        type_hist: bool,
+        form: str,
+        progress: bool,
+    ) -> NeighborsRequest:
+        """Validate the arguments of :func:`neighbors` (before any cluster starts)."""
+        store = store if isinstance(store, Store) else Store(store)
+        k = _check_k(k)
+        cutoffs = _check_cutoffs(cutoffs)
+        get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
+        name = name or encoding
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
+            raise ValueError(msg)
+        block_size = _check_block_size(block_size)
+        if form not in FORMS:
+            msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
+            raise ValueError(msg)
+        if type_hist and "cell_type" not in store.labels:
+            msg = (
+                f"type_hist needs cell-type labels, and {store.path} has none; "
+                "re-ingest with --cell-type COLUMN"
+            )
+            raise ValueError(msg)
+        return cls(
+            store=store, encoding=encoding, params=params, k=k, cutoffs=cutoffs, name=name,
+            block_size=block_size, type_hist=bool(type_hist), form=form, progress=bool(progress),
+        )  # fmt: skip
+
+    @property
+    def role_sizes(self) -> dict[str, int]:
+        """Label role -> number of categories, in the order the counts are laid out."""
+        return {role: len(lab.categories) for role, lab in self.store.labels.items()}
+
+    def run_spec(self, enc: Encoded, sparse_cost: float) -> dict:
+        """The ``attrs["run"]`` entries fixed before any tile runs (docs/results.md).
+
+        Parameters
+        ----------
+        enc
+            The computed encoding (its key, resolved parameters, form, excluded cells).
+        sparse_cost
+            Predicted sparse / dense cost of the tiles; NaN when not estimated.
+        """
+        store = self.store
+        return {
+            "name": self.name,
+            "encoding": self.encoding,
+            "encoding_params": enc.params,
+            "encoding_key": enc.key,
+            "content_id": store.content_id,
+            "form": enc.form,
+            "form_requested": self.form,
+            "sparse_cost_estimate": None if np.isnan(sparse_cost) else round(sparse_cost, 4),
+            "k": self.k,
+            "cutoffs": list(self.cutoffs),
+            "labels": {role: lab.column for role, lab in store.labels.items()},
+            "subtile": SUBTILE,
+            "type_hist": self.type_hist,
+            "n_cells": store.n_cells,
+            "n_genes": store.n_genes,
+            "n_excluded": len(enc.excluded),
+        }
 
 
 def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tuple[str, float]:
@@ -149,78 +222,64 @@ def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tupl
     return choose_form(density), predicted_cost_ratio(density)
 
 
-def _run(
-    store, encoding, params, k, cutoffs, client, name, block_size, type_hist, progress, started,
-    form="auto",
-):  # fmt: skip
-    form_used, cost_ratio = _choose_form(store, encoding, form, client)
-    enc = encode(store, encoding, params, client, progress=progress, form=form_used)
-    if k >= enc.n_valid:
+def _run(request: NeighborsRequest, client: Client, started: float) -> NeighborResult:
+    """Encode, run every tile not yet durable in the work directory, publish the run.
+
+    ``started`` is the ``time.perf_counter()`` of the call, for ``wall_time_s``.
+    """
+    store = request.store
+    form, sparse_cost = _choose_form(store, request.encoding, request.form, client)
+    enc = encode(
+        store, request.encoding, request.params, client, progress=request.progress, form=form
+    )
+    if request.k >= enc.n_valid:
         msg = (
-            f"k={k} must be smaller than the number of cells with a defined correlation "
-            f"({enc.n_valid} of {store.n_cells} in {store.path}); choose k <= {enc.n_valid - 1}"
+            f"k={request.k} must be smaller than the number of cells with a defined "
+            f"correlation ({enc.n_valid} of {store.n_cells} in {store.path}); choose "
+            f"k <= {enc.n_valid - 1}"
         )
         raise ValueError(msg)
     if len(enc.excluded):
         names = list(store.cell_names[enc.excluded[:5]])
         warnings.warn(
             f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
-            f"and have no defined {encoding} correlation; they are excluded (indices -1, "
-            f"similarities NaN, result.excluded True). First: {names}",
+            f"and have no defined {request.encoding} correlation; they are excluded (indices "
+            f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
             stacklevel=3,
         )
-    roles = tuple(store.labels)
-    sizes = tuple(len(store.labels[r].categories) for r in roles)
+    role_sizes = request.role_sizes
     threads, worker_memory, threads_per_worker = _worker_capacity(client)
-    n = store.n_cells
-    work = store.path / "results" / f".{name}.partial"
-    fingerprint = {
-        "format": 1, "content_id": store.content_id, "encoding_key": enc.key, "k": k,
-        "cutoffs": list(cutoffs), "roles": list(roles), "role_sizes": list(sizes),
-        "subtile": SUBTILE, "n_cells": n, "type_hist": bool(type_hist), "form": enc.form,
-    }  # fmt: skip
-    block_rows = _resumable_block_rows(work, fingerprint, block_size)
+    spec = request.run_spec(enc, sparse_cost)
+    fingerprint = runstore.resume_fingerprint(spec)
+    work = runstore.work_path(store.path, request.name)
+    block_rows = runstore.resumable_block_rows(work, fingerprint, request.block_size)
     if block_rows is None:
-        per_row = partial_bytes_per_row(k, len(cutoffs), sum(sizes))
-        block_rows = block_size or choose_block_rows(
-            n, store.n_genes, threads=threads, worker_memory=worker_memory,
+        per_row = partial_bytes_per_row(request.k, len(request.cutoffs), sum(role_sizes.values()))
+        block_rows = request.block_size or choose_block_rows(
+            store.n_cells, store.n_genes, threads=threads, worker_memory=worker_memory,
             threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
         )  # fmt: skip
-        _new_work_dir(work, fingerprint | {"block_rows": block_rows}, enc, k, cutoffs, roles, sizes)
-    plan = TilePlan(n, block_rows)
+        runstore.create_work_dir(
+            work, fingerprint, block_rows=block_rows, role_sizes=role_sizes,
+            excluded=enc.excluded, hist_bins=HIST_BINS,
+        )  # fmt: skip
+    plan = TilePlan(store.n_cells, block_rows)
     job = TileJob(
-        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan, k=k,
-        cutoffs=cutoffs, roles=roles, role_sizes=sizes, type_hist=bool(type_hist),
+        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan,
+        k=request.k, cutoffs=request.cutoffs, roles=tuple(role_sizes),
+        role_sizes=tuple(role_sizes.values()), type_hist=request.type_hist, form=enc.form,
+        n_genes=store.n_genes,
     )  # fmt: skip
-    stats = run_tiles(client, job, str(work), str(work / "checkpoint"), progress=progress)
-    shutil.rmtree(work / "checkpoint")
-    (work / "job.json").unlink()
-    out = zarr.open_group(work, mode="r+")
-    if type_hist:
-        _finish_pair_hist(out, job.hist_types)
-    out.attrs["run"] = {
-        "name": name,
-        "encoding": encoding,
-        "encoding_params": enc.params,
-        "encoding_key": enc.key,
-        "form": enc.form,
-        "form_requested": form,
-        "sparse_cost_estimate": None if np.isnan(cost_ratio) else round(cost_ratio, 4),
-        "k": k,
-        "cutoffs": list(cutoffs),
-        "labels": {r: store.labels[r].column for r in roles},
+    ckpt = runstore.checkpoint_path(work)
+    stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress)
+    measured = {
         "block_rows": block_rows,
-        "subtile": SUBTILE,
         "n_blocks": plan.n_blocks,
         "n_tiles": plan.n_tiles,
-        "type_hist": bool(type_hist),
         "tiles_computed": stats.tiles_computed,
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
-        "n_cells": n,
-        "n_genes": store.n_genes,
-        "n_excluded": len(enc.excluded),
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -229,77 +288,8 @@ def _run(
         },
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    publish_directory(work, store.path / "results" / name)
-    return load(store, name)
-
-
-def _resumable_block_rows(work: Path, fingerprint: dict, block_size: int | None) -> int | None:
-    """The block size of an unfinished run of the same job in ``work``, if it can resume.
-
-    A work directory of another job (other parameters, another ingest) or of another
-    explicit block size is removed: its partial results do not apply.
-    """
-    if not work.exists():
-        return None
-    try:
-        previous = json.loads((work / "job.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        previous = None
-    if previous is not None:
-        rows = previous.pop("block_rows", None)
-        if previous == fingerprint and block_size in (None, rows):
-            return rows
-    shutil.rmtree(work)
-    return None
-
-
-def _new_work_dir(work: Path, job_json: dict, enc, k, cutoffs, roles, sizes) -> None:
-    """Create the run's work directory: empty result arrays, then job.json (last)."""
-    n, rows = job_json["n_cells"], job_json["block_rows"]
-    out = zarr.open_group(work, mode="w")
-    (work / "checkpoint").mkdir()
-    for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
-        out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
-    excluded = np.zeros(n, dtype=bool)
-    excluded[enc.excluded] = True
-    out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))
-    out["excluded"][:] = excluded
-    for role, size in zip(roles, sizes, strict=True):
-        out.create_array(
-            f"counts/{role}", shape=(n, len(cutoffs), size), dtype="int32",
-            chunks=(rows, len(cutoffs), size), compressors=compressor(),
-        )  # fmt: skip
-    if job_json["type_hist"]:
-        t = sizes[roles.index("cell_type")]
-        n_blocks = -(-n // rows)
-        out.create_array(
-            "pair_hist_blocks", shape=(n_blocks, t, t, HIST_BINS), dtype="int64",
-            chunks=(1, t, t, HIST_BINS), compressors=compressor(),
-        )  # fmt: skip
-    tmp = work / ".job.json.tmp"
-    tmp.write_text(json.dumps(job_json))
-    os.replace(tmp, work / "job.json")
-
-
-def _finish_pair_hist(out: zarr.Group, n_types: int) -> None:
-    """Sum the per-block histograms and fold them into unordered type pairs.
-
-    A pair (a, b) of cells was counted once, under (type of the lower-index cell, type of
-    the other); ``pair_hist[s, t]`` (= ``pair_hist[t, s]``) counts the pairs of one cell
-    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t.
-    """
-    total = np.zeros((n_types, n_types, HIST_BINS), np.int64)
-    for b in range(out["pair_hist_blocks"].shape[0]):
-        total += np.asarray(out["pair_hist_blocks"][b])
-    sym = total + total.transpose(1, 0, 2)
-    diag = np.arange(n_types)
-    sym[diag, diag] = total[diag, diag]
-    arr = out.create_array(
-        "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape, compressors=compressor()
-    )
-    arr[:] = sym
-    arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, HIST_BINS + 1).tolist()
-    del out["pair_hist_blocks"]
+    runstore.publish_run(work, runstore.run_path(store.path, request.name), spec | measured)
+    return load(store, request.name)
 
 
 def _check_k(k) -> int:

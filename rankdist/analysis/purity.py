@@ -58,7 +58,7 @@ def relations_by_label(res: NeighborResult, role: str) -> list[tuple[str, float,
         # counts[role] is read by position: its last axis follows lab.categories
         arr = (
             res.counts[role]
-            .transpose("cell", "cutoff", f"neighbour_{role}")
+            .transpose("cell", "cutoff", f"neighbor_{role}")
             .to_numpy()
             .astype(np.int64)
         )

@@ -1,13 +1,9 @@
 """The neighbours result: what ``neighbors`` returns, ``load`` reads back and exports take.
 
-Stored as ``results/<run>/`` in the store (see docs/results.md)::
-
-    indices       (n_cells, k) int64    best first, the cell itself excluded; -1 if excluded
-    similarities  (n_cells, k) float32  descending; NaN for excluded cells
-    excluded      (n_cells,)   bool     constant cells: no defined rank correlation
-    counts/<role> (n_cells, n_cutoffs, n_categories) int32
-                  relations with similarity >= cutoff, by the neighbour's label
-    attrs["run"]  metadata: encoding, k, cutoffs, block size, versions, wall time, ...
+A finished run is stored as ``results/<run>/`` in the store; :mod:`rankdist.reduce.runstore`
+writes and reads that format (docs/results.md). This module turns it into a
+:class:`NeighborResult`: numpy arrays, counts as an xarray Dataset labelled with the
+store's categories, and the exports (AnnData, scib-metrics).
 """
 
 from __future__ import annotations
@@ -15,14 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import xarray as xr
-import zarr
 
 from rankdist.io.store import Labels, Store
+from rankdist.reduce.runstore import list_runs, read_run
 
 
 @dataclass
@@ -44,7 +39,7 @@ class NeighborResult:
         The cutoffs the counts refer to, ascending.
     counts
         xarray Dataset: one variable per label role (``cell_type``, ...), dims
-        ``(cell, cutoff, neighbour_<role>)``: the number of other cells related at or
+        ``(cell, cutoff, neighbor_<role>)``: the number of other cells related at or
         above each cutoff, by their label.
     labels
         The store's label columns by role.
@@ -216,14 +211,6 @@ def _plain(d):
     return d
 
 
-def list_runs(store: Store) -> list[str]:
-    """Names of the finished runs in a store."""
-    path = store.path / "results"
-    if not path.exists():
-        return []
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def load(store_path: str | os.PathLike | Store, run: str | None = None) -> NeighborResult:
     """Read a finished run back as a :class:`NeighborResult`.
 
@@ -249,47 +236,46 @@ def load(store_path: str | os.PathLike | Store, run: str | None = None) -> Neigh
     if run not in runs:
         msg = f"no run {run!r} in {store.path}; runs there: {runs}"
         raise KeyError(msg)
-    return read_result(store, Path(store.path) / "results" / run)
+    return read_result(store, run)
 
 
-def read_result(store: Store, path: Path) -> NeighborResult:
-    group = zarr.open_group(path, mode="r")
-    meta = dict(group.attrs["run"])
-    cutoffs = tuple(float(c) for c in meta["cutoffs"])
+def read_result(store: Store, run: str) -> NeighborResult:
+    """The finished run ``run`` of ``store`` as a :class:`NeighborResult` (see :func:`load`)."""
+    stored = read_run(store.path, run)
+    cutoffs = tuple(float(c) for c in stored.metadata["cutoffs"])
     names = store.cell_names
     data_vars = {}
     for role, lab in store.labels.items():
-        key = f"counts/{role}"
-        if key in group:
+        if role in stored.counts:
             data_vars[role] = xr.DataArray(
-                np.asarray(group[key][:]),
-                dims=("cell", "cutoff", f"neighbour_{role}"),
+                stored.counts[role],
+                dims=("cell", "cutoff", f"neighbor_{role}"),
                 coords={
                     "cell": names.astype(str),
                     "cutoff": list(cutoffs),
-                    f"neighbour_{role}": list(lab.categories),
+                    f"neighbor_{role}": list(lab.categories),
                 },
                 attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
             )
     counts = xr.Dataset(data_vars, coords={"cell": names.astype(str), "cutoff": list(cutoffs)})
     pair_hist = None
-    if "pair_hist" in group:
-        edges = np.asarray(group["pair_hist"].attrs["bin_edges"])
+    if stored.pair_hist is not None:
+        edges = stored.bin_edges
         types = list(store.labels["cell_type"].categories)
         pair_hist = xr.DataArray(
-            np.asarray(group["pair_hist"][:]),
+            stored.pair_hist,
             dims=("type_a", "type_b", "bin"),
             coords={"type_a": types, "type_b": types, "bin": (edges[:-1] + edges[1:]) / 2},
             attrs={"bin_edges": edges, "meaning": "pairs of cells by type and similarity bin"},
         )
     return NeighborResult(
-        indices=np.asarray(group["indices"][:]),
-        similarities=np.asarray(group["similarities"][:]),
-        excluded=np.asarray(group["excluded"][:]),
+        indices=stored.indices,
+        similarities=stored.similarities,
+        excluded=stored.excluded,
         cell_names=names,
         cutoffs=cutoffs,
         counts=counts,
         labels=store.labels,
-        metadata=meta,
+        metadata=stored.metadata,
         pair_hist=pair_hist,
     )

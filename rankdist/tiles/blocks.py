@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import zarr
 
-from rankdist.encode.sparse import SPARSE_DIR, read_sparse_rows
+from rankdist.encode.sparse import read_sparse_rows
 from rankdist.tiles.grid import CACHED_BLOCKS
 
 _cache: OrderedDict = OrderedDict()
@@ -29,11 +29,15 @@ def read_block(
     offsets: tuple[int, ...],
     start: int,
     stop: int,
+    *,
+    form: str,
+    n_genes: int,
 ):
     """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows).
 
-    ``z`` is a :class:`rankdist.encode.sparse.SparseRows` for an encoding stored in
-    sparse form (a ``sparse/`` folder in ``z_path``).
+    ``z`` is a :class:`rankdist.encode.sparse.SparseRows` of ``n_genes`` genes for an
+    encoding stored in sparse form (``form='sparse'``, the job's form). The store is
+    opened only for the label codes of ``roles``.
     """
     key = (z_path, start, stop)
     with _lock:
@@ -42,13 +46,12 @@ def read_block(
             _cache.move_to_end(key)
             return hit
     enc = zarr.open_group(z_path, mode="r")
-    if os.path.isdir(os.path.join(z_path, SPARSE_DIR)):
-        n_genes = int(zarr.open_group(store_path, mode="r")["X"].shape[1])
+    if form == "sparse":
         z = read_sparse_rows(z_path, start, stop, n_genes)
     else:
         z = read_z_rows(z_path, start, stop)
     valid = np.asarray(enc["valid"][start:stop], dtype=np.bool_)
-    root = zarr.open_group(store_path, mode="r")
+    root = zarr.open_group(store_path, mode="r") if roles else None
     codes = np.empty((len(roles), stop - start), dtype=np.int32)
     for r, (role, off) in enumerate(zip(roles, offsets, strict=True)):
         codes[r] = np.asarray(root[f"obs/{role}"][start:stop], dtype=np.int32) + off

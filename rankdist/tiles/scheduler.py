@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
+from rankdist.reduce.runstore import write_block
 from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
@@ -33,7 +33,11 @@ _blas_limited = False
 
 @dataclass(frozen=True)
 class TileJob:
-    """Everything a tile, merge or write task needs, small enough to ship with each task."""
+    """Everything a tile, merge or write task needs, small enough to ship with each task.
+
+    ``form`` is how the encoding stores Z (``'dense'`` or ``'sparse'``, as
+    :class:`rankdist.encode.cache.Encoded` says); the sparse form needs ``n_genes``.
+    """
 
     store_path: str
     z_path: str
@@ -43,6 +47,16 @@ class TileJob:
     roles: tuple[str, ...]
     role_sizes: tuple[int, ...]
     type_hist: bool = False
+    form: str = "dense"
+    n_genes: int = 0
+
+    def __post_init__(self):
+        if self.form not in ("dense", "sparse"):
+            msg = f"TileJob form must be the encoding's: 'dense' or 'sparse', not {self.form!r}"
+            raise ValueError(msg)
+        if self.form == "sparse" and self.n_genes < 1:
+            msg = f"a sparse TileJob needs n_genes (the store's genes), got {self.n_genes}"
+            raise ValueError(msg)
 
     @property
     def hist_types(self) -> int:
@@ -61,7 +75,10 @@ class TileJob:
 
     def block(self, b: int):
         start, stop = self.plan.block_range(b)
-        return read_block(self.z_path, self.store_path, self.roles, self.offsets, start, stop)
+        return read_block(
+            self.z_path, self.store_path, self.roles, self.offsets, start, stop,
+            form=self.form, n_genes=self.n_genes,
+        )  # fmt: skip
 
 
 def _single_threaded_blas() -> None:
@@ -119,22 +136,11 @@ def load_task(path: str, block: int) -> Partial:
 
 
 def write_task(job: TileJob, out_path: str, ckpt_dir: str, source, side: int | None) -> int:
-    """Write one block's final top-k and cutoff counts (cumulated: at or above each cutoff)."""
+    """Write one block's final top-k and cutoff counts into the run (reduce/runstore.py)."""
     part = source if side is None else source[side]
     start, stop = job.plan.block_range(part.block)
-    valid = read_valid(job.z_path, start, stop)
-    sim = part.top_sim.copy()
-    idx = part.top_idx.copy()
-    sim[~valid] = np.nan
-    idx[~valid] = -1
-    out = zarr.open_group(out_path, mode="r+")
-    out["similarities"][start:stop] = sim
-    out["indices"][start:stop] = idx
-    at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
-    for role, off, size in zip(job.roles, job.offsets, job.role_sizes, strict=True):
-        out[f"counts/{role}"][start:stop] = at_or_above[:, :, off : off + size]
-    if part.pair_hist is not None:
-        out["pair_hist_blocks"][part.block] = part.pair_hist
+    role_sizes = dict(zip(job.roles, job.role_sizes, strict=True))
+    write_block(out_path, part, start, read_valid(job.z_path, start, stop), role_sizes)
     mark_written(ckpt_dir, part.block)
     return part.block
 

@@ -81,10 +81,10 @@ def test_stored_run_loads_identically(tricky, client):
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
-def test_counts_dataset_names_the_neighbour_labels(tricky, client):
+def test_counts_dataset_names_the_neighbor_labels(tricky, client):
     _, store = tricky
     res = rankdist.neighbors(store, k=5, cutoffs=(0.4,), client=client, name="k5", progress=False)
     assert sorted(res.counts.data_vars) == ["batch", "cell_type", "coarse_type"]
     da = res.counts["cell_type"]
-    assert da.dims == ("cell", "cutoff", "neighbour_cell_type")
-    assert list(da.coords["neighbour_cell_type"].to_numpy()) == ["B", "T", "NK", "Mono"]
+    assert da.dims == ("cell", "cutoff", "neighbor_cell_type")
+    assert list(da.coords["neighbor_cell_type"].to_numpy()) == ["B", "T", "NK", "Mono"]
