@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
 
+from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_client, tunnel_command
 from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
 
@@ -22,6 +23,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@doc_params(**CLUSTER_PARAMS)
 @contextlib.contextmanager
 def cluster_client(
     cluster: str = "local",
@@ -38,25 +40,18 @@ def cluster_client(
 
     Parameters
     ----------
-    cluster
-        ``'local'`` to start a LocalCluster on this machine, a scheduler address
-        (``tcp://host:port``) to join, or a batch system (``'slurm'``, ``'pbs'``,
-        ``'sge'``, ``'lsf'``) to run workers in jobs submitted through dask-jobqueue.
-    workers
-        Worker processes of the LocalCluster (default 1, sharing one block cache).
+    %(cluster)s
+    %(workers)s
     threads_per_worker
-        Threads per worker (default: this machine's cores divided among the workers).
-        Each thread runs one tile with single-threaded BLAS.
+        ``cluster='local'`` only: threads per worker (default: this machine's cores
+        divided among the workers). Each thread runs one tile with single-threaded BLAS.
     memory_limit
-        Per-worker memory limit for the LocalCluster (Dask's syntax, e.g. ``'4GB'``).
+        ``cluster='local'`` only: per-worker memory limit (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
-        Where the LocalCluster serves its dashboard (another port is taken if busy).
-    jobs
-        Batch systems only: jobs to keep running (default 1), each with the workers its
-        profile describes. Jobs are cancelled when the block ends.
-    profile
-        Batch systems only: a dask-jobqueue YAML profile with a ``jobqueue: <system>:``
-        section (see ``deploy/``). None: dask-jobqueue's own configuration.
+        ``cluster='local'`` only: where the dashboard is served (another port is taken
+        if busy).
+    %(jobs)s
+    %(profile)s
     quiet
         Do not print the dashboard link (and, for a batch system, the jobs and the SSH
         tunnel command).
@@ -125,6 +120,7 @@ def cluster_client(
         raise ValueError(msg)
 
 
+@doc_params(**CLUSTER_PARAMS)
 def doctor_report(
     cluster: str = "local",
     *,
@@ -136,10 +132,9 @@ def doctor_report(
 
     Parameters
     ----------
-    cluster
-        ``'local'``, a scheduler address, or ``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``.
-    jobs, profile
-        As for :func:`cluster_client` (batch systems only).
+    %(cluster)s
+    %(jobs)s
+    %(profile)s
     login_host
         The machine a user SSHes into, for the tunnel command (default: the submit host
         inside a batch job, else a placeholder).

@@ -1,0 +1,63 @@
+"""cluster_client: one function per kind of cluster, chosen by --cluster; shared parameter docs."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
+from rankdist.cluster.client import cluster_client, doctor_report
+
+
+def test_doc_params_fills_whole_line_placeholders_at_their_indentation():
+    @doc_params(**CLUSTER_PARAMS)
+    def run(cluster="local", workers=None):
+        """Run somewhere; 100% of the cells.
+
+        Parameters
+        ----------
+        %(cluster)s
+        %(workers)s
+        """
+
+    doc = run.__doc__
+    assert "%(" not in doc and "100% of the cells" in doc
+    assert "\n        cluster\n            Where the work runs: ``'local'``" in doc
+    assert "``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``" in doc
+    assert "\n        workers\n            ``cluster='local'`` only" in doc
+
+
+def test_doc_params_names_a_placeholder_it_was_not_given():
+    def run():
+        """Run.
+
+        %(cluster_parameters)s
+        """
+
+    with pytest.raises(KeyError, match=r"run's docstring names %\(cluster_parameters\)s"):
+        doc_params(**CLUSTER_PARAMS)(run)
+
+
+def test_cluster_params_stands_for_all_four_in_order():
+    @doc_params(**CLUSTER_PARAMS)
+    def run(cluster="local", workers=None, jobs=None, profile=None):
+        """Run.
+
+        Parameters
+        ----------
+        %(cluster_params)s
+        """
+
+    lines = run.__doc__.splitlines()
+    names = [s.strip() for s in lines[4:] if s.strip() and len(s) - len(s.lstrip()) == 8]
+    assert names == ["cluster", "workers", "jobs", "profile"]
+
+
+@pytest.mark.parametrize("fn", [cluster_client, doctor_report])
+def test_every_parameter_is_documented(fn):
+    doc = inspect.getdoc(fn)
+    assert "%(" not in doc
+    lines = doc.splitlines()
+    for param in inspect.signature(fn).parameters:
+        assert param in lines, f"{fn.__name__}: parameter {param!r} not in its docstring"
