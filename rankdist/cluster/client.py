@@ -1,30 +1,29 @@
-"""Where the work runs: a LocalCluster, a running scheduler or a batch system; where to watch it."""
+"""Where the work runs: choose the kind of cluster; where to watch it (``rankdist doctor``).
+
+Each kind has its own module: the embedded LocalCluster (``local.py``), a running
+scheduler joined by address (``address.py``) and a batch system through dask-jobqueue
+(``jobqueue.py``). :func:`cluster_client` only checks the options against the kind and
+hands over.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import sys
-from collections.abc import Iterator
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
+from rankdist.cluster.address import scheduler_client
+from rankdist.cluster.describe import describe_client
 from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_client, tunnel_command
 from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
+from rankdist.cluster.local import available_cores, local_client
 
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS has one, e.g. a batch job)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+__all__ = ["available_cores", "cluster_client", "describe_client", "doctor_report"]
 
 
 @doc_params(**CLUSTER_PARAMS)
-@contextlib.contextmanager
 def cluster_client(
     cluster: str = "local",
     *,
@@ -35,8 +34,8 @@ def cluster_client(
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
     quiet: bool = False,
-) -> Iterator[Client]:
-    """A Dask client for the duration of the block; a cluster started for it is closed after.
+) -> contextlib.AbstractContextManager[Client]:
+    """A Dask client for a ``with`` block; a cluster started for it is closed after it.
 
     Parameters
     ----------
@@ -56,68 +55,46 @@ def cluster_client(
         Do not print the dashboard link (and, for a batch system, the jobs and the SSH
         tunnel command).
 
-    Yields
-    ------
-    distributed.Client
-        Connected to a cluster with at least one worker.
+    Returns
+    -------
+    contextlib.AbstractContextManager[distributed.Client]
+        Entering it starts or joins the cluster and gives a client connected to at least
+        one worker.
     """
-    batch_system = cluster in SYSTEMS
-    if not batch_system and (jobs is not None or profile is not None):
-        msg = (
-            f"--jobs/--profile apply to {', '.join(SYSTEMS)} clusters, not to {cluster!r}; "
-            "use e.g. --cluster slurm --jobs 4 --profile deploy/slurm.yaml"
-        )
-        raise ValueError(msg)
-    if batch_system:
+    if cluster in SYSTEMS:
         if workers is not None or threads_per_worker is not None:
             msg = (
                 f"--workers/threads apply only to --cluster local; a {cluster} job runs the "
                 "workers its profile describes (cores, processes); use --jobs for more"
             )
             raise ValueError(msg)
-        with jobqueue_client(
+        return jobqueue_client(
             cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet
-        ) as client:
-            yield client
-    elif cluster == "local":
-        n_workers = workers or 1
-        threads = threads_per_worker or max(1, available_cores() // n_workers)
-        with (
-            _quiet_distributed_logs(),
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads,
-                processes=True,
-                memory_limit=memory_limit,
-                dashboard_address=dashboard_address,
-            ) as lc,
-            Client(lc) as client,
-        ):
-            if not quiet:
-                print(describe_client(client), file=sys.stderr, flush=True)
-            yield client
-    elif "://" in cluster:
+        )
+    if jobs is not None or profile is not None:
+        msg = (
+            f"--jobs/--profile apply to {', '.join(SYSTEMS)} clusters, not to {cluster!r}; "
+            "use e.g. --cluster slurm --jobs 4 --profile deploy/slurm.yaml"
+        )
+        raise ValueError(msg)
+    if cluster == "local":
+        return local_client(
+            workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+            dashboard_address=dashboard_address, quiet=quiet,
+        )  # fmt: skip
+    if "://" in cluster:
         if workers is not None or threads_per_worker is not None:
             msg = (
                 "--workers/threads apply only to --cluster local; a running scheduler "
                 f"({cluster}) has the workers it has"
             )
             raise ValueError(msg)
-        try:
-            client = Client(cluster, timeout="30s")
-        except OSError as err:
-            msg = f"could not reach the Dask scheduler at {cluster} ({err}); is it running?"
-            raise ConnectionError(msg) from err
-        with client:
-            if not quiet:
-                print(describe_client(client), file=sys.stderr, flush=True)
-            yield client
-    else:
-        msg = (
-            f"unknown --cluster {cluster!r}; use 'local', a batch system "
-            f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
-        )
-        raise ValueError(msg)
+        return scheduler_client(cluster, quiet=quiet)
+    msg = (
+        f"unknown --cluster {cluster!r}; use 'local', a batch system "
+        f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
+    )
+    raise ValueError(msg)
 
 
 @doc_params(**CLUSTER_PARAMS)
@@ -168,29 +145,3 @@ def doctor_report(
         else f"no job script: the scheduler at {cluster} has the workers it has"
     )
     return "\n".join(lines)
-
-
-def describe_client(client: Client) -> str:
-    """One line: workers, threads and the dashboard link."""
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
-    threads = sum(w.get("nthreads", 0) for w in workers.values())
-    return (
-        f"Dask: {len(workers)} worker(s), {threads} thread(s); dashboard: {client.dashboard_link}"
-    )
-
-
-@contextlib.contextmanager
-def _quiet_distributed_logs():
-    """Keep LocalCluster start/stop chatter out of the user's terminal (warnings still show)."""
-    loggers = [
-        logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.scheduler")
-    ]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)

@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 
+from rankdist.cluster import client
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client, doctor_report
 
@@ -61,3 +62,37 @@ def test_every_parameter_is_documented(fn):
     lines = doc.splitlines()
     for param in inspect.signature(fn).parameters:
         assert param in lines, f"{fn.__name__}: parameter {param!r} not in its docstring"
+
+
+def test_batch_systems_go_to_dask_jobqueue(monkeypatch):
+    calls = []
+    monkeypatch.setattr(client, "jobqueue_client", lambda *a, **kw: calls.append((a, kw)))
+    cluster_client("pbs", profile="deploy/pbs.yaml")
+    cluster_client("lsf", jobs=3, quiet=True)
+    assert calls == [
+        (("pbs",), {"jobs": 1, "profile": "deploy/pbs.yaml", "quiet": False}),
+        (("lsf",), {"jobs": 3, "profile": None, "quiet": True}),
+    ]
+
+
+def test_options_of_another_kind_fail_before_anything_starts():
+    with pytest.raises(ValueError, match=r"--workers/threads apply only.*\(tcp://h:1\) has"):
+        cluster_client("tcp://h:1", workers=2)
+    with pytest.raises(ValueError, match=r"--jobs/--profile apply to slurm, pbs, sge, lsf"):
+        cluster_client("tcp://h:1", profile="deploy/slurm.yaml")
+    with pytest.raises(ValueError, match=r"unknown --cluster 'sslurm'"):
+        cluster_client("sslurm")
+
+
+def test_local_cluster_and_joining_it_by_address(capsys):
+    with cluster_client(
+        "local", workers=2, threads_per_worker=1, dashboard_address=":0", quiet=True
+    ) as local:
+        assert len(local.scheduler_info()["workers"]) == 2
+        address = local.scheduler.address
+        with cluster_client(address) as joined:
+            assert joined.scheduler.address == address
+            assert len(joined.scheduler_info()["workers"]) == 2
+        assert "Dask: 2 worker(s), 2 thread(s); dashboard: http" in capsys.readouterr().err
+        # leaving the joined client leaves the running cluster as it was
+        assert local.submit(sum, [1, 2]).result() == 3
