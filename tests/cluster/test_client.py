@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +98,12 @@ def test_local_cluster_and_joining_it_by_address(capsys):
         assert "Dask: 2 worker(s), 2 thread(s); dashboard: http" in capsys.readouterr().err
         # leaving the joined client leaves the running cluster as it was
         assert local.submit(sum, [1, 2]).result() == 3
+
+
+def test_reading_the_batch_systems_does_not_load_distributed():
+    code = (
+        "import sys; from rankdist.cluster.profile import SYSTEMS; "
+        "assert 'distributed' not in sys.modules, 'distributed loaded'; print(list(SYSTEMS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['slurm', 'pbs', 'sge', 'lsf']"
