@@ -123,8 +123,9 @@ def _plan(args) -> int:
         raise ValueError(msg)
     values = [parse_count(v, "--label-values") for v in args.label_values.split(",") if v]
     plan = plan_capacity(
-        args.cells, args.genes, nodes=args.nodes, cores_per_node=args.cores_per_node,
-        mem_per_node=args.mem_per_node, scheduler=args.scheduler, k=args.k,
+        args.cells, args.genes, nodes=1 if args.jobs is None else args.jobs,
+        cores_per_node=args.cores_per_node, mem_per_node=args.mem_per_node,
+        scheduler=args.cluster, k=args.k,
         cutoffs=args.cutoffs, label_values=values, encoding=args.encoding,
         block_size=args.block_size, calibration=args.calibration,
     )  # fmt: skip

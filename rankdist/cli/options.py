@@ -11,6 +11,7 @@ validates against (the encodings registry, :data:`rankdist.cluster.profile.SYSTE
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rankdist.cluster.profile import SYSTEMS
 from rankdist.encode.registry import ENCODINGS
@@ -19,7 +20,8 @@ from rankdist.encode.registry import ENCODINGS
 Option = tuple[tuple[str, ...], dict]
 
 
-def _option(*flags: str, **kwargs) -> Option:
+def option(*flags: str, **kwargs) -> Option:
+    """An option to add to a parent parser: ``add_argument``'s arguments, kept for later."""
     return flags, kwargs
 
 
@@ -46,77 +48,101 @@ def encoding_param(text: str) -> tuple[str, int | float | str]:
     return name, value
 
 
-STORE = _option("store", help="rankdist store directory (written by rankdist ingest)")
+STORE = option("store", help="rankdist store directory (written by rankdist ingest)")
 
 CLUSTER_OPTIONS = (
-    _option(
+    option(
         "--cluster", default="local", metavar="WHERE",
         help="local (default: a LocalCluster on this machine), a running scheduler "
         f"tcp://HOST:PORT, or a batch system: {', '.join(SYSTEMS)}",
     ),
-    _option(
+    option(
         "--workers", type=int, metavar="N",
         help="LocalCluster worker processes (default 1, its threads using every core)",
     ),
-    _option(
+    option(
         "--jobs", type=int, metavar="N",
         help="batch jobs to keep running, one node each as in deploy/*.yaml (default 1)",
     ),
-    _option(
+    option(
         "--profile", metavar="PATH",
         help="dask-jobqueue YAML profile of the batch jobs, e.g. deploy/slurm.yaml",
     ),
 )  # fmt: skip
 
 NEIGHBOUR_OPTIONS = (
-    _option(
+    option(
         "--encoding", default="spearman", choices=tuple(ENCODINGS), metavar="NAME",
         help="how each cell's genes are encoded before correlating (default spearman; "
         "docs/encodings.md): " + "; ".join(f"{e.name}: {e.summary}" for e in ENCODINGS.values()),
     ),
-    _option("--k", type=int, default=30, help="neighbours per cell (default 30)"),
-    _option(
+    option("--k", type=int, default=30, help="neighbours per cell (default 30)"),
+    option(
         "--cutoffs", type=cutoffs, default=(0.5,), metavar="C1,C2",
         help="correlation cutoffs to count relations at, e.g. 0.3,0.5,0.7 (default 0.5)",
     ),
-    _option(
+    option(
         "--block-size", type=int, metavar="B",
         help="cells per block, a multiple of 512 (default: chosen from worker memory)",
     ),
 )  # fmt: skip
 
 OUTPUT_OPTIONS = (
-    _option(
+    option(
         "--quiet", action="store_true",
         help="print no progress bar (nor the dashboard link of a cluster it starts)",
     ),
-    _option("--overwrite", action="store_true", help="replace the output if it exists"),
+    option("--overwrite", action="store_true", help="replace the output if it exists"),
 )  # fmt: skip
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: it stores into the new option's dest and says so.
+
+    ``add_argument("--nodes", dest="jobs", action=DeprecatedAlias, new="--jobs", ...)``
+    keeps scripts that use the old spelling working; the new option's default applies
+    when neither is given.
+    """
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 def store() -> argparse.ArgumentParser:
     """Parent parser: the store a command reads."""
-    return _parent((STORE,))
+    return parent((STORE,))
 
 
 def cluster(*only: str) -> argparse.ArgumentParser:
     """Parent parser: where the work runs (the options named in ``only``, else all)."""
-    return _parent(CLUSTER_OPTIONS, "cluster options", only)
+    return parent(CLUSTER_OPTIONS, "cluster options", only)
 
 
 def neighbour() -> argparse.ArgumentParser:
     """Parent parser: what a neighbours run computes."""
-    return _parent(NEIGHBOUR_OPTIONS, "neighbour options")
+    return parent(NEIGHBOUR_OPTIONS, "neighbour options")
 
 
 def output(*only: str) -> argparse.ArgumentParser:
     """Parent parser: what a command prints and replaces (``only`` those named, else all)."""
-    return _parent(OUTPUT_OPTIONS, "output options", only)
+    return parent(OUTPUT_OPTIONS, "output options", only)
 
 
-def _parent(
+def parent(
     options: tuple[Option, ...], title: str | None = None, only: tuple[str, ...] = ()
 ) -> argparse.ArgumentParser:
+    """A parent parser with ``options`` (those named in ``only``, else all) under ``title``.
+
+    Parents whose groups have the same title share one section of the command's help.
+    """
     # A new parser per command: a parent's actions are shared with its children, so one
     # command's set_defaults would otherwise change another's.
     unknown = set(only) - {flags[0] for flags, _ in options}

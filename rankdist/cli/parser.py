@@ -12,6 +12,9 @@ from rankdist.cli import options
 from rankdist.cluster.profile import SYSTEMS
 from rankdist.tiles.sparse import FORMS
 
+#: Where ``rankdist plan`` can put a run: a batch system, or this machine.
+PLAN_CLUSTERS = (*SYSTEMS, "local")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rankdist`` parser: one subparser per command of :data:`COMMANDS`."""
@@ -152,8 +155,28 @@ def _synth_parser(sub) -> None:
 
 
 def _plan_parser(sub) -> None:
+    where = options.option(
+        "--cluster", default="slurm", choices=PLAN_CLUSTERS,
+        help="batch system of the jobs (default slurm); local: this machine",
+    )  # fmt: skip
+    old_spellings = (
+        options.option(
+            "--scheduler", dest="cluster", choices=PLAN_CLUSTERS, action=options.DeprecatedAlias,
+            new="--cluster", help="deprecated: use --cluster",
+        ),
+        options.option(
+            "--nodes", dest="jobs", type=int, metavar="N", action=options.DeprecatedAlias,
+            new="--jobs", help="deprecated: use --jobs (one node per job)",
+        ),
+    )  # fmt: skip
+    parents = [
+        options.neighbour(),
+        options.parent((where,), "cluster options"),
+        options.cluster("--jobs", "--profile"),
+        options.parent(old_spellings, "cluster options"),
+    ]
     p = sub.add_parser(
-        "plan", parents=[options.neighbour(), options.cluster("--profile")],
+        "plan", parents=parents,
         help="size a run: block size, tiles, wall time, storage, the command to run it",
         description="Plan a rankdist neighbors run on a batch system (one job per node, one "
         "worker per job, as deploy/*.yaml) from its sizes; times come from a calibration "
@@ -162,13 +185,8 @@ def _plan_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument("--cells", metavar="N", help="cells, e.g. 2.3M, 500k or 2300000")
     p.add_argument("--genes", metavar="G", help="genes after selection, e.g. 2000")
-    p.add_argument("--nodes", type=int, default=1, help="batch jobs, one per node (default 1)")
     p.add_argument("--cores-per-node", type=int, metavar="C", help="threads per job (cores:)")
     p.add_argument("--mem-per-node", metavar="SIZE", help="memory per job (memory:), e.g. 128GB")
-    p.add_argument(
-        "--scheduler", default="slurm", choices=(*SYSTEMS, "local"),
-        help="batch system of the jobs (default slurm); local: this machine",
-    )  # fmt: skip
     p.add_argument(
         "--label-values", default="54,8,427", metavar="A,B,C",
         help="values of each label role: cell types, coarse classes, batches (default "

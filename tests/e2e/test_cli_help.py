@@ -7,12 +7,15 @@ import argparse
 import pytest
 
 from rankdist.cli import build_parser, main, options
+from rankdist.cli.parser import PLAN_CLUSTERS
 from rankdist.cluster.profile import SYSTEMS
 from rankdist.encode.registry import ENCODINGS
 from rankdist.tiles.sparse import FORMS
 
 #: Options that mean different things in different commands, each with its own help.
 DIFFERENT_MEANINGS = {"--cells", "--genes", "--seed", "--out", "store"}
+#: plan's --cluster chooses among batch systems (no scheduler address): its own option.
+OWN_OPTIONS = {("plan", "--cluster")}
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -31,10 +34,10 @@ def actions(command: str) -> dict[str, argparse.Action]:
 
 def test_shared_options_read_the_same_in_every_command():
     helps: dict[str, set[str]] = {}
-    for parser in commands().values():
+    for command, parser in commands().items():
         for a in parser._actions:
-            if a.help is not argparse.SUPPRESS and not isinstance(a, argparse._HelpAction):
-                flag = a.option_strings[0] if a.option_strings else a.dest
+            flag = a.option_strings[0] if a.option_strings else a.dest
+            if not isinstance(a, argparse._HelpAction) and (command, flag) not in OWN_OPTIONS:
                 helps.setdefault(flag, set()).add(a.help)
     twice = {flag: texts for flag, texts in helps.items() if len(texts) > 1}
     assert set(twice) <= DIFFERENT_MEANINGS, twice
@@ -52,7 +55,7 @@ NEIGHBOUR = ["--encoding", "--k", "--cutoffs", "--block-size"]
     ("command", "shared"),
     [
         ("neighbors", ["store", *NEIGHBOUR, *CLUSTER, "--quiet"]),
-        ("plan", [*NEIGHBOUR, "--profile"]),
+        ("plan", [*NEIGHBOUR, "--cluster", "--jobs", "--profile"]),
         ("doctor", ["--cluster", "--jobs", "--profile"]),
         ("synth", ["--cluster", "--workers", "--quiet", "--overwrite"]),
         ("demo", ["--workers"]),
@@ -70,8 +73,7 @@ def test_choices_come_from_the_library():
     assert actions("neighbors")["--form"].choices == FORMS
     for command in ("neighbors", "plan"):
         assert tuple(actions(command)["--encoding"].choices) == tuple(ENCODINGS)
-    assert "local" in actions("plan")["--scheduler"].choices
-    assert set(actions("plan")["--scheduler"].choices) == {*SYSTEMS, "local"}
+    assert actions("plan")["--cluster"].choices == PLAN_CLUSTERS == (*SYSTEMS, "local")
 
 
 def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
@@ -79,3 +81,49 @@ def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
         main(["neighbors", str(tmp_path / "none.zarr"), "--encoding", "kendall"])
     assert exit_.value.code == 2
     assert "invalid choice: 'kendall'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- plan: --cluster, --jobs
+
+PLAN = ["plan", "--cells", "2.3M", "--genes", "2000", "--cores-per-node", "32",
+        "--mem-per-node", "96GiB", "--store", "pfc.zarr"]  # fmt: skip
+
+
+def test_plan_takes_cluster_and_jobs_as_neighbors_does(capsys):
+    assert main([*PLAN, "--cluster", "pbs", "--jobs", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert "rankdist neighbors pfc.zarr --cluster pbs --jobs 50 --profile deploy/pbs.yaml" in out
+    assert "50 pbs jobs (one per node)" in out
+    assert "deprecated" not in err
+
+
+def test_plan_keeps_scheduler_and_nodes_as_deprecated_spellings(capsys):
+    assert main([*PLAN, "--cluster", "pbs", "--jobs", "50"]) == 0
+    new = capsys.readouterr().out
+    assert main([*PLAN, "--scheduler", "pbs", "--nodes", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert out == new
+    assert "rankdist plan: warning: --scheduler is deprecated; use --cluster" in err
+    assert "rankdist plan: warning: --nodes is deprecated; use --jobs" in err
+    parser = build_parser()
+    old = parser.parse_args(["plan", "--scheduler", "local", "--nodes", "3"])
+    assert old == parser.parse_args(["plan", "--cluster", "local", "--jobs", "3"])
+    assert (old.cluster, old.jobs) == ("local", 3)
+    assert parser.parse_args(["plan"]).cluster == "slurm"  # the default, as before
+    assert "use --cluster" in actions("plan")["--scheduler"].help
+    assert "use --jobs" in actions("plan")["--nodes"].help
+
+
+def test_plan_on_this_machine_takes_one_job(capsys):
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local"]) == 0
+    assert "this machine" in capsys.readouterr().out
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local",
+                 "--jobs", "3"]) == 2  # fmt: skip
+    assert "one machine" in capsys.readouterr().err
+
+
+def test_plan_cluster_is_a_batch_system_or_local(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*PLAN, "--cluster", "tcp://host:8786"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'tcp://host:8786'" in capsys.readouterr().err
