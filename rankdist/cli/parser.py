@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add_command in (
-        _ingest_parser, _neighbors_parser, _report_parser, _export_parser, _info_parser,
-        _doctor_parser, _synth_parser, _plan_parser, _demo_parser,
+        _ingest_parser, _neighbors_parser, _export_parser, _info_parser, _doctor_parser,
+        _report_parser, _synth_parser, _plan_parser, _demo_parser,
     ):  # fmt: skip
         add_command(sub)
     return parser

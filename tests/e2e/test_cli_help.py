@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from rankdist.cli import build_parser, main, options
+import rankdist.cli
+from rankdist.cli import COMMANDS, build_parser, main, options
 from rankdist.cli.parser import PLAN_CLUSTERS
 from rankdist.cluster.profile import SYSTEMS
 from rankdist.encode.registry import ENCODINGS
@@ -30,6 +31,19 @@ def actions(command: str) -> dict[str, argparse.Action]:
         (a.option_strings[0] if a.option_strings else a.dest): a
         for a in commands()[command]._actions
     }
+
+
+def test_every_command_is_parsed_and_run():
+    assert list(commands()) == list(COMMANDS)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_is_in_the_docstring_and_has_help(command, capsys):
+    assert f"* ``{command}``: " in rankdist.cli.__doc__
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rankdist {command} ")
 
 
 def test_shared_options_read_the_same_in_every_command():
