@@ -1,28 +1,29 @@
-"""Where the work runs: a LocalCluster, a running scheduler or a batch system; where to watch it."""
+"""Where the work runs: choose the kind of cluster; where to watch it (``rankdist doctor``).
+
+Each kind has its own module: the embedded LocalCluster (``local.py``), a running
+scheduler joined by address (``address.py``) and a batch system through dask-jobqueue
+(``jobqueue.py``). :func:`cluster_client` only checks the options against the kind and
+hands over.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import sys
-from collections.abc import Iterator
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
+from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
+from rankdist.cluster.address import scheduler_client
+from rankdist.cluster.describe import describe_client
 from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_client, tunnel_command
 from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
+from rankdist.cluster.local import available_cores, local_client
+
+__all__ = ["available_cores", "cluster_client", "describe_client", "doctor_report"]
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS has one, e.g. a batch job)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
+@doc_params(**CLUSTER_PARAMS)
 def cluster_client(
     cluster: str = "local",
     *,
@@ -33,98 +34,70 @@ def cluster_client(
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
     quiet: bool = False,
-) -> Iterator[Client]:
-    """A Dask client for the duration of the block; a cluster started for it is closed after.
+) -> contextlib.AbstractContextManager[Client]:
+    """A Dask client for a ``with`` block; a cluster started for it is closed after it.
 
     Parameters
     ----------
-    cluster
-        ``'local'`` to start a LocalCluster on this machine, a scheduler address
-        (``tcp://host:port``) to join, or a batch system (``'slurm'``, ``'pbs'``,
-        ``'sge'``, ``'lsf'``) to run workers in jobs submitted through dask-jobqueue.
-    workers
-        Worker processes of the LocalCluster (default 1, sharing one block cache).
+    %(cluster)s
+    %(workers)s
     threads_per_worker
-        Threads per worker (default: this machine's cores divided among the workers).
-        Each thread runs one tile with single-threaded BLAS.
+        ``cluster='local'`` only: threads per worker (default: this machine's cores
+        divided among the workers). Each thread runs one tile with single-threaded BLAS.
     memory_limit
-        Per-worker memory limit for the LocalCluster (Dask's syntax, e.g. ``'4GB'``).
+        ``cluster='local'`` only: per-worker memory limit (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
-        Where the LocalCluster serves its dashboard (another port is taken if busy).
-    jobs
-        Batch systems only: jobs to keep running (default 1), each with the workers its
-        profile describes. Jobs are cancelled when the block ends.
-    profile
-        Batch systems only: a dask-jobqueue YAML profile with a ``jobqueue: <system>:``
-        section (see ``deploy/``). None: dask-jobqueue's own configuration.
+        ``cluster='local'`` only: where the dashboard is served (another port is taken
+        if busy).
+    %(jobs)s
+    %(profile)s
     quiet
         Do not print the dashboard link (and, for a batch system, the jobs and the SSH
         tunnel command).
 
-    Yields
-    ------
-    distributed.Client
-        Connected to a cluster with at least one worker.
+    Returns
+    -------
+    contextlib.AbstractContextManager[distributed.Client]
+        Entering it starts or joins the cluster and gives a client connected to at least
+        one worker.
     """
-    batch_system = cluster in SYSTEMS
-    if not batch_system and (jobs is not None or profile is not None):
-        msg = (
-            f"--jobs/--profile apply to {', '.join(SYSTEMS)} clusters, not to {cluster!r}; "
-            "use e.g. --cluster slurm --jobs 4 --profile deploy/slurm.yaml"
-        )
-        raise ValueError(msg)
-    if batch_system:
+    if cluster in SYSTEMS:
         if workers is not None or threads_per_worker is not None:
             msg = (
                 f"--workers/threads apply only to --cluster local; a {cluster} job runs the "
                 "workers its profile describes (cores, processes); use --jobs for more"
             )
             raise ValueError(msg)
-        with jobqueue_client(
+        return jobqueue_client(
             cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet
-        ) as client:
-            yield client
-    elif cluster == "local":
-        n_workers = workers or 1
-        threads = threads_per_worker or max(1, available_cores() // n_workers)
-        with (
-            _quiet_distributed_logs(),
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads,
-                processes=True,
-                memory_limit=memory_limit,
-                dashboard_address=dashboard_address,
-            ) as lc,
-            Client(lc) as client,
-        ):
-            if not quiet:
-                print(describe_client(client), file=sys.stderr, flush=True)
-            yield client
-    elif "://" in cluster:
+        )
+    if jobs is not None or profile is not None:
+        msg = (
+            f"--jobs/--profile apply to {', '.join(SYSTEMS)} clusters, not to {cluster!r}; "
+            "use e.g. --cluster slurm --jobs 4 --profile deploy/slurm.yaml"
+        )
+        raise ValueError(msg)
+    if cluster == "local":
+        return local_client(
+            workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+            dashboard_address=dashboard_address, quiet=quiet,
+        )  # fmt: skip
+    if "://" in cluster:
         if workers is not None or threads_per_worker is not None:
             msg = (
                 "--workers/threads apply only to --cluster local; a running scheduler "
                 f"({cluster}) has the workers it has"
             )
             raise ValueError(msg)
-        try:
-            client = Client(cluster, timeout="30s")
-        except OSError as err:
-            msg = f"could not reach the Dask scheduler at {cluster} ({err}); is it running?"
-            raise ConnectionError(msg) from err
-        with client:
-            if not quiet:
-                print(describe_client(client), file=sys.stderr, flush=True)
-            yield client
-    else:
-        msg = (
-            f"unknown --cluster {cluster!r}; use 'local', a batch system "
-            f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
-        )
-        raise ValueError(msg)
+        return scheduler_client(cluster, quiet=quiet)
+    msg = (
+        f"unknown --cluster {cluster!r}; use 'local', a batch system "
+        f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
+    )
+    raise ValueError(msg)
 
 
+@doc_params(**CLUSTER_PARAMS)
 def doctor_report(
     cluster: str = "local",
     *,
@@ -136,10 +109,9 @@ def doctor_report(
 
     Parameters
     ----------
-    cluster
-        ``'local'``, a scheduler address, or ``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``.
-    jobs, profile
-        As for :func:`cluster_client` (batch systems only).
+    %(cluster)s
+    %(jobs)s
+    %(profile)s
     login_host
         The machine a user SSHes into, for the tunnel command (default: the submit host
         inside a batch job, else a placeholder).
@@ -173,29 +145,3 @@ def doctor_report(
         else f"no job script: the scheduler at {cluster} has the workers it has"
     )
     return "\n".join(lines)
-
-
-def describe_client(client: Client) -> str:
-    """One line: workers, threads and the dashboard link."""
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
-    threads = sum(w.get("nthreads", 0) for w in workers.values())
-    return (
-        f"Dask: {len(workers)} worker(s), {threads} thread(s); dashboard: {client.dashboard_link}"
-    )
-
-
-@contextlib.contextmanager
-def _quiet_distributed_logs():
-    """Keep LocalCluster start/stop chatter out of the user's terminal (warnings still show)."""
-    loggers = [
-        logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.scheduler")
-    ]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)

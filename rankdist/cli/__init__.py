@@ -1,0 +1,43 @@
+"""The ``rankdist`` command line.
+
+Commands (:data:`COMMANDS`; ``rankdist COMMAND --help`` for each one's options):
+
+* ``ingest``: stream one or several datasets into a rankdist store;
+* ``neighbors``: exact top-k neighbours and cutoff counts of every cell of a store;
+* ``export``: write a run as AnnData for scanpy and scib-metrics;
+* ``info``: describe a store and its runs;
+* ``doctor``: show how ``--cluster`` would run (job script, addresses, SSH tunnel);
+* ``report``: tables, figures and one HTML page of a store's runs;
+* ``synth``: generate a synthetic prefrontal-cortex atlas (store or .h5ad);
+* ``plan``: size a run (block size, wall time, storage) and print the command for it;
+* ``demo``: synthetic labelled data, neighbours and a purity table.
+
+``parser.py`` builds the parser, one small function per command, from the shared option
+groups of ``options.py``; ``commands.py`` holds what each command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rankdist.cli.commands import COMMANDS
+from rankdist.cli.parser import build_parser
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, ConnectionError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rankdist`` with ``argv`` (default: the process's arguments); the exit code.
+
+    An error a user can fix (a missing file, a bad value) is printed as
+    ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ERRORS as err:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"rankdist {args.command}: error: {text}", file=sys.stderr)
+        return 2

@@ -1,0 +1,143 @@
+"""The command line's parser: every command documented, shared options written once."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import rankdist.cli
+from rankdist.cli import COMMANDS, build_parser, main, options
+from rankdist.cli.parser import PLAN_CLUSTERS
+from rankdist.cluster.profile import SYSTEMS
+from rankdist.encode.registry import ENCODINGS
+from rankdist.tiles.sparse import FORMS
+
+#: Options that mean different things in different commands, each with its own help.
+DIFFERENT_MEANINGS = {"--cells", "--genes", "--seed", "--out", "store"}
+#: plan's --cluster chooses among batch systems (no scheduler address): its own option.
+OWN_OPTIONS = {("plan", "--cluster")}
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def actions(command: str) -> dict[str, argparse.Action]:
+    """The command's options by their first flag (positionals by dest)."""
+    return {
+        (a.option_strings[0] if a.option_strings else a.dest): a
+        for a in commands()[command]._actions
+    }
+
+
+def test_every_command_is_parsed_and_run():
+    assert list(commands()) == list(COMMANDS)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_is_in_the_docstring_and_has_help(command, capsys):
+    assert f"* ``{command}``: " in rankdist.cli.__doc__
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rankdist {command} ")
+
+
+def test_shared_options_read_the_same_in_every_command():
+    helps: dict[str, set[str]] = {}
+    for command, parser in commands().items():
+        for a in parser._actions:
+            flag = a.option_strings[0] if a.option_strings else a.dest
+            if not isinstance(a, argparse._HelpAction) and (command, flag) not in OWN_OPTIONS:
+                helps.setdefault(flag, set()).add(a.help)
+    twice = {flag: texts for flag, texts in helps.items() if len(texts) > 1}
+    assert set(twice) <= DIFFERENT_MEANINGS, twice
+    shared = (options.STORE, *options.CLUSTER_OPTIONS, *options.NEIGHBOUR_OPTIONS)
+    for flags, kwargs in (*shared, *options.OUTPUT_OPTIONS):
+        if flags[0] not in DIFFERENT_MEANINGS:
+            assert helps[flags[0]] == {kwargs["help"]}, flags
+
+
+CLUSTER = ["--cluster", "--workers", "--jobs", "--profile"]
+NEIGHBOUR = ["--encoding", "--k", "--cutoffs", "--block-size"]
+
+
+@pytest.mark.parametrize(
+    ("command", "shared"),
+    [
+        ("neighbors", ["store", *NEIGHBOUR, *CLUSTER, "--quiet"]),
+        ("plan", [*NEIGHBOUR, "--cluster", "--jobs", "--profile"]),
+        ("doctor", ["--cluster", "--jobs", "--profile"]),
+        ("synth", ["--cluster", "--workers", "--quiet", "--overwrite"]),
+        ("demo", ["--workers"]),
+        ("ingest", ["--quiet", "--overwrite"]),
+        ("export", ["store"]),
+        ("info", ["store"]),
+        ("report", ["store"]),
+    ],
+)
+def test_each_command_takes_its_shared_options(command, shared):
+    assert set(shared) <= set(actions(command))
+
+
+def test_choices_come_from_the_library():
+    assert actions("neighbors")["--form"].choices == FORMS
+    for command in ("neighbors", "plan"):
+        assert tuple(actions(command)["--encoding"].choices) == tuple(ENCODINGS)
+    assert actions("plan")["--cluster"].choices == PLAN_CLUSTERS == (*SYSTEMS, "local")
+
+
+def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["neighbors", str(tmp_path / "none.zarr"), "--encoding", "kendall"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'kendall'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- plan: --cluster, --jobs
+
+PLAN = ["plan", "--cells", "2.3M", "--genes", "2000", "--cores-per-node", "32",
+        "--mem-per-node", "96GiB", "--store", "pfc.zarr"]  # fmt: skip
+
+
+def test_plan_takes_cluster_and_jobs_as_neighbors_does(capsys):
+    assert main([*PLAN, "--cluster", "pbs", "--jobs", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert "rankdist neighbors pfc.zarr --cluster pbs --jobs 50 --profile deploy/pbs.yaml" in out
+    assert "50 pbs jobs (one per node)" in out
+    assert "deprecated" not in err
+
+
+def test_plan_keeps_scheduler_and_nodes_as_deprecated_spellings(capsys):
+    assert main([*PLAN, "--cluster", "pbs", "--jobs", "50"]) == 0
+    new = capsys.readouterr().out
+    assert main([*PLAN, "--scheduler", "pbs", "--nodes", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert out == new
+    assert "rankdist plan: warning: --scheduler is deprecated; use --cluster" in err
+    assert "rankdist plan: warning: --nodes is deprecated; use --jobs" in err
+    parser = build_parser()
+    old = parser.parse_args(["plan", "--scheduler", "local", "--nodes", "3"])
+    assert old == parser.parse_args(["plan", "--cluster", "local", "--jobs", "3"])
+    assert (old.cluster, old.jobs) == ("local", 3)
+    assert parser.parse_args(["plan"]).cluster == "slurm"  # the default, as before
+    assert "use --cluster" in actions("plan")["--scheduler"].help
+    assert "use --jobs" in actions("plan")["--nodes"].help
+
+
+def test_plan_on_this_machine_takes_one_job(capsys):
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local"]) == 0
+    assert "this machine" in capsys.readouterr().out
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local",
+                 "--jobs", "3"]) == 2  # fmt: skip
+    assert "one machine" in capsys.readouterr().err
+
+
+def test_plan_cluster_is_a_batch_system_or_local(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*PLAN, "--cluster", "tcp://host:8786"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'tcp://host:8786'" in capsys.readouterr().err
