@@ -5,8 +5,9 @@ imports only the tile and encode modules it runs, starts without loading the ana
 stack (scipy.stats, xarray): about 2.5 s less per worker process.
 """
 
-from importlib import import_module
 from importlib.metadata import version as _version
+
+from rankdist._lazy import lazy_exports
 
 __version__ = _version("rankdist")
 
@@ -26,17 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-    elif name == "analysis":  # rankdist.analysis.* is public
-        value = import_module("rankdist.analysis")
-    else:
-        msg = f"module 'rankdist' has no attribute {name!r}"
-        raise AttributeError(msg)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, "analysis"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=("analysis",))

@@ -42,7 +42,7 @@ PACKAGE = Path(rankdist.__file__).resolve().parent
 #: Each part of rankdist may import only parts on lower rows (and its own modules).
 #: Function-level (lazy) imports count the same as top-level ones.
 LAYERS = (
-    ("_progress", "layout"),
+    ("_lazy", "_progress", "layout"),
     ("io", "cluster"),
     ("encode",),
     ("reduce",),

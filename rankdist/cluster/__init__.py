@@ -9,7 +9,7 @@ The public names are imported on first use (PEP 562): the command line reads the
 systems' names from ``profile.py`` without loading distributed.
 """
 
-from importlib import import_module
+from rankdist._lazy import lazy_exports
 
 #: Public name -> module that defines it.
 _EXPORTS = {
@@ -20,14 +20,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        msg = f"module 'rankdist.cluster' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

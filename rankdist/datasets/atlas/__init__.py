@@ -7,7 +7,7 @@ The names below are imported on first use (PEP 562), so that the taxonomy's cons
 command line and the planner read, import without the generator (numba, pandas, h5py).
 """
 
-from importlib import import_module
+from rankdist._lazy import lazy_exports
 
 #: Public name -> module that defines it.
 _EXPORTS = {
@@ -22,14 +22,4 @@ _EXPORTS = {
 __all__ = ["CLASSES", "SUBTYPES", "AtlasModel", "AtlasSpec", "atlas_model", "synth_atlas"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        msg = f"module 'rankdist.datasets.atlas' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
