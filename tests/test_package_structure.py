@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import rankdist
@@ -151,3 +152,27 @@ def test_modules_stay_small():
 
 #: About 400 lines: a module a reader holds in their head.
 MAX_MODULE_LINES = 420
+
+
+# --- docs/architecture.md lists every module -------------------------------------------------
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+#: A row of the module table: ``| `io/store.py` | what it does |``, paths relative to rankdist/.
+_MODULE_ROW = re.compile(r"^\|\s*`(?P<path>[^`]+\.py)`\s*\|", re.MULTILINE)
+
+
+def test_architecture_doc_lists_every_module():
+    listed = _MODULE_ROW.findall(ARCHITECTURE.read_text())
+    on_disk = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
+    doubled = sorted({path for path in listed if listed.count(path) > 1})
+    missing = sorted(on_disk - set(listed))
+    stale = sorted(set(listed) - on_disk)
+    problems = []
+    if missing:
+        problems.append(f"modules missing from its module table (add a row each): {missing}")
+    if stale:
+        problems.append(f"rows for modules not under rankdist/ (remove them): {stale}")
+    if doubled:
+        problems.append(f"modules listed more than once: {doubled}")
+    assert not problems, f"{ARCHITECTURE}: " + "; ".join(problems)
