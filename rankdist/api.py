@@ -12,6 +12,7 @@ from importlib.metadata import version
 import numpy as np
 from distributed import Client
 
+from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client
 from rankdist.encode.cache import Encoded, encode
 from rankdist.encode.registry import get_encoding
@@ -31,6 +32,7 @@ class ExcludedCellsWarning(UserWarning):
     """Some cells are constant over the selected genes and have no rank correlation."""
 
 
+@doc_params(**CLUSTER_PARAMS)
 def neighbors(
     store: str | os.PathLike | Store,
     encoding: str = "spearman",
@@ -64,8 +66,9 @@ def neighbors(
     cutoffs
         Correlation cutoffs in [-1, 1] at which relations are counted per label value.
     client
-        A Dask client to run on. If None, a cluster is made from ``cluster`` and
-        ``workers`` for this call and closed afterwards.
+        A Dask client to run on. If None, a cluster is started from ``cluster``,
+        ``workers``, ``jobs`` and ``profile`` for this call and closed afterwards; with a
+        client, those four are not used.
     params
         Encoding parameters (e.g. ``{'target_sum': 1e4}`` for pearson).
     name
@@ -73,16 +76,7 @@ def neighbors(
         the same name is replaced when this one finishes.
     block_size
         Cells per row block, a multiple of 512 (default: chosen from worker memory).
-    cluster
-        Used when ``client`` is None: ``'local'`` starts a LocalCluster on this machine;
-        a scheduler address (``tcp://host:8786``) joins that cluster.
-    workers
-        Worker processes of the LocalCluster (default 1, using every core through threads).
-    jobs
-        With a batch-system cluster (``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'``): the
-        number of jobs to submit, each running the workers its profile describes.
-    profile
-        A dask-jobqueue YAML profile (see ``deploy/``) for a batch-system cluster.
+    %(cluster_params)s
     type_hist
         Also count every pair of cells by (cell type, cell type, similarity bin of 0.005)
         in the tile pass: the cell type x cell type similarity distributions

@@ -25,6 +25,24 @@ def test_public_functions_document_their_parameters():
             assert param in doc, f"{fn.__name__}: parameter {param!r} not in its docstring"
 
 
+def test_cluster_parameters_share_one_doc():
+    """Every function that starts a cluster documents its options with the one shared text."""
+    from rankdist.cluster._docs import CLUSTER_PARAMS
+    from rankdist.cluster.client import cluster_client, doctor_report
+    from rankdist.datasets.atlas import synth_atlas
+
+    for fn in (rankdist.neighbors, synth_atlas, cluster_client, doctor_report):
+        doc = inspect.getdoc(fn)
+        assert "%(" not in doc, f"{fn.__name__}: a placeholder left in its docstring"
+        for param in ("cluster", "workers", "jobs", "profile"):
+            if param in inspect.signature(fn).parameters:
+                assert CLUSTER_PARAMS[param] in doc, (
+                    f"{fn.__name__} documents {param!r} in its own words; write "
+                    f"%({param})s in its docstring and decorate it with "
+                    "@doc_params(**CLUSTER_PARAMS) (rankdist/cluster/_docs.py)"
+                )
+
+
 def test_contract_signatures():
     ingest = inspect.signature(rankdist.ingest).parameters
     assert list(ingest)[:2] == ["source", "store_path"]

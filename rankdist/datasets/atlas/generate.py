@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rankdist import _progress
+from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.datasets.atlas.cells import BLOCK_CELLS, cell_labels, generate_cells
 from rankdist.datasets.atlas.h5ad import check_h5ad_path, h5ad_writer
 from rankdist.datasets.atlas.model import (
@@ -42,6 +43,7 @@ TASK_VALUES = 1 << 24
 DRAIN_SECONDS = 300
 
 
+@doc_params(**CLUSTER_PARAMS)
 def synth_atlas(
     out: str | os.PathLike,
     n_cells: int,
@@ -83,10 +85,11 @@ def synth_atlas(
         Cells per task; rounded up to a multiple of the store's X chunk rows (a store) or
         of 64 (an .h5ad). Default: about 16 M values per task.
     client
-        A ``distributed.Client`` to use; default: start a cluster from ``cluster``.
-    cluster, workers
-        As in :func:`rankdist.neighbors`: ``'local'`` (a LocalCluster with ``workers``
-        processes), a scheduler address, or a batch system.
+        A ``distributed.Client`` to use. If None, a cluster is started from ``cluster``
+        and ``workers`` for this call and closed afterwards; with a client, those two are
+        not used.
+    %(cluster)s
+    %(workers)s
     overwrite
         Replace an existing store or .h5ad (atomically).
     compression
