@@ -87,7 +87,8 @@ def synth_atlas(
     client
         A ``distributed.Client`` to use. If None, a cluster is started from ``cluster``
         and ``workers`` for this call and closed afterwards; with a client, those two are
-        not used.
+        not used. For batch jobs of your own number and profile, pass the client of
+        ``rankdist.cluster.client.cluster_client(system, jobs=..., profile=...)``.
     %(cluster)s
     %(workers)s
     overwrite
