@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,7 @@ import rankdist.cli
 from rankdist.cli import COMMANDS, build_parser, main, options
 from rankdist.cli.parser import PLAN_CLUSTERS
 from rankdist.cluster.profile import SYSTEMS
+from rankdist.datasets.atlas import taxonomy
 from rankdist.encode.registry import ENCODINGS
 from rankdist.tiles.sparse import FORMS
 
@@ -88,6 +91,34 @@ def test_choices_come_from_the_library():
     for command in ("neighbors", "plan"):
         assert tuple(actions(command)["--encoding"].choices) == tuple(ENCODINGS)
     assert actions("plan")["--cluster"].choices == PLAN_CLUSTERS == (*SYSTEMS, "local")
+
+
+def test_plan_clusters_are_the_planners_schedulers():
+    # parser.py builds the tuple itself so that the parser does not import the planner
+    from rankdist.planning.model import SCHEDULERS
+
+    assert PLAN_CLUSTERS == SCHEDULERS
+
+
+def test_building_the_parser_leaves_the_heavy_modules_alone():
+    # `rankdist --help` stays fast: no Dask distributed, zarr or planner behind the parser
+    code = (
+        "import sys; from rankdist.cli import build_parser; build_parser(); "
+        "print(sorted({'distributed', 'zarr', 'rankdist.planning.model'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_atlas_defaults_come_from_the_taxonomy(monkeypatch):
+    assert actions("synth")["--donors"].default == taxonomy.N_DONORS == 427
+    assert actions("plan")["--label-values"].default == "54,8,427"
+    # one definition: the parser reads it when built, and its help shows the value
+    monkeypatch.setattr(taxonomy, "N_DONORS", 300)
+    monkeypatch.setattr(taxonomy, "ATLAS_LABEL_SIZES", (54, 8, 300))
+    donors, values = actions("synth")["--donors"], actions("plan")["--label-values"]
+    assert donors.default == 300 and "(default 300)" in donors.help
+    assert values.default == "54,8,300" and "(default 54,8,300: " in values.help
 
 
 def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
