@@ -204,15 +204,19 @@ def _plan_parser(sub) -> None:
         f"{atlas_sizes}: the 2.3 M-cell prefrontal cortex atlas)",
     )  # fmt: skip
     p.add_argument("--store", default="STORE", help="store path to put in the command")
+    # As rankdist.planning.calibration reads and writes them (user_calibration_path).
     p.add_argument(
         "--calibration", metavar="FILE",
-        help="throughput constants to use, or to write with --calibrate (default: the file "
-        "shipped with rankdist)",
+        help="throughput constants to read, or to write with --calibrate (default: your own "
+        "file, $XDG_CONFIG_HOME/rankdist/calibration.json, else "
+        "~/.config/rankdist/calibration.json, if it exists; else the file shipped with "
+        "rankdist)",
     )  # fmt: skip
     p.add_argument(
         "--calibrate", action="store_true",
         help="measure this machine's constants on a real tile workload (about a minute) "
-        "and write them to --calibration",
+        "and write them to your own file (see --calibration), unless --calibration FILE "
+        "is given; the file shipped with rankdist is never written",
     )  # fmt: skip
 
 

@@ -121,6 +121,22 @@ def test_atlas_defaults_come_from_the_taxonomy(monkeypatch):
     assert values.default == "54,8,300" and "(default 54,8,300: " in values.help
 
 
+def test_plan_calibration_help_says_which_file_is_read_and_written(monkeypatch, tmp_path):
+    from rankdist.planning.calibration import user_calibration_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    mine = user_calibration_path().relative_to(tmp_path).as_posix()
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    home = user_calibration_path().relative_to(tmp_path / "home").as_posix()
+    read, write = actions("plan")["--calibration"].help, actions("plan")["--calibrate"].help
+    assert (
+        f"(default: your own file, $XDG_CONFIG_HOME/{mine}, else ~/{home}, if it exists; "
+        "else the file shipped with rankdist)"
+    ) in read
+    assert "write them to your own file (see --calibration), unless --calibration FILE" in write
+
+
 def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["neighbors", str(tmp_path / "none.zarr"), "--encoding", "kendall"])
