@@ -10,7 +10,7 @@ classes, 2 batches) are ingested, then ``rankdist.neighbors`` runs on its own lo
 cluster (one worker, one thread per core: the default), k = 30, one cutoff. Its wall
 time, cluster start-up and encoding included (the fastest of ``--repeats`` runs, as the
 calibration keeps its fastest pass), is compared with what
-``rankdist.planning.model.plan_run`` predicts for the same machine (``--scheduler local``,
+``rankdist.planning.model.plan_run`` predicts for the same machine (``--cluster local``,
 one node with this machine's cores and memory) from the calibration file (``--calibration``,
 or the one ``rankdist plan`` reads). A warm-up run on a small store first fills numba's
 on-disk cache, as on any machine after the first run. It prints a table and appends a

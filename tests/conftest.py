@@ -1,4 +1,9 @@
-"""Shared fixtures: real Dask LocalClusters (process workers), made once per session."""
+"""Shared fixtures: real Dask LocalClusters (process workers), made once per session.
+
+Every test runs with ``XDG_CONFIG_HOME`` set to an empty temporary folder
+(:func:`config_home`), so no test reads or writes a developer's own rankdist
+configuration, such as the calibration ``rankdist plan`` reads first.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,21 @@ import subprocess
 
 import pytest
 from distributed import Client, LocalCluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def config_home(tmp_path_factory):
+    """An empty ``XDG_CONFIG_HOME`` for the whole session: the folder, as a Path.
+
+    Set in this process's environment before any cluster starts, so that worker processes
+    and ``rankdist`` commands run as subprocesses see it too: ``load_calibration()`` reads
+    the packaged file, and ``rankdist plan --calibrate`` writes here. A test that writes
+    its own calibration sets ``XDG_CONFIG_HOME`` itself (``monkeypatch.setenv``).
+    """
+    path = tmp_path_factory.mktemp("config-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
 """The ``rankdist`` argument parser: one small function per command.
 
 Options several commands share come from the parent parsers of :mod:`rankdist.cli.options`;
-each function here adds only its command's own options.
+each function here adds only its command's own options. Defaults and choices come from
+their one definition in the library (the atlas's sizes in
+:mod:`rankdist.datasets.atlas.taxonomy`, read when the parser is built), and the help
+shows them.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import argparse
 
 from rankdist.cli import options
 from rankdist.cluster.profile import SYSTEMS
+from rankdist.datasets.atlas import taxonomy
 from rankdist.tiles.sparse import FORMS
 
-#: Where ``rankdist plan`` can put a run: a batch system, or this machine.
+#: Where ``rankdist plan`` can put a run: a batch system, or this machine. The same tuple
+#: as :data:`rankdist.planning.model.SCHEDULERS`, built as that is: importing the planner
+#: would load Dask's distributed and zarr for every ``rankdist --help``.
 PLAN_CLUSTERS = (*SYSTEMS, "local")
 
 
@@ -130,8 +136,9 @@ def _synth_parser(sub) -> None:
     p = sub.add_parser(
         "synth", parents=[options.cluster("--cluster", "--workers"), options.output()],
         help="generate a synthetic prefrontal-cortex atlas (store or .h5ad)",
-        description="Generate a Mathys-like aged prefrontal-cortex atlas (54 subtypes in 8 "
-        "classes, donors as batches, negative-binomial counts) chunk by chunk on Dask, "
+        description="Generate a Mathys-like aged prefrontal-cortex atlas "
+        f"({len(taxonomy.SUBTYPES)} subtypes in {len(taxonomy.CLASSES)} classes, donors as "
+        "batches, negative-binomial counts) chunk by chunk on Dask, "
         "straight into a rankdist store or an .h5ad. See docs/synth.md.",
     )  # fmt: skip
     p.add_argument("out", help="store directory (e.g. atlas.zarr) or .h5ad file to create")
@@ -140,7 +147,10 @@ def _synth_parser(sub) -> None:
         "--genes", default="all", metavar="N|all",
         help="keep the N most informative of the 33,538 genes (default: all)",
     )  # fmt: skip
-    p.add_argument("--donors", type=int, default=427, help="donors = batches (default 427)")
+    p.add_argument(
+        "--donors", type=int, default=taxonomy.N_DONORS,
+        help=f"donors = batches (default {taxonomy.N_DONORS})",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument(
         "--format", choices=("store", "h5ad"),
@@ -187,21 +197,26 @@ def _plan_parser(sub) -> None:
     p.add_argument("--genes", metavar="G", help="genes after selection, e.g. 2000")
     p.add_argument("--cores-per-node", type=int, metavar="C", help="threads per job (cores:)")
     p.add_argument("--mem-per-node", metavar="SIZE", help="memory per job (memory:), e.g. 128GB")
+    atlas_sizes = ",".join(map(str, taxonomy.ATLAS_LABEL_SIZES))
     p.add_argument(
-        "--label-values", default="54,8,427", metavar="A,B,C",
+        "--label-values", default=atlas_sizes, metavar="A,B,C",
         help="values of each label role: cell types, coarse classes, batches (default "
-        "54,8,427: the 2.3 M-cell prefrontal cortex atlas)",
+        f"{atlas_sizes}: the 2.3 M-cell prefrontal cortex atlas)",
     )  # fmt: skip
     p.add_argument("--store", default="STORE", help="store path to put in the command")
+    # As rankdist.planning.calibration reads and writes them (user_calibration_path).
     p.add_argument(
         "--calibration", metavar="FILE",
-        help="throughput constants to use, or to write with --calibrate (default: the file "
-        "shipped with rankdist)",
+        help="throughput constants to read, or to write with --calibrate (default: your own "
+        "file, $XDG_CONFIG_HOME/rankdist/calibration.json, else "
+        "~/.config/rankdist/calibration.json, if it exists; else the file shipped with "
+        "rankdist)",
     )  # fmt: skip
     p.add_argument(
         "--calibrate", action="store_true",
         help="measure this machine's constants on a real tile workload (about a minute) "
-        "and write them to --calibration",
+        "and write them to your own file (see --calibration), unless --calibration FILE "
+        "is given; the file shipped with rankdist is never written",
     )  # fmt: skip
 
 

@@ -83,12 +83,13 @@ def plan_capacity(
     cells, genes
         Cells and selected genes (``'2.3M'``, ``2000``).
     nodes
-        Batch jobs, one per node.
+        Batch jobs, one per node (``rankdist plan --jobs``).
     cores_per_node, mem_per_node
         What each job asks for: threads of its worker, and memory (``'128GB'``). With
         ``scheduler='local'`` they default to this machine's.
     scheduler
-        ``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'`` or ``'local'``.
+        The batch system (``rankdist plan --cluster``): ``'slurm'``, ``'pbs'``, ``'sge'``,
+        ``'lsf'``, or ``'local'`` for this machine.
     k, cutoffs, label_values, encoding
         As in ``rankdist neighbors``; ``label_values`` is the number of values of each
         label role (cell types, coarse classes, batches), which sizes the counts.
@@ -114,7 +115,7 @@ def plan_capacity(
     ]  # fmt: skip
     if missing:
         msg = (
-            f"{' and '.join(missing)} needed for --scheduler {scheduler}: what one job asks "
+            f"{' and '.join(missing)} needed for --cluster {scheduler}: what one job asks "
             "for, e.g. --cores-per-node 32 --mem-per-node 128GB"
         )
         raise ValueError(msg)

@@ -25,7 +25,8 @@ from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 from rankdist.tiles.scheduler import FAN_IN
 
-#: Batch systems ``rankdist neighbors --cluster`` submits to, and ``local``.
+#: Batch systems ``rankdist neighbors --cluster`` submits to, and ``local``: the choices of
+#: ``rankdist plan --cluster`` (the CLI builds the same tuple without importing this module).
 SCHEDULERS: tuple[str, ...] = (*SYSTEMS, "local")
 
 
@@ -42,7 +43,8 @@ class Layout:
     mem_per_node
         Bytes of each job's memory (the profile's ``memory``), the worker's limit.
     scheduler
-        ``'slurm'``, ``'pbs'``, ``'sge'``, ``'lsf'`` or ``'local'``.
+        The batch system (``--cluster``): one of :data:`SCHEDULERS`, ``'slurm'``,
+        ``'pbs'``, ``'sge'``, ``'lsf'`` or ``'local'``.
     """
 
     nodes: int
@@ -51,19 +53,22 @@ class Layout:
     scheduler: str = "slurm"
 
     def __post_init__(self):
-        for name in ("nodes", "cores_per_node"):
+        for name, option in (("nodes", "--jobs"), ("cores_per_node", "--cores-per-node")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                msg = f"{option} must be a positive integer, got {value!r}"
                 raise ValueError(msg)
         if not self.mem_per_node > 0:
             msg = f"--mem-per-node must be positive (e.g. 128GB), got {self.mem_per_node!r}"
             raise ValueError(msg)
         if self.scheduler not in SCHEDULERS:
-            msg = f"--scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
+            msg = f"--cluster {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
             raise ValueError(msg)
         if self.scheduler == "local" and self.nodes != 1:
-            msg = f"--scheduler local runs on one machine; got --nodes {self.nodes}"
+            msg = (
+                f"--cluster local runs on one machine; got --jobs {self.nodes}: leave --jobs "
+                "out, or plan for a batch system (--cluster slurm, ...)"
+            )
             raise ValueError(msg)
 
     @property

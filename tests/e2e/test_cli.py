@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -81,6 +82,24 @@ def test_demo_prints_purity_tables(tmp_path):
     # the printed top-15 share for 'all' is the table's value
     line = next(row for row in text.splitlines() if "│ all" in row)
     assert f"{table.loc['all', 'topk_same']:.2f}" in line
+
+
+def test_plan_reads_the_sessions_config_home_not_the_developers(config_home):
+    # tests/conftest.py sets XDG_CONFIG_HOME for every test, subprocesses included
+    from rankdist.planning.calibration import load_calibration, packaged_calibration_path
+
+    assert os.environ["XDG_CONFIG_HOME"] == str(config_home)
+    assert not (config_home / "rankdist").exists()  # no test left a calibration there
+    user = config_home / "rankdist" / "calibration.json"
+    packaged = load_calibration(packaged_calibration_path())
+    mine = dataclasses.replace(packaged, measured={"date": "then", "host": "session", "cores": 3})
+    mine.save(user)
+    try:
+        out = run("plan", "--cells", "20k", "--genes", "2000", "--cluster", "local")
+    finally:
+        user.unlink()
+        user.parent.rmdir()
+    assert "calibration  then on session (3 cores)" in out.stdout
 
 
 def test_help_lists_commands():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,7 @@ import rankdist.cli
 from rankdist.cli import COMMANDS, build_parser, main, options
 from rankdist.cli.parser import PLAN_CLUSTERS
 from rankdist.cluster.profile import SYSTEMS
+from rankdist.datasets.atlas import taxonomy
 from rankdist.encode.registry import ENCODINGS
 from rankdist.tiles.sparse import FORMS
 
@@ -88,6 +91,50 @@ def test_choices_come_from_the_library():
     for command in ("neighbors", "plan"):
         assert tuple(actions(command)["--encoding"].choices) == tuple(ENCODINGS)
     assert actions("plan")["--cluster"].choices == PLAN_CLUSTERS == (*SYSTEMS, "local")
+
+
+def test_plan_clusters_are_the_planners_schedulers():
+    # parser.py builds the tuple itself so that the parser does not import the planner
+    from rankdist.planning.model import SCHEDULERS
+
+    assert PLAN_CLUSTERS == SCHEDULERS
+
+
+def test_building_the_parser_leaves_the_heavy_modules_alone():
+    # `rankdist --help` stays fast: no Dask distributed, zarr or planner behind the parser
+    code = (
+        "import sys; from rankdist.cli import build_parser; build_parser(); "
+        "print(sorted({'distributed', 'zarr', 'rankdist.planning.model'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_atlas_defaults_come_from_the_taxonomy(monkeypatch):
+    assert actions("synth")["--donors"].default == taxonomy.N_DONORS == 427
+    assert actions("plan")["--label-values"].default == "54,8,427"
+    # one definition: the parser reads it when built, and its help shows the value
+    monkeypatch.setattr(taxonomy, "N_DONORS", 300)
+    monkeypatch.setattr(taxonomy, "ATLAS_LABEL_SIZES", (54, 8, 300))
+    donors, values = actions("synth")["--donors"], actions("plan")["--label-values"]
+    assert donors.default == 300 and "(default 300)" in donors.help
+    assert values.default == "54,8,300" and "(default 54,8,300: " in values.help
+
+
+def test_plan_calibration_help_says_which_file_is_read_and_written(monkeypatch, tmp_path):
+    from rankdist.planning.calibration import user_calibration_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    mine = user_calibration_path().relative_to(tmp_path).as_posix()
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    home = user_calibration_path().relative_to(tmp_path / "home").as_posix()
+    read, write = actions("plan")["--calibration"].help, actions("plan")["--calibrate"].help
+    assert (
+        f"(default: your own file, $XDG_CONFIG_HOME/{mine}, else ~/{home}, if it exists; "
+        "else the file shipped with rankdist)"
+    ) in read
+    assert "write them to your own file (see --calibration), unless --calibration FILE" in write
 
 
 def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):

@@ -31,7 +31,7 @@ from rankdist.planning.model import (
 )
 from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 
-ATLAS = ["--cells", "2.3M", "--genes", "2000", "--nodes", "50", "--cores-per-node", "32"]
+ATLAS = ["--cells", "2.3M", "--genes", "2000", "--jobs", "50", "--cores-per-node", "32"]
 
 #: Round numbers, so that times can be checked by hand.
 CAL = Calibration(
@@ -246,7 +246,7 @@ def test_cli_prints_the_plan_and_the_jobqueue_command(capsys):
 
 
 def test_cli_other_batch_systems_and_options(capsys):
-    args = [*ATLAS, "--mem-per-node", "96GiB", "--scheduler", "pbs", "--store", "pfc.zarr"]
+    args = [*ATLAS, "--mem-per-node", "96GiB", "--cluster", "pbs", "--store", "pfc.zarr"]
     args += ["--k", "15", "--cutoffs", "0.3,0.5", "--block-size", "8192", "--encoding", "pearson"]
     assert main(["plan", *args]) == 0
     out = capsys.readouterr().out
@@ -278,7 +278,7 @@ def test_cli_counts_size_follows_the_label_values(capsys):
     ],
 )
 def test_cli_rejects_bad_sizes(capsys, args, message):
-    full = [*args, "--nodes", "2", "--cores-per-node", "8", "--mem-per-node", "32GB"]
+    full = [*args, "--jobs", "2", "--cores-per-node", "8", "--mem-per-node", "32GB"]
     assert main(["plan", *full]) == 2
     assert message in capsys.readouterr().err
 
@@ -291,20 +291,48 @@ def test_cli_rejects_memory_too_small_for_one_block(capsys):
     assert main(["plan", *ATLAS, "--mem-per-node", "2GB"]) == 0
 
 
+def test_cli_rejects_a_bad_job_layout(capsys):
+    job = ["--cores-per-node", "8", "--mem-per-node", "32GB"]
+    assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--jobs", "0", *job]) == 2
+    assert "--jobs must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--cores-per-node", "0",
+                 "--mem-per-node", "32GB"]) == 2  # fmt: skip
+    assert "--cores-per-node must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^--cluster 'htcondor' is not one of slurm, "):
+        Layout(1, 8, 32e9, scheduler="htcondor")
+
+
 def test_cli_needs_the_job_size_on_a_batch_system(capsys):
-    assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--nodes", "4"]) == 2
-    assert "--cores-per-node and --mem-per-node needed" in capsys.readouterr().err
+    assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--jobs", "4"]) == 2
+    assert (
+        "--cores-per-node and --mem-per-node needed for --cluster slurm: what one job asks for"
+    ) in capsys.readouterr().err
     assert main(["plan", "--genes", "2000"]) == 2
     assert "give --cells and --genes" in capsys.readouterr().err
 
 
 def test_local_plan_uses_this_machine_and_no_jobqueue(capsys):
-    assert main(["plan", "--cells", "20k", "--genes", "2000", "--scheduler", "local"]) == 0
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local"]) == 0
     out = capsys.readouterr().out
     assert "this machine" in out and "--cluster" not in out
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local",
+                 "--jobs", "3"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--cluster local runs on one machine; got --jobs 3: leave --jobs out" in err
+
+
+def test_old_spellings_still_plan_and_warn(capsys):
+    # --scheduler and --nodes are deprecated spellings of --cluster and --jobs: they still
+    # work, warn, and the errors they lead to name the new options
+    assert main(["plan", "--cells", "20k", "--genes", "2000", "--scheduler", "local"]) == 0
+    out, err = capsys.readouterr()
+    assert "this machine" in out
+    assert "warning: --scheduler is deprecated; use --cluster" in err
     assert main(["plan", "--cells", "20k", "--genes", "2000", "--scheduler", "local",
                  "--nodes", "3"]) == 2  # fmt: skip
-    assert "one machine" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: --nodes is deprecated; use --jobs" in err
+    assert "--cluster local runs on one machine; got --jobs 3" in err
 
 
 def test_packaged_calibration_loads_and_is_package_data():
