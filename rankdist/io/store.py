@@ -356,6 +356,29 @@ def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, c
     arr.attrs["categories"] = [str(c) for c in categories]
 
 
+def drop_unused_categories(codes: np.ndarray, categories) -> tuple[np.ndarray, list[str]]:
+    """Codes into only the categories some cell has, in their original order.
+
+    Parameters
+    ----------
+    codes
+        ``(n_cells,)`` integer codes into ``categories``.
+    categories
+        The category of each code value.
+
+    Returns
+    -------
+    codes, categories
+        ``(n_cells,)`` int32 codes into the categories that occur (as str), which keep
+        the order they had in ``categories``.
+    """
+    codes = np.asarray(codes)
+    present = np.flatnonzero(np.bincount(codes, minlength=len(categories)))
+    remap = np.full(len(categories), -1, dtype=np.int32)
+    remap[present] = np.arange(len(present), dtype=np.int32)
+    return remap[codes], [str(categories[i]) for i in present]
+
+
 def write_names(group: zarr.Group, key: str, names) -> None:
     """Write a 1-d array of strings (cell or gene names)."""
     names = np.asarray([str(n) for n in names])

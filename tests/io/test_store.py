@@ -1,12 +1,14 @@
-"""io/store.py's atomic_file: a file appears whole or not at all."""
+"""io/store.py's helpers: atomic_file (a file appears whole or not at all) and
+drop_unused_categories."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
-from rankdist.io.store import atomic_file
+from rankdist.io.store import atomic_file, drop_unused_categories
 
 MODES = [None, "w", "wb"]
 
@@ -103,3 +105,10 @@ def test_a_body_that_writes_nothing_is_named(tmp_path):
         with atomic_file(tmp_path / "out.h5ad", mode="a"):
             pass
 
+
+def test_drop_unused_categories_keeps_order_as_int32():
+    codes, cats = drop_unused_categories(np.array([3, 0, 3, 1]), ["a", "b", "c", "d"])
+    assert codes.dtype == np.int32 and codes.tolist() == [2, 0, 2, 1]
+    assert cats == ["a", "b", "d"]
+    codes, cats = drop_unused_categories(np.array([], dtype=np.int32), ("a", "b"))
+    assert codes.dtype == np.int32 and codes.tolist() == [] and cats == []
