@@ -89,6 +89,7 @@ def main() -> None:
 
     import rankdist
     from rankdist.datasets.toy import synthetic_counts
+    from rankdist.io.store import atomic_file
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankdist-bench-memory-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -101,15 +102,15 @@ def main() -> None:
     h5ad = work / f"synthetic-{n}x{g}.h5ad"
     if not h5ad.exists():
         t0 = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(
-            target=write_synthetic_h5ad, args=(str(h5ad) + ".tmp", n, g, 0)
-        )
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            msg = f"generating {h5ad} failed in a child process (exit code {child.exitcode})"
-            raise RuntimeError(msg)
-        os.replace(str(h5ad) + ".tmp", h5ad)
+        with atomic_file(h5ad) as tmp:  # a failed child leaves no partial file behind
+            child = multiprocessing.get_context("spawn").Process(
+                target=write_synthetic_h5ad, args=(str(tmp), n, g, 0)
+            )
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                msg = f"generating {h5ad} failed in a child process (exit code {child.exitcode})"
+                raise RuntimeError(msg)
         print(f"generated {h5ad.name} in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()

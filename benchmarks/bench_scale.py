@@ -193,10 +193,11 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     from distributed import get_task_stream
 
     from rankdist.planning.model import tile_makespan
-    from rankdist.planning.simulate import simulate_run
+    from rankdist.planning.simulate import SIMULATED_RUN, simulate_run
+    from rankdist.reduce.runstore import checkpoint_path, work_path
 
     timed = TimedClient(client)
-    ckpt = workdir / "out" / "checkpoint"
+    ckpt = checkpoint_path(work_path(workdir, SIMULATED_RUN))
     sampler = Sampler(client, pids, ckpt)
     cpu0 = {role: _cpu(ps) for role, ps in pids.items()}
     machine0 = psutil.cpu_times()

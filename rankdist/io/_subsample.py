@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rankdist.io._combine import _Part
+from rankdist.io.store import drop_unused_categories
 
 
 def _check_subsample(max_per_type, seed, cell_type) -> int | None:
@@ -60,10 +61,7 @@ def _subsample(cell_type, max_per_type: int, seed: int) -> tuple[np.ndarray, dic
 
 def _used_only(column: str, codes: np.ndarray, categories: list[str]):
     """Drop the categories no kept cell has (as for a single source), keeping the order."""
-    used = np.zeros(len(categories), dtype=bool)
-    used[codes] = True
-    new_codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
-    return column, new_codes, [c for c, u in zip(categories, used, strict=True) if u]
+    return column, *drop_unused_categories(codes, categories)
 
 
 def _keep_rows(parts: list[_Part], kept: np.ndarray) -> None:

@@ -68,7 +68,7 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
         msg = f"{final} already exists; choose another path or remove it first"
         raise FileExistsError(msg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_sibling(final)
     tmp.mkdir()
     try:
         yield tmp
@@ -76,6 +76,76 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_directory(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    final: str | os.PathLike, *, mode: str | None = None, fsync: bool = False
+) -> Iterator:
+    """Write a file under a temporary sibling name that becomes ``final`` only on success.
+
+    The file counterpart of :func:`atomic_directory`. The temporary file is hidden
+    (``.<name>.tmp-<random>``) and unique to the call, so two writers of one target never
+    write into each other's file; the last one to finish wins. If the body (or the
+    rename) raises, the temporary file is removed and ``final`` is untouched; on success
+    it replaces ``final`` by one :func:`os.replace`, so readers see the complete old or
+    the complete new file.
+
+    Parameters
+    ----------
+    final
+        The file to write, in an existing directory. An existing file is replaced
+        (callers that must refuse to overwrite check before).
+    mode
+        ``None``: yield the temporary path, for a writer that opens the file itself
+        (h5py, another process). ``'w'`` (UTF-8 text) or ``'wb'``: yield the open
+        file object, closed before the rename.
+    fsync
+        Flush the file's data to disk before the rename, so that after a crash
+        ``final`` holds the new content or the old, never a torn file.
+
+    Yields
+    ------
+    pathlib.Path or file object
+        What the body writes to, as ``mode`` says.
+    """
+    if mode not in (None, "w", "wb"):
+        msg = f"atomic_file mode {mode!r}: choose None (yield the path), 'w' (text) or 'wb'"
+        raise ValueError(msg)
+    final = Path(final)
+    tmp = _temporary_sibling(final)
+    try:
+        if mode is None:
+            yield tmp
+            if not tmp.is_file():
+                msg = (
+                    f"nothing was written for {final}: the body of atomic_file must create "
+                    f"the file at the path it yields ({tmp.name})"
+                )
+                raise FileNotFoundError(msg)
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            # "x": the name is fresh; never write into a file another writer opened
+            text = {"encoding": "utf-8"} if mode == "w" else {}
+            with open(tmp, mode.replace("w", "x"), **text) as fh:
+                yield fh
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_sibling(final: Path) -> Path:
+    """A fresh hidden name beside ``final`` for it to be written under."""
+    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
 def publish_directory(ready: str | os.PathLike, final: str | os.PathLike) -> None:
@@ -284,6 +354,29 @@ def write_labels(group: zarr.Group, role: str, column: str, codes: np.ndarray, c
     arr[:] = codes.astype(np.int32)
     arr.attrs["column"] = column
     arr.attrs["categories"] = [str(c) for c in categories]
+
+
+def drop_unused_categories(codes: np.ndarray, categories) -> tuple[np.ndarray, list[str]]:
+    """Codes into only the categories some cell has, in their original order.
+
+    Parameters
+    ----------
+    codes
+        ``(n_cells,)`` integer codes into ``categories``.
+    categories
+        The category of each code value.
+
+    Returns
+    -------
+    codes, categories
+        ``(n_cells,)`` int32 codes into the categories that occur (as str), which keep
+        the order they had in ``categories``.
+    """
+    codes = np.asarray(codes)
+    present = np.flatnonzero(np.bincount(codes, minlength=len(categories)))
+    remap = np.full(len(categories), -1, dtype=np.int32)
+    remap[present] = np.arange(len(present), dtype=np.int32)
+    return remap[codes], [str(categories[i]) for i in present]
 
 
 def write_names(group: zarr.Group, key: str, names) -> None:

@@ -152,6 +152,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
     from rankdist.encode.cache import encode
     from rankdist.layout import SUBTILE
     from rankdist.planning.simulate import prepare_simulation
+    from rankdist.reduce.runstore import checkpoint_path
     from rankdist.tiles.blocks import forget_floors
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
@@ -176,7 +177,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
                 job, out = jobs(plan, f"tiles-{n}-{plan.block_rows}")
                 client.run(forget_floors)  # each pass learns its floors afresh
                 with get_task_stream(client) as ts:
-                    run_tiles(client, job, str(out), str(out / "checkpoint"), progress=False)
+                    run_tiles(client, job, str(out), str(checkpoint_path(out)), progress=False)
                 busy = [
                     s["stop"] - s["start"] for r in ts.data if r["key"].startswith("rankdist-tile")
                     for s in r["startstops"] if s["action"] == "compute"
@@ -263,6 +264,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
     from rankdist.layout import SUBTILE
     from rankdist.planning.model import n_tasks
     from rankdist.planning.simulate import SimulatedTile, prepare_simulation
+    from rankdist.reduce.runstore import checkpoint_path
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import run_tiles
 
@@ -276,7 +278,7 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
             cpu = [_cpu(p) for p in (me, *workers)]
             t0 = time.perf_counter()
             run_tiles(
-                client, job, str(out), str(out / "checkpoint"), progress=False,
+                client, job, str(out), str(checkpoint_path(out)), progress=False,
                 tile_fn=SimulatedTile(real, 0.0),
             )  # fmt: skip
             wall = time.perf_counter() - t0
@@ -300,6 +302,7 @@ def _reduce_costs(tmp: Path, block_rows: int, measured: dict) -> dict:
     """
     from rankdist.layout import SUBTILE
     from rankdist.planning.simulate import SimulatedTile, prepare_simulation
+    from rankdist.reduce.runstore import checkpoint_path
     from rankdist.tiles.grid import TilePlan
     from rankdist.tiles.scheduler import merge_task, write_task
 
@@ -312,9 +315,9 @@ def _reduce_costs(tmp: Path, block_rows: int, measured: dict) -> dict:
         merge_s, write_s = [], []
         for _ in range(PASSES):
             t0 = time.perf_counter()
-            merged = merge_task(str(out / "checkpoint"), *[(s, 0) for s in sides])
+            merged = merge_task(str(checkpoint_path(out)), *[(s, 0) for s in sides])
             t1 = time.perf_counter()
-            write_task(job, str(out), str(out / "checkpoint"), merged, None)
+            write_task(job, str(out), str(checkpoint_path(out)), merged, None)
             merge_s.append(t1 - t0)
             write_s.append(time.perf_counter() - t1)
         points.append((sides[0][0].nbytes / 1e6, min(merge_s), min(write_s)))

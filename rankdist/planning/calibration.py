@@ -84,11 +84,26 @@ class Calibration:
         return 2.0 * genes / (self.gemm_gflops_per_core * 1e9) + self.fused_ns_per_pair * 1e-9
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the constants as JSON to ``path``, replacing it atomically.
+
+        Parameters
+        ----------
+        path
+            The calibration file; its directory is created if missing.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        # imported here: `rankdist plan` reads calibrations without loading the store's zarr
+        from rankdist.io.store import atomic_file
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        with atomic_file(path, mode="w") as fh:
+            fh.write(text)
         return path
 
 

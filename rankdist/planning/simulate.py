@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES, ATLAS_ROLES
+from rankdist.layout import SUBTILE
+from rankdist.reduce import runstore
 from rankdist.reduce.partial import Partial
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.scheduler import TileJob, TileStats, run_tiles
@@ -104,6 +106,10 @@ def _stand_in_partial(job: TileJob, block: int, other: int, sides) -> Partial:
     return part
 
 
+#: Name of the simulated run: its work directory is ``<workdir>/results/.simulation.partial``.
+SIMULATED_RUN = "simulation"
+
+
 def prepare_simulation(
     real_plan: TilePlan,
     workdir: str | os.PathLike,
@@ -114,15 +120,20 @@ def prepare_simulation(
     roles: tuple[str, ...] = ATLAS_ROLES,
     role_sizes: tuple[int, ...] = ATLAS_LABEL_SIZES,
 ) -> tuple[TileJob, Path]:
-    """The job and the empty result arrays of a simulated run of ``real_plan``'s tiles.
+    """The job and the work directory of a simulated run of ``real_plan``'s tiles.
+
+    ``workdir`` stands in for a store: it holds the validity mask of a stand-in encoding
+    (``enc/``) and the run's work directory, created by
+    :func:`rankdist.reduce.runstore.create_work_dir` as for a real run (empty result
+    arrays, ``checkpoint/``, ``job.json``), so the simulated scheduler writes the real
+    results layout.
 
     Parameters
     ----------
     real_plan
         Cells and block size of the run to simulate.
     workdir
-        Directory for the result arrays (``out/``), the checkpoints (``out/checkpoint/``)
-        and the validity mask (``enc/``).
+        Directory of the simulation; created if missing.
     partial_rows
         Rows of each block's partials and result rows (a multiple of 512); default: the
         real block size. The task graph does not depend on it.
@@ -133,35 +144,37 @@ def prepare_simulation(
     -------
     TileJob, Path
         The job (``job.plan`` has ``partial_rows`` rows per block, ``real_plan``'s
-        blocks) and the result group's path.
+        blocks) and the run's work directory
+        (:func:`rankdist.reduce.runstore.work_path`; its checkpoints are in
+        :func:`rankdist.reduce.runstore.checkpoint_path`).
     """
     import zarr
-
-    from rankdist.io.store import compressor
 
     rows = partial_rows or real_plan.block_rows
     plan = TilePlan(real_plan.n_blocks * rows, rows)
     workdir = Path(workdir)
-    enc_path, out_path = workdir / "enc", workdir / "out"
+    enc_path = workdir / "enc"
     enc = zarr.open_group(enc_path, mode="w")
     enc.create_array("valid", shape=(plan.n_cells,), dtype="bool", chunks=(rows,))
     enc["valid"][:] = True
-    out = zarr.open_group(out_path, mode="w")
-    (out_path / "checkpoint").mkdir()
-    n = plan.n_cells
-    for key, dtype in (("indices", "int64"), ("similarities", "float32")):
-        out.create_array(key, shape=(n, k), dtype=dtype, chunks=(rows, k), compressors=compressor())
-    for role, size in zip(roles, role_sizes, strict=True):
-        out.create_array(
-            f"counts/{role}", shape=(n, n_cutoffs, size), dtype="int32",
-            chunks=(rows, n_cutoffs, size), compressors=compressor(),
-        )  # fmt: skip
+    cutoffs = tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs))
+    spec = {
+        "content_id": "simulated", "encoding_key": "simulated", "form": "dense", "k": k,
+        "cutoffs": cutoffs, "labels": {role: role for role in roles}, "subtile": SUBTILE,
+        "n_cells": plan.n_cells, "type_hist": False,
+    }  # fmt: skip
+    work = runstore.work_path(workdir, SIMULATED_RUN)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    runstore.create_work_dir(
+        work, runstore.resume_fingerprint(spec), block_rows=rows,
+        role_sizes=dict(zip(roles, role_sizes, strict=True)),
+        excluded=np.array([], dtype=np.int64), hist_bins=0,
+    )  # fmt: skip
     job = TileJob(
-        store_path=str(workdir), z_path=str(enc_path), plan=plan, k=k,
-        cutoffs=tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs)),
+        store_path=str(workdir), z_path=str(enc_path), plan=plan, k=k, cutoffs=cutoffs,
         roles=roles, role_sizes=role_sizes,
     )  # fmt: skip
-    return job, out_path
+    return job, work
 
 
 def simulate_run(
@@ -193,11 +206,12 @@ def simulate_run(
     Returns
     -------
     TileStats, TileJob, Path
-        The scheduler's statistics, the job it ran and the result group's path.
+        The scheduler's statistics, the job it ran and the run's work directory, every
+        block written (the run is not published).
     """
-    job, out_path = prepare_simulation(real_plan, workdir, **layout)
+    job, work = prepare_simulation(real_plan, workdir, **layout)
     tile_fn = SimulatedTile(real_plan, seconds_per_pair, None if log_dir is None else str(log_dir))
     stats = run_tiles(
-        client, job, str(out_path), str(out_path / "checkpoint"), progress=False, tile_fn=tile_fn
+        client, job, str(work), str(runstore.checkpoint_path(work)), progress=False, tile_fn=tile_fn
     )
-    return stats, job, out_path
+    return stats, job, work

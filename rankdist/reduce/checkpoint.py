@@ -5,7 +5,7 @@ Layout inside a run's work directory (``results/.<run>.partial/checkpoint/``)::
     b<block>-<id>.npz    one merged partial: top_sim, top_idx, counts, tiles (i, j, side)
     written-<block>      the block's final rows are in the result arrays
 
-A merge writes its output (to a temporary name, then ``os.replace``) before it deletes
+A merge writes its output (to a temporary name, flushed, then renamed) before it deletes
 the checkpoints it consumed, so at any instant the files of a block are pairwise nested
 or disjoint in the tiles they cover, never partly overlapping. A reader keeps the
 maximal ones (:func:`scan`), which are disjoint and lose nothing that was durable.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rankdist.io.store import atomic_file
 from rankdist.reduce.partial import Partial
 
 _SIDE = {"row": 0, "col": 1}
@@ -29,19 +30,19 @@ _FILE = re.compile(r"b(\d+)-[0-9a-f]+\.npz")
 
 
 def save_partial(ckpt_dir: str | os.PathLike, part: Partial) -> str:
-    """Write ``part`` atomically as a new checkpoint file; return its path."""
-    ckpt_dir = Path(ckpt_dir)
-    path = ckpt_dir / f"b{part.block}-{uuid.uuid4().hex[:12]}.npz"
-    tmp = ckpt_dir / f".{path.name}.tmp"
+    """Write ``part`` atomically and durably as a new checkpoint file; return its path.
+
+    The file is written under a temporary name, flushed to disk and renamed
+    (:func:`rankdist.io.store.atomic_file`); if writing fails, nothing is left behind.
+    """
+    path = Path(ckpt_dir) / f"b{part.block}-{uuid.uuid4().hex[:12]}.npz"
     tiles = np.array([(i, j, _SIDE[s]) for i, j, s in sorted(part.tiles)], dtype=np.int64)
-    with open(tmp, "wb") as fh:
-        extra = {} if part.pair_hist is None else {"pair_hist": part.pair_hist}
+    extra = {} if part.pair_hist is None else {"pair_hist": part.pair_hist}
+    # durable before the merge deletes the checkpoints it consumed
+    with atomic_file(path, mode="wb", fsync=True) as fh:
         np.savez(
             fh, top_sim=part.top_sim, top_idx=part.top_idx, counts=part.counts, tiles=tiles, **extra
         )
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return str(path)
 
 

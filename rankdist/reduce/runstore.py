@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from rankdist.io.store import Store, compressor, publish_directory
+from rankdist.io.store import Store, atomic_file, compressor, publish_directory
 from rankdist.reduce.partial import Partial
 
 #: ``encoding-type`` of a finished run's group.
@@ -151,9 +151,8 @@ def create_work_dir(
             "pair_hist_blocks", shape=(n_blocks, t, t, hist_bins), dtype="int64",
             chunks=(1, t, t, hist_bins), compressors=compressor(),
         )  # fmt: skip
-    tmp = work / f".{_JOB_FILE}.tmp"
-    tmp.write_text(json.dumps(fingerprint | {"block_rows": block_rows}))
-    os.replace(tmp, work / _JOB_FILE)
+    with atomic_file(work / _JOB_FILE, mode="w") as fh:
+        json.dump(fingerprint | {"block_rows": block_rows}, fh)
 
 
 def write_block(

@@ -7,6 +7,7 @@ run exactly once and every block be written with every tile folded in once.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -141,3 +142,26 @@ def test_stand_in_partials_have_the_real_layout(tmp_path):
     assert none is None and diag.tiles == {(1, 1, "row"), (1, 1, "col")}
     assert real.tile_pairs(0, 2) == 16384 * 12288  # the last block is short
     assert real.tile_pairs(1, 1) == 16384 * 16385 // 2
+
+
+def test_the_simulation_lays_out_a_real_work_directory(tmp_path):
+    """The simulated run's arrays, checkpoints and job.json are runstore's, in its place."""
+    from rankdist.planning.simulate import SIMULATED_RUN, prepare_simulation
+    from rankdist.reduce import runstore
+
+    real = TilePlan(3 * 16384, 16384)
+    job, work = prepare_simulation(real, tmp_path / "sim", partial_rows=512, n_cutoffs=2)
+    assert work == runstore.work_path(tmp_path / "sim", SIMULATED_RUN)
+    assert runstore.checkpoint_path(work).is_dir()
+    fingerprint = json.loads((work / "job.json").read_text())
+    assert fingerprint.pop("block_rows") == 512
+    assert runstore.resumable_block_rows(work, fingerprint, None) == 512  # a job runstore reads
+    assert (fingerprint["n_cells"], fingerprint["k"]) == (3 * 512, job.k)
+    assert fingerprint["cutoffs"] == list(job.cutoffs) and len(job.cutoffs) == 2
+    res = zarr.open_group(work, mode="r")
+    assert all(key in res for key in ("indices", "similarities", "excluded"))
+    assert "pair_hist_blocks" not in res  # no type histogram in the simulation
+    assert not np.asarray(res["excluded"][:]).any()
+    assert {role: res[f"counts/{role}"].shape for role in job.roles} == {
+        role: (3 * 512, 2, size) for role, size in zip(job.roles, job.role_sizes, strict=True)
+    }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import Partial, merge_partials
@@ -47,3 +50,22 @@ def test_scan_keeps_maximal_files_and_written_blocks(tmp_path):
     assert state.written == {3}
     assert [tiles for _, tiles in state.files[2]] == [ab.tiles]
     assert 3 not in state.files and not list(tmp_path.glob("b3-*.npz"))
+
+
+def test_a_failed_save_leaves_no_file_and_a_saved_one_is_synced(tmp_path, monkeypatch):
+    """A merge that dies while writing its checkpoint leaves nothing in the directory."""
+    real_savez, real_fsync = np.savez, os.fsync
+
+    def half_then_fail(fh, **arrays):
+        fh.write(b"PK half a zip")
+        raise OSError("disk full while writing a checkpoint")
+
+    monkeypatch.setattr(np, "savez", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_partial(tmp_path, _part([(0, 2, "col")], 1))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savez", real_savez)
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    path = save_partial(tmp_path, _part([(0, 2, "col")], 1))
+    assert len(synced) == 1 and [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]

@@ -324,6 +324,8 @@ def _run_chunks(
 
 def _obs(model: AtlasModel):
     """Cell names and labels (only categories that occur, in taxonomy order)."""
+    from rankdist.io.store import drop_unused_categories
+
     spec = model.spec
     subtype, donor = cell_labels(model, 0, spec.n_cells)
     donor_names = model.donor_names
@@ -332,14 +334,9 @@ def _obs(model: AtlasModel):
     labels = nested_labels(
         subtype, model.subtype_names, model.subtype_class, model.class_names, donor, donor_names
     )
-    return names, {role: _used(codes, cats) for role, (codes, cats) in labels.items()}
-
-
-def _used(codes: np.ndarray, categories) -> tuple[np.ndarray, list[str]]:
-    present = np.flatnonzero(np.bincount(codes, minlength=len(categories)))
-    remap = np.full(len(categories), -1, dtype=np.int32)
-    remap[present] = np.arange(len(present), dtype=np.int32)
-    return remap[codes], [str(categories[i]) for i in present]
+    return names, {
+        role: drop_unused_categories(codes, cats) for role, (codes, cats) in labels.items()
+    }
 
 
 def _content_id(spec: AtlasSpec, n_keep) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,20 +103,16 @@ def h5ad_writer(
     overwrite
         Replace an existing .h5ad (only an HDF5 file is replaced).
     """
+    from rankdist.io.store import atomic_file  # on use: importing this module loads no zarr
+
     path = Path(path)
     check_h5ad_path(path, overwrite)
     if compression not in COMPRESSIONS:
         msg = f"compression {compression!r}: choose one of {COMPRESSIONS}"
         raise ValueError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield CsrH5adWriter(f, n_cells, n_genes, compression)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        yield CsrH5adWriter(f, n_cells, n_genes, compression)
 
 
 def check_h5ad_path(path: Path, overwrite: bool) -> None:
