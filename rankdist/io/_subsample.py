@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from rankdist.io._combine import _Part
-from rankdist.io.store import drop_unused_categories
 
 
 def _check_subsample(max_per_type, seed, cell_type) -> int | None:
@@ -57,11 +56,6 @@ def _subsample(cell_type, max_per_type: int, seed: int) -> tuple[np.ndarray, dic
         "kept_per_type": after,
     }
     return np.flatnonzero(keep), record
-
-
-def _used_only(column: str, codes: np.ndarray, categories: list[str]):
-    """Drop the categories no kept cell has (as for a single source), keeping the order."""
-    return column, *drop_unused_categories(codes, categories)
 
 
 def _keep_rows(parts: list[_Part], kept: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from rankdist.io._combine import (
     _source_batches,
     _union_labels,
 )
-from rankdist.io._subsample import _check_subsample, _keep_rows, _subsample, _used_only
+from rankdist.io._subsample import _check_subsample, _keep_rows, _subsample
 from rankdist.io.genes import select_genes
 from rankdist.io.readers import open_source
 from rankdist.io.source import Source
@@ -36,6 +36,7 @@ from rankdist.io.store import (
     atomic_directory,
     check_store_path,
     compressor,
+    drop_unused_categories,
     finish_store,
 )
 from rankdist.layout import chunk_rows
@@ -115,7 +116,8 @@ def ingest(
             kept, subsample = _subsample(labels["cell_type"], max_per_type, seed)
             names = names[kept]
             labels = {
-                r: _used_only(col, codes[kept], cats) for r, (col, codes, cats) in labels.items()
+                r: (col, *drop_unused_categories(codes[kept], cats))
+                for r, (col, codes, cats) in labels.items()
             }
             _keep_rows(parts, kept)
         combined = _CombinedSource(parts, names)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rankdist.io.store import Store
-from rankdist.reduce.result import NeighborResult, list_runs
+from rankdist.reduce.result import NeighborResult
+from rankdist.reduce.runstore import list_runs
 
 
 def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str]:
