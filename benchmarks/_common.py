@@ -21,9 +21,18 @@ MB = 1e6
 
 #: Packages whose versions a benchmark records.
 VERSIONED = (
-    "rankdist", "numpy", "scipy", "numba", "dask", "distributed", "faiss-cpu",
-    "scikit-learn", "scanpy", "pynndescent", "anndata",
-)  # fmt: skip
+    "rankdist",
+    "numpy",
+    "scipy",
+    "numba",
+    "dask",
+    "distributed",
+    "faiss-cpu",
+    "scikit-learn",
+    "scanpy",
+    "pynndescent",
+    "anndata",
+)
 
 
 def matmul_rate(n: int = 4096, g: int = 2000, seconds: float = 3.0) -> float:
@@ -46,9 +55,7 @@ def synthetic_store(path: Path, n_cells: int, n_genes: int, seed: int = 0):
     from rankdist.datasets.toy import synthetic_counts
 
     adata = synthetic_counts(n_cells, n_genes, seed=seed)
-    store = rankdist.ingest(
-        adata, path, cell_type="cell_type", overwrite=True, progress=False
-    )  # fmt: skip
+    store = rankdist.ingest(adata, path, cell_type="cell_type", overwrite=True, progress=False)
     del adata
     gc.collect()
     return store

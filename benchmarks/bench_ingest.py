@@ -76,9 +76,20 @@ def bench_one(n_cells: int, genes: str, workers: int, work: Path) -> dict:
     gen_cmd = [exe, "synth", str(h5ad), "--cells", str(n_cells), "--workers", str(workers)]
     gen_wall, gen_cpu, gen_rss, _ = measured([*gen_cmd, "--quiet", "--overwrite"])
     ingest_args = [
-        "ingest", str(h5ad), str(store), "--cell-type", "cell_type", "--coarse-type",
-        "coarse_type", "--batch", "batch", "--genes", genes, "--quiet", "--overwrite",
-    ]  # fmt: skip
+        "ingest",
+        str(h5ad),
+        str(store),
+        "--cell-type",
+        "cell_type",
+        "--coarse-type",
+        "coarse_type",
+        "--batch",
+        "batch",
+        "--genes",
+        genes,
+        "--quiet",
+        "--overwrite",
+    ]
     ing_wall, ing_cpu, ing_rss, out = measured([sys.executable, "-c", INGEST_CHILD, *ingest_args])
     maxrss_kb = int(next(ln for ln in out.splitlines() if ln.startswith("MAXRSS")).split()[1])
     store_bytes = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())

@@ -128,9 +128,12 @@ def main() -> None:
     print(f"ingested in {t_ingest:.1f} s")
 
     warm = rankdist.ingest(
-        synthetic_counts(1200, g, seed=1), work / "warm.zarr", cell_type="cell_type",
-        overwrite=True, progress=False,
-    )  # fmt: skip
+        synthetic_counts(1200, g, seed=1),
+        work / "warm.zarr",
+        cell_type="cell_type",
+        overwrite=True,
+        progress=False,
+    )
     rankdist.neighbors(warm, k=k, progress=False)  # numba JIT: compiled once, cached on disk
     shutil.rmtree(warm.path)
 
@@ -151,9 +154,13 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             res = rankdist.neighbors(
-                store, k=k, cutoffs=(0.5,), client=client, block_size=args.block_size,
+                store,
+                k=k,
+                cutoffs=(0.5,),
+                client=client,
+                block_size=args.block_size,
                 progress=False,
-            )  # fmt: skip
+            )
         except Exception as exc:  # a KilledWorker is a result here
             error = f"{type(exc).__name__}: {exc}"
             res = None

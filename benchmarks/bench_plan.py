@@ -35,13 +35,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="runs per size (fastest kept)")
     parser.add_argument(
-        "--calibration", default=None,
+        "--calibration",
+        default=None,
         help="default: yours (rankdist plan --calibrate) if written, else the packaged file",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--calibrate", action="store_true",
+        "--calibrate",
+        action="store_true",
         help="calibrate first (into a temporary file), so both run under the same load",
-    )  # fmt: skip
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     args = parser.parse_args()
 
@@ -69,18 +71,26 @@ def main() -> None:
         f"{cal.measured.get('host', '?')}; work dir {work}"
     )
     warm = rankdist.ingest(
-        synthetic_counts(1200, g, seed=1), work / "warm.zarr", cell_type="cell_type",
-        overwrite=True, progress=False,
-    )  # fmt: skip
+        synthetic_counts(1200, g, seed=1),
+        work / "warm.zarr",
+        cell_type="cell_type",
+        overwrite=True,
+        progress=False,
+    )
     rankdist.neighbors(warm, k=k, progress=False)
 
     layout = Layout(1, cores, float(psutil.virtual_memory().total), scheduler="local")
     rows = []
     for n in [int(c) for c in args.cells.split(",")]:
         store = rankdist.ingest(
-            synthetic_counts(n, g, seed=0), work / f"s{n}.zarr", cell_type="cell_type",
-            coarse_type="coarse_type", batch="batch", overwrite=True, progress=False,
-        )  # fmt: skip
+            synthetic_counts(n, g, seed=0),
+            work / f"s{n}.zarr",
+            cell_type="cell_type",
+            coarse_type="coarse_type",
+            batch="batch",
+            overwrite=True,
+            progress=False,
+        )
         sizes = tuple(len(store.labels[r].categories) for r in store.labels)
         walls = []
         for rep in range(args.repeats):
@@ -110,7 +120,7 @@ def main() -> None:
                     "tail": round(w.tail, 2),
                     "reduce": round(w.reduce, 2),
                     "scheduler": round(w.scheduler, 2),
-                },  # fmt: skip
+                },
                 "predicted_over_measured": round(w.total / measured, 3),
             }
         )

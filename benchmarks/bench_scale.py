@@ -205,9 +205,12 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     t0 = time.time()
     with get_task_stream(client) as ts:
         stats, job, _ = simulate_run(
-            timed, real_plan, workdir, seconds_per_pair=seconds_per_pair,
+            timed,
+            real_plan,
+            workdir,
+            seconds_per_pair=seconds_per_pair,
             partial_rows=partial_rows,
-        )  # fmt: skip
+        )
     wall = time.time() - t0
     sampler.stop()
     cpu = {role: _cpu(ps) - cpu0[role] for role, ps in pids.items()}
@@ -231,10 +234,12 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
         for kind, keys in kinds.items()
     }
     overrun = [
-        compute[k][1] - compute[k][0] - real_plan.tile_pairs(*map(int, k.split("-")[2:4]))
-        * seconds_per_pair
-        for k in kinds["tile"] if k in compute
-    ]  # fmt: skip
+        compute[k][1]
+        - compute[k][0]
+        - real_plan.tile_pairs(*map(int, k.split("-")[2:4])) * seconds_per_pair
+        for k in kinds["tile"]
+        if k in compute
+    ]
     react, dispatch = defaultdict(list), defaultdict(list)
     for key, t_sub, t_done, deps in timed.submits:
         kind = key.split("-")[1]
@@ -303,22 +308,45 @@ def start_cluster(workdir: Path, workers: int, threads: int, memory_limit: str):
     sched_file = workdir / "scheduler.json"
     py = sys.executable
     sched = subprocess.Popen(
-        [py, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(sched_file),
-         "--port", "0", "--dashboard-address", ":0"],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "scheduler.log", "w"),
-    )  # fmt: skip
+        [
+            py,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--scheduler-file",
+            str(sched_file),
+            "--port",
+            "0",
+            "--dashboard-address",
+            ":0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "scheduler.log", "w"),
+    )
     while not sched_file.exists():
         time.sleep(0.2)
         if sched.poll() is not None:
             msg = f"the scheduler exited; see {workdir / 'scheduler.log'}"
             raise RuntimeError(msg)
     work = subprocess.Popen(
-        [py, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
-         "--nworkers", str(workers), "--nthreads", str(threads),
-         "--memory-limit", memory_limit, "--no-dashboard",
-         "--local-directory", str(workdir / "dask-worker-space")],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "workers.log", "w"),
-    )  # fmt: skip
+        [
+            py,
+            "-m",
+            "distributed.cli.dask_worker",
+            "--scheduler-file",
+            str(sched_file),
+            "--nworkers",
+            str(workers),
+            "--nthreads",
+            str(threads),
+            "--memory-limit",
+            memory_limit,
+            "--no-dashboard",
+            "--local-directory",
+            str(workdir / "dask-worker-space"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "workers.log", "w"),
+    )
     client = Client(scheduler_file=str(sched_file))
     client.wait_for_workers(workers, timeout=120)
     worker_pids = list(client.run(os.getpid).values())
@@ -338,9 +366,10 @@ def main() -> None:
     parser.add_argument("--real-threads", type=int, default=20 * 32, help="cluster simulated")
     parser.add_argument("--full-size-blocks", type=int, default=8, help="0: skip that run")
     parser.add_argument(
-        "--calibration", default=None,
+        "--calibration",
+        default=None,
         help="default: yours (rankdist plan --calibrate) if written, else the packaged file",
-    )  # fmt: skip
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     args = parser.parse_args()
 
@@ -370,15 +399,27 @@ def main() -> None:
     results = []
     try:
         warm = TilePlan(8 * args.block_rows, args.block_rows)
-        run_one(client, pids, warm, partial_rows=512, seconds_per_pair=0.0,
-                workdir=work / "warm", threads=sim_threads)  # fmt: skip
+        run_one(
+            client,
+            pids,
+            warm,
+            partial_rows=512,
+            seconds_per_pair=0.0,
+            workdir=work / "warm",
+            threads=sim_threads,
+        )
         for n, rows in sizes:
             plan = TilePlan(n, args.block_rows)
             print(f"{n} cells: {plan.n_blocks} blocks, {plan.n_tiles} tiles, {rows}-row partials")
             res = run_one(
-                client, pids, plan, partial_rows=rows, seconds_per_pair=pair_s,
-                workdir=work / f"run-{n}-{rows}", threads=sim_threads,
-            )  # fmt: skip
+                client,
+                pids,
+                plan,
+                partial_rows=rows,
+                seconds_per_pair=pair_s,
+                workdir=work / f"run-{n}-{rows}",
+                threads=sim_threads,
+            )
             shutil.rmtree(work / f"run-{n}-{rows}", ignore_errors=True)
             results.append(res)
             print(f"  wall {res['wall_s']} s, ideal {res['ideal_tile_makespan_s']} s", flush=True)
@@ -416,9 +457,12 @@ def _commit() -> str | None:
     """The checkout's commit, to tell results of different scheduler versions apart."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             cwd=Path(__file__).parent,
-        )  # fmt: skip
+        )
     except OSError:
         return None
     return out.stdout.strip() or None

@@ -160,9 +160,17 @@ def _one_size(store, n, genes, k, methods, max_seconds, cores, block_size, echo)
     exact = run.pop("value")
     meta = exact.metadata
     flops = 2 * genes * n * (n + 1) / 2
-    rows = [{"method": "rankdist", "label": "rankdist neighbors (exact)", **run,
-             "block_rows": meta["block_rows"], "n_tiles": meta["n_tiles"],
-             "workers": meta["workers"], "gflops": flops / run["wall_s"] / 1e9}]  # fmt: skip
+    rows = [
+        {
+            "method": "rankdist",
+            "label": "rankdist neighbors (exact)",
+            **run,
+            "block_rows": meta["block_rows"],
+            "n_tiles": meta["n_tiles"],
+            "workers": meta["workers"],
+            "gflops": flops / run["wall_s"] / 1e9,
+        }
+    ]
     z_all, valid = cached_spearman(store)
     cell_ids = np.flatnonzero(valid)  # baselines see only cells with a defined correlation
     z = np.ascontiguousarray(z_all[cell_ids])
@@ -176,8 +184,14 @@ def _one_size(store, n, genes, k, methods, max_seconds, cores, block_size, echo)
         run = measure(faiss_knn, z, k, cores)
         f_idx, f_sim = run.pop("value")
         results["faiss"] = f_idx
-        rows.append({"method": "faiss", "label": "faiss IndexFlatIP (exact)", **run,
-                     "max_abs_sim_diff": float(np.max(np.abs(f_sim - exact_sim)))})  # fmt: skip
+        rows.append(
+            {
+                "method": "faiss",
+                "label": "faiss IndexFlatIP (exact)",
+                **run,
+                "max_abs_sim_diff": float(np.max(np.abs(f_sim - exact_sim))),
+            }
+        )
     if "sklearn" in methods:
         row, found = sklearn_row(z, k, max_seconds, echo)
         rows.append(row)
@@ -233,8 +247,12 @@ def sklearn_row(z: np.ndarray, k: int, max_seconds: float, echo=print):
     label = "sklearn brute, correlation (exact)"
     est = sklearn_estimate(z, k)
     if est > max_seconds:
-        return {"method": "sklearn", "label": label, "skipped": f"est. {est:.0f} s",
-                "est_s": est}, None  # fmt: skip
+        return {
+            "method": "sklearn",
+            "label": label,
+            "skipped": f"est. {est:.0f} s",
+            "est_s": est,
+        }, None
     echo(f"  sklearn (est. {est:.0f} s) ...")
     run = measure(sklearn_knn, z, k)
     found = run.pop("value")
@@ -331,11 +349,16 @@ def format_section(rows: list[dict], markdown: bool) -> str:
         if r["skipped"]:
             body.append([r["label"], f"skipped: {r['skipped']}", "-", "-", "-", "-"])
             continue
-        body.append([
-            r["label"], f"{r['wall_s']:.3g}", f"{r['vs_rankdist']:.3g}",
-            f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['start_rss_mb']:.0f}",
-            f"{r['recall']:.4f}",
-        ])  # fmt: skip
+        body.append(
+            [
+                r["label"],
+                f"{r['wall_s']:.3g}",
+                f"{r['vs_rankdist']:.3g}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_mb'] - r['start_rss_mb']:.0f}",
+                f"{r['recall']:.4f}",
+            ]
+        )
     title = f"{n} cells x {g} genes, k={k}"
     lines = [f"### {title}" if markdown else title, ""]
     if markdown:
@@ -394,9 +417,11 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument(
-        "--max-seconds", type=float, default=900.0,
+        "--max-seconds",
+        type=float,
+        default=900.0,
         help="skip sklearn where its estimated time exceeds this (default 900)",
-    )  # fmt: skip
+    )
     parser.add_argument("--workdir", default=None, help="keep the stores here (default: temp)")
     parser.add_argument("--block-size", type=int, default=None)
     args = parser.parse_args(argv)
@@ -405,10 +430,16 @@ def main(argv=None) -> None:
     except ValueError:
         parser.error(f"--cells {args.cells!r}: give whole numbers, e.g. --cells 10000,30000")
     run_suite(
-        cells, args.genes, args.k, [m.strip() for m in args.methods.split(",")],
-        args.max_seconds, args.workdir, RESULTS, args.block_size,
+        cells,
+        args.genes,
+        args.k,
+        [m.strip() for m in args.methods.split(",")],
+        args.max_seconds,
+        args.workdir,
+        RESULTS,
+        args.block_size,
         echo=lambda s: print(s, flush=True),
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -98,9 +98,17 @@ def neighbors(
     """
     started = time.perf_counter()
     request = NeighborsRequest.checked(
-        store, encoding, k, cutoffs, params=params, name=name, block_size=block_size,
-        type_hist=type_hist, form=form, progress=progress,
-    )  # fmt: skip
+        store,
+        encoding,
+        k,
+        cutoffs,
+        params=params,
+        name=name,
+        block_size=block_size,
+        type_hist=type_hist,
+        form=form,
+        progress=progress,
+    )
     if client is None:
         with cluster_client(
             cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
@@ -164,9 +172,17 @@ class NeighborsRequest:
             )
             raise ValueError(msg)
         return cls(
-            store=store, encoding=encoding, params=params, k=k, cutoffs=cutoffs, name=name,
-            block_size=block_size, type_hist=bool(type_hist), form=form, progress=bool(progress),
-        )  # fmt: skip
+            store=store,
+            encoding=encoding,
+            params=params,
+            k=k,
+            cutoffs=cutoffs,
+            name=name,
+            block_size=block_size,
+            type_hist=bool(type_hist),
+            form=form,
+            progress=bool(progress),
+        )
 
     @property
     def role_sizes(self) -> dict[str, int]:
@@ -251,20 +267,34 @@ def _run(request: NeighborsRequest, client: Client, started: float) -> NeighborR
     if block_rows is None:
         per_row = partial_bytes_per_row(request.k, len(request.cutoffs), sum(role_sizes.values()))
         block_rows = request.block_size or choose_block_rows(
-            store.n_cells, store.n_genes, threads=threads, worker_memory=worker_memory,
-            threads_per_worker=threads_per_worker, bytes_per_row_partial=per_row,
-        )  # fmt: skip
+            store.n_cells,
+            store.n_genes,
+            threads=threads,
+            worker_memory=worker_memory,
+            threads_per_worker=threads_per_worker,
+            bytes_per_row_partial=per_row,
+        )
         runstore.create_work_dir(
-            work, fingerprint, block_rows=block_rows, role_sizes=role_sizes,
-            excluded=enc.excluded, hist_bins=HIST_BINS,
-        )  # fmt: skip
+            work,
+            fingerprint,
+            block_rows=block_rows,
+            role_sizes=role_sizes,
+            excluded=enc.excluded,
+            hist_bins=HIST_BINS,
+        )
     plan = TilePlan(store.n_cells, block_rows)
     job = TileJob(
-        store_path=str(store.path.resolve()), z_path=str(enc.path.resolve()), plan=plan,
-        k=request.k, cutoffs=request.cutoffs, roles=tuple(role_sizes),
-        role_sizes=tuple(role_sizes.values()), type_hist=request.type_hist, form=enc.form,
+        store_path=str(store.path.resolve()),
+        z_path=str(enc.path.resolve()),
+        plan=plan,
+        k=request.k,
+        cutoffs=request.cutoffs,
+        roles=tuple(role_sizes),
+        role_sizes=tuple(role_sizes.values()),
+        type_hist=request.type_hist,
+        form=enc.form,
         n_genes=store.n_genes,
-    )  # fmt: skip
+    )
     ckpt = runstore.checkpoint_path(work)
     stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress)
     measured = {

@@ -12,11 +12,19 @@ def _ingest(args) -> int:
 
     sources = args.source if len(args.source) > 1 else args.source[0]
     store = ingest(
-        sources, args.store, cell_type=args.cell_type, coarse_type=args.coarse_type,
-        batch=args.batch, genes=args.genes, use_raw=args.use_raw, layer=args.layer,
-        max_per_type=args.max_per_type, seed=args.seed, overwrite=args.overwrite,
+        sources,
+        args.store,
+        cell_type=args.cell_type,
+        coarse_type=args.coarse_type,
+        batch=args.batch,
+        genes=args.genes,
+        use_raw=args.use_raw,
+        layer=args.layer,
+        max_per_type=args.max_per_type,
+        seed=args.seed,
+        overwrite=args.overwrite,
         progress=not args.quiet,
-    )  # fmt: skip
+    )
     print(store)
     prov = store.provenance
     if len(prov["sources"]) > 1:
@@ -41,11 +49,21 @@ def _neighbors(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = neighbors(
-            args.store, encoding=args.encoding, k=args.k, cutoffs=args.cutoffs,
-            cluster=args.cluster, workers=args.workers, jobs=args.jobs, profile=args.profile,
-            block_size=args.block_size, name=args.name, progress=not args.quiet,
-            params=dict(args.param) or None, type_hist=args.type_hist, form=args.form,
-        )  # fmt: skip
+            args.store,
+            encoding=args.encoding,
+            k=args.k,
+            cutoffs=args.cutoffs,
+            cluster=args.cluster,
+            workers=args.workers,
+            jobs=args.jobs,
+            profile=args.profile,
+            block_size=args.block_size,
+            name=args.name,
+            progress=not args.quiet,
+            params=dict(args.param) or None,
+            type_hist=args.type_hist,
+            form=args.form,
+        )
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     meta = res.metadata
@@ -102,10 +120,19 @@ def _synth(args) -> int:
     from rankdist.datasets.atlas import synth_atlas
 
     out = synth_atlas(
-        args.out, args.cells, genes=args.genes, n_donors=args.donors, seed=args.seed,
-        format=args.format, chunk=args.chunk, cluster=args.cluster, workers=args.workers,
-        overwrite=args.overwrite, compression=args.compression, progress=not args.quiet,
-    )  # fmt: skip
+        args.out,
+        args.cells,
+        genes=args.genes,
+        n_donors=args.donors,
+        seed=args.seed,
+        format=args.format,
+        chunk=args.chunk,
+        cluster=args.cluster,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        compression=args.compression,
+        progress=not args.quiet,
+    )
     print(out if isinstance(out, Path) else f"{out!r}")
     return 0
 
@@ -123,12 +150,19 @@ def _plan(args) -> int:
         raise ValueError(msg)
     values = [parse_count(v, "--label-values") for v in args.label_values.split(",") if v]
     plan = plan_capacity(
-        args.cells, args.genes, nodes=1 if args.jobs is None else args.jobs,
-        cores_per_node=args.cores_per_node, mem_per_node=args.mem_per_node,
-        scheduler=args.cluster, k=args.k,
-        cutoffs=args.cutoffs, label_values=values, encoding=args.encoding,
-        block_size=args.block_size, calibration=args.calibration,
-    )  # fmt: skip
+        args.cells,
+        args.genes,
+        nodes=1 if args.jobs is None else args.jobs,
+        cores_per_node=args.cores_per_node,
+        mem_per_node=args.mem_per_node,
+        scheduler=args.cluster,
+        k=args.k,
+        cutoffs=args.cutoffs,
+        label_values=values,
+        encoding=args.encoding,
+        block_size=args.block_size,
+        calibration=args.calibration,
+    )
     print(describe_plan(plan, store=args.store, cutoffs=args.cutoffs, profile=args.profile))
     return 0
 

@@ -52,48 +52,64 @@ STORE = option("store", help="rankdist store directory (written by rankdist inge
 
 CLUSTER_OPTIONS = (
     option(
-        "--cluster", default="local", metavar="WHERE",
+        "--cluster",
+        default="local",
+        metavar="WHERE",
         help="local (default: a LocalCluster on this machine), a running scheduler "
         f"tcp://HOST:PORT, or a batch system: {', '.join(SYSTEMS)}",
     ),
     option(
-        "--workers", type=int, metavar="N",
+        "--workers",
+        type=int,
+        metavar="N",
         help="LocalCluster worker processes (default 1, its threads using every core)",
     ),
     option(
-        "--jobs", type=int, metavar="N",
+        "--jobs",
+        type=int,
+        metavar="N",
         help="batch jobs to keep running, one node each as in deploy/*.yaml (default 1)",
     ),
     option(
-        "--profile", metavar="PATH",
+        "--profile",
+        metavar="PATH",
         help="dask-jobqueue YAML profile of the batch jobs, e.g. deploy/slurm.yaml",
     ),
-)  # fmt: skip
+)
 
 NEIGHBOUR_OPTIONS = (
     option(
-        "--encoding", default="spearman", choices=tuple(ENCODINGS), metavar="NAME",
+        "--encoding",
+        default="spearman",
+        choices=tuple(ENCODINGS),
+        metavar="NAME",
         help="how each cell's genes are encoded before correlating (default spearman; "
         "docs/encodings.md): " + "; ".join(f"{e.name}: {e.summary}" for e in ENCODINGS.values()),
     ),
     option("--k", type=int, default=30, help="neighbours per cell (default 30)"),
     option(
-        "--cutoffs", type=cutoffs, default=(0.5,), metavar="C1,C2",
+        "--cutoffs",
+        type=cutoffs,
+        default=(0.5,),
+        metavar="C1,C2",
         help="correlation cutoffs to count relations at, e.g. 0.3,0.5,0.7 (default 0.5)",
     ),
     option(
-        "--block-size", type=int, metavar="B",
+        "--block-size",
+        type=int,
+        metavar="B",
         help="cells per block, a multiple of 512 (default: chosen from worker memory)",
     ),
-)  # fmt: skip
+)
 
 OUTPUT_OPTIONS = (
     option(
-        "--quiet", action="store_true",
+        "--quiet",
+        action="store_true",
         help="print no progress bar (nor the dashboard link of a cluster it starts)",
     ),
     option("--overwrite", action="store_true", help="replace the output if it exists"),
-)  # fmt: skip
+)
 
 
 class DeprecatedAlias(argparse.Action):

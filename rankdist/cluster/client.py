@@ -79,9 +79,12 @@ def cluster_client(
         raise ValueError(msg)
     if cluster == "local":
         return local_client(
-            workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-            dashboard_address=dashboard_address, quiet=quiet,
-        )  # fmt: skip
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+            quiet=quiet,
+        )
     if "://" in cluster:
         if workers is not None or threads_per_worker is not None:
             msg = (

@@ -119,19 +119,27 @@ def encode(
             group = zarr.open_group(tmp, mode="w")
             # Z is read many times per run: stored uncompressed so a block read is a copy.
             group.create_array(
-                "Z", shape=(store.n_cells, store.n_genes), dtype="float32",
-                chunks=(SUBTILE, store.n_genes), compressors=None,
-            )  # fmt: skip
+                "Z",
+                shape=(store.n_cells, store.n_genes),
+                dtype="float32",
+                chunks=(SUBTILE, store.n_genes),
+                compressors=None,
+            )
             group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
             starts = list(range(0, store.n_cells, rows))
             # prepared arrays go to each worker once, not once per task
             shared = client.scatter([prepared], broadcast=True)[0] if prepared else {}
             futures = client.map(
-                _encode_chunk, starts,
-                store_path=str(store.path), out_path=str(tmp), rows=rows,
-                name=name, params=resolved, prepared=shared,
+                _encode_chunk,
+                starts,
+                store_path=str(store.path),
+                out_path=str(tmp),
+                rows=rows,
+                name=name,
+                params=resolved,
+                prepared=shared,
                 key=[f"rankdist-encode-{name}-{key}-{s}" for s in starts],
-            )  # fmt: skip
+            )
             with _progress.bar(f"encode {name}", len(futures), enabled=progress) as bar:
                 for fut in as_completed(futures):
                     fut.result()  # re-raises a worker's error here
@@ -146,10 +154,15 @@ def encode(
     group = zarr.open_group(path, mode="r")
     valid = np.asarray(group["valid"][:])
     return Encoded(
-        path=path, name=name, params=resolved, key=key,
-        n_cells=store.n_cells, n_genes=store.n_genes,
-        excluded=np.flatnonzero(~valid).astype(np.int64), form=form,
-    )  # fmt: skip
+        path=path,
+        name=name,
+        params=resolved,
+        key=key,
+        n_cells=store.n_cells,
+        n_genes=store.n_genes,
+        excluded=np.flatnonzero(~valid).astype(np.int64),
+        form=form,
+    )
 
 
 def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
@@ -162,19 +175,28 @@ def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
         (tmp / SPARSE_DIR).mkdir()
         starts = list(range(0, store.n_cells, rows))
         futures = client.map(
-            _encode_sparse_chunk, starts,
-            store_path=str(store.path), out_path=str(tmp), rows=rows, name=enc.name,
-            params=params, key=[f"rankdist-encode-{enc.name}-{key}-sparse-{s}" for s in starts],
-        )  # fmt: skip
+            _encode_sparse_chunk,
+            starts,
+            store_path=str(store.path),
+            out_path=str(tmp),
+            rows=rows,
+            name=enc.name,
+            params=params,
+            key=[f"rankdist-encode-{enc.name}-{key}-sparse-{s}" for s in starts],
+        )
         nnz = 0
         with _progress.bar(f"encode {enc.name} (sparse)", len(futures), enabled=progress) as bar:
             for fut in as_completed(futures):
                 nnz += fut.result()
                 bar.advance()
         group.attrs["encoding"] = {
-            "name": enc.name, "params": params, "version": enc.version, "key": key,
-            "form": "sparse", "nnz": nnz,
-        }  # fmt: skip
+            "name": enc.name,
+            "params": params,
+            "version": enc.version,
+            "key": key,
+            "form": "sparse",
+            "nnz": nnz,
+        }
 
 
 def _encode_sparse_chunk(

@@ -63,8 +63,9 @@ def gene_nonzero_medians(store: Store, client: Client, *, progress: bool = True)
     numpy.ndarray
         ``(n_genes,)`` float64 medians.
     """
-    blob = json.dumps(["gene_nonzero_medians", MEDIAN_TARGET_SUM, MEDIANS_VERSION,
-                       store.content_id])  # fmt: skip
+    blob = json.dumps(
+        ["gene_nonzero_medians", MEDIAN_TARGET_SUM, MEDIANS_VERSION, store.content_id]
+    )
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     path = store.path / "encodings" / f"_gene_medians-{key}"
     if not (path / "zarr.json").exists():
@@ -75,9 +76,12 @@ def gene_nonzero_medians(store: Store, client: Client, *, progress: bool = True)
             medians = _medians_map_reduce(store, client, spool, key, progress)
             shutil.rmtree(spool)
             arr = group.create_array(
-                "medians", shape=medians.shape, dtype="float64",
-                chunks=(max(1, len(medians)),), compressors=None,
-            )  # fmt: skip
+                "medians",
+                shape=medians.shape,
+                dtype="float64",
+                chunks=(max(1, len(medians)),),
+                compressors=None,
+            )
             arr[:] = medians
             group.attrs["gene_medians"] = {
                 "definition": "median of x / total * target_sum over cells with x != 0",
@@ -94,9 +98,13 @@ def _medians_map_reduce(store: Store, client: Client, spool: Path, key: str, pro
     span = max(1, MEDIAN_MAP_VALUES // (chunk * max(g, 1))) * chunk
     starts = list(range(0, n, span))
     futures = client.map(
-        _median_map, starts, store_path=str(store.path), spool=str(spool), span=span,
+        _median_map,
+        starts,
+        store_path=str(store.path),
+        spool=str(spool),
+        span=span,
         key=[f"rankdist-medians-map-{key}-{s}" for s in starts],
-    )  # fmt: skip
+    )
     counts = np.zeros(g, dtype=np.int64)
     with _progress.bar("gene medians (1/2)", len(futures), enabled=progress) as bar:
         for fut in as_completed(futures):
@@ -104,9 +112,12 @@ def _medians_map_reduce(store: Store, client: Client, spool: Path, key: str, pro
             bar.advance()
     groups = gene_groups(counts, MEDIAN_REDUCE_VALUES)
     futures = client.map(
-        _median_reduce, groups, spool=str(spool), starts=starts,
+        _median_reduce,
+        groups,
+        spool=str(spool),
+        starts=starts,
         key=[f"rankdist-medians-reduce-{key}-{lo}" for lo, _ in groups],
-    )  # fmt: skip
+    )
     medians = np.full(g, np.nan)
     with _progress.bar("gene medians (2/2)", len(futures), enabled=progress) as bar:
         for fut, (lo, hi) in zip(futures, groups, strict=True):

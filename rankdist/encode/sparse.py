@@ -105,7 +105,6 @@ def sparse_standardised_ranks(block):
 SPARSE_DIR = "sparse"
 
 
-
 @dataclass(frozen=True)
 class SparseRows:
     """Rows of Z in sparse form: CSR of ``s`` plus each row's zero value ``c``.
@@ -138,9 +137,12 @@ class SparseRows:
         stop = min(stop, len(self))
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
         return SparseRows(
-            self.indptr[start : stop + 1] - lo, self.indices[lo:hi], self.data[lo:hi],
-            self.c[start:stop], self.n_genes,
-        )  # fmt: skip
+            self.indptr[start : stop + 1] - lo,
+            self.indices[lo:hi],
+            self.data[lo:hi],
+            self.c[start:stop],
+            self.n_genes,
+        )
 
     @property
     def nnz(self) -> int:
@@ -162,10 +164,13 @@ class SparseRows:
             [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
         )
         return cls(
-            indptr.astype(np.int64), np.concatenate([p.indices for p in parts]),
-            np.concatenate([p.data for p in parts]), np.concatenate([p.c for p in parts]),
+            indptr.astype(np.int64),
+            np.concatenate([p.indices for p in parts]),
+            np.concatenate([p.data for p in parts]),
+            np.concatenate([p.c for p in parts]),
             parts[0].n_genes,
-        )  # fmt: skip
+        )
+
 
 def chunk_file(z_path, chunk: int) -> Path:
     """The file holding sub-tile chunk ``chunk`` (cells ``chunk * SUBTILE`` onwards)."""
@@ -178,9 +183,12 @@ def write_chunks(out_path, start: int, indptr, indices, data, c) -> None:
         r1 = min(r0 + SUBTILE, len(c))
         lo, hi = indptr[r0], indptr[r1]
         np.savez(
-            chunk_file(out_path, (start + r0) // SUBTILE), indptr=indptr[r0 : r1 + 1] - lo,
-            indices=indices[lo:hi], data=data[lo:hi], c=c[r0:r1],
-        )  # fmt: skip
+            chunk_file(out_path, (start + r0) // SUBTILE),
+            indptr=indptr[r0 : r1 + 1] - lo,
+            indices=indices[lo:hi],
+            data=data[lo:hi],
+            c=c[r0:r1],
+        )
 
 
 def read_sparse_rows(z_path: str, start: int, stop: int, n_genes: int) -> SparseRows:

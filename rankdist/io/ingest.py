@@ -44,8 +44,6 @@ from rankdist.layout import chunk_rows
 __all__ = ["SOURCE_BATCH_COLUMN", "ingest"]
 
 
-
-
 def ingest(
     source,
     store_path: str | os.PathLike,

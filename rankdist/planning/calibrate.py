@@ -101,13 +101,18 @@ def measure(
         log(f"calibrating on {available_cores()} cores: {cells} synthetic cells x {genes} genes")
         store = rankdist.ingest(
             synthetic_counts(cells, genes, n_coarse=4, types_per_coarse=3, n_batches=4),
-            tmp / "cal.zarr", cell_type="cell_type", coarse_type="coarse_type",
-            batch="batch", progress=False,
-        )  # fmt: skip
-        tiny = rankdist.ingest(
-            synthetic_counts(1536, genes, seed=1), tmp / "tiny.zarr", cell_type="cell_type",
+            tmp / "cal.zarr",
+            cell_type="cell_type",
+            coarse_type="coarse_type",
+            batch="batch",
             progress=False,
-        )  # fmt: skip
+        )
+        tiny = rankdist.ingest(
+            synthetic_counts(1536, genes, seed=1),
+            tmp / "tiny.zarr",
+            cell_type="cell_type",
+            progress=False,
+        )
         rankdist.neighbors(tiny, k=30, progress=False)  # numba's on-disk cache, warm
         measured: dict = {}
         tiles = _tile_rates(store, block_rows, tmp, measured)
@@ -179,9 +184,12 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
                 with get_task_stream(client) as ts:
                     run_tiles(client, job, str(out), str(checkpoint_path(out)), progress=False)
                 busy = [
-                    s["stop"] - s["start"] for r in ts.data if r["key"].startswith("rankdist-tile")
-                    for s in r["startstops"] if s["action"] == "compute"
-                ]  # fmt: skip
+                    s["stop"] - s["start"]
+                    for r in ts.data
+                    if r["key"].startswith("rankdist-tile")
+                    for s in r["startstops"]
+                    if s["action"] == "compute"
+                ]
                 if n:
                     passes.append(sum(busy))
 
@@ -278,9 +286,13 @@ def _task_overheads(tmp: Path, n_blocks: int, measured: dict) -> dict:
             cpu = [_cpu(p) for p in (me, *workers)]
             t0 = time.perf_counter()
             run_tiles(
-                client, job, str(out), str(checkpoint_path(out)), progress=False,
+                client,
+                job,
+                str(out),
+                str(checkpoint_path(out)),
+                progress=False,
                 tile_fn=SimulatedTile(real, 0.0),
-            )  # fmt: skip
+            )
             wall = time.perf_counter() - t0
             used = [_cpu(p) - c for p, c in zip((me, *workers), cpu, strict=True)]
     tasks = n_tasks(real)

@@ -110,9 +110,10 @@ def plan_capacity(
         cores_per_node = cores_per_node or len(os.sched_getaffinity(0))
         mem_per_node = mem_per_node or psutil.virtual_memory().total
     missing = [
-        n for n, v in (("--cores-per-node", cores_per_node), ("--mem-per-node", mem_per_node))
+        n
+        for n, v in (("--cores-per-node", cores_per_node), ("--mem-per-node", mem_per_node))
         if v is None
-    ]  # fmt: skip
+    ]
     if missing:
         msg = (
             f"{' and '.join(missing)} needed for --cluster {scheduler}: what one job asks "
@@ -121,9 +122,13 @@ def plan_capacity(
         raise ValueError(msg)
     cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
     spec = RunSpec(
-        cells=parse_count(cells, "--cells"), genes=parse_count(genes, "--genes"), k=k,
-        n_cutoffs=len(tuple(cutoffs)), label_values=tuple(label_values), encoding=encoding,
-    )  # fmt: skip
+        cells=parse_count(cells, "--cells"),
+        genes=parse_count(genes, "--genes"),
+        k=k,
+        n_cutoffs=len(tuple(cutoffs)),
+        label_values=tuple(label_values),
+        encoding=encoding,
+    )
     layout = Layout(nodes, cores_per_node, parse_memory(mem_per_node), scheduler=scheduler)
     return plan_run(spec, layout, cal, block_rows=block_size)
 
@@ -136,9 +141,11 @@ def neighbors_command(plan: CapacityPlan, store: str, cutoffs, profile: str | No
         profile = profile or f"deploy/{lay.scheduler}.yaml"
         parts += [f"--cluster {lay.scheduler}", f"--jobs {lay.nodes}", f"--profile {profile}"]
     parts += [
-        f"--block-size {plan.block_rows}", f"--encoding {s.encoding}", f"--k {s.k}",
+        f"--block-size {plan.block_rows}",
+        f"--encoding {s.encoding}",
+        f"--k {s.k}",
         "--cutoffs " + ",".join(f"{c:g}" for c in cutoffs),
-    ]  # fmt: skip
+    ]
     return " ".join(parts)
 
 

@@ -212,9 +212,14 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
         bound = driver > makespan + reduce
         scheduler = max(0.0, driver - makespan - reduce)
     return WallTime(
-        startup=startup, encode=encode, tiles=balanced, tail=makespan - balanced,
-        reduce=reduce, scheduler=scheduler, driver_bound=bound,
-    )  # fmt: skip
+        startup=startup,
+        encode=encode,
+        tiles=balanced,
+        tail=makespan - balanced,
+        reduce=reduce,
+        scheduler=scheduler,
+        driver_bound=bound,
+    )
 
 
 @dataclass
@@ -281,9 +286,11 @@ def min_memory_per_node(spec: RunSpec, cores_per_node: int) -> float:
     (:func:`rankdist.tiles.grid.worker_memory_needed`) for the job's one worker.
     """
     return worker_memory_needed(
-        SUBTILE, spec.genes, threads_per_worker=cores_per_node,
+        SUBTILE,
+        spec.genes,
+        threads_per_worker=cores_per_node,
         bytes_per_row_partial=spec.partial_bytes_per_row,
-    )  # fmt: skip
+    )
 
 
 def plan_run(
@@ -321,20 +328,30 @@ def plan_run(
     chosen = block_rows is None
     if chosen:
         block_rows = choose_block_rows(
-            spec.cells, spec.genes, threads=layout.threads, worker_memory=layout.mem_per_node,
+            spec.cells,
+            spec.genes,
+            threads=layout.threads,
+            worker_memory=layout.mem_per_node,
             threads_per_worker=layout.cores_per_node,
             bytes_per_row_partial=spec.partial_bytes_per_row,
-        )  # fmt: skip
+        )
     plan = TilePlan(spec.cells, block_rows)
     z_block = block_rows * spec.genes * 4
     return CapacityPlan(
-        spec=spec, layout=layout, block_rows=block_rows, block_rows_chosen=chosen,
-        n_blocks=plan.n_blocks, n_tiles=plan.n_tiles, n_merges=n_merges(plan.n_blocks),
-        n_tasks=n_tasks(plan), flops=flops(spec.cells, spec.genes),
+        spec=spec,
+        layout=layout,
+        block_rows=block_rows,
+        block_rows_chosen=chosen,
+        n_blocks=plan.n_blocks,
+        n_tiles=plan.n_tiles,
+        n_merges=n_merges(plan.n_blocks),
+        n_tasks=n_tasks(plan),
+        flops=flops(spec.cells, spec.genes),
         wall=wall_time_model(spec, layout, block_rows, cal),
         storage=storage_bytes(spec, block_rows),
-        z_read_bytes=float(2 * plan.n_tiles * z_block), calibration=cal,
-    )  # fmt: skip
+        z_read_bytes=float(2 * plan.n_tiles * z_block),
+        calibration=cal,
+    )
 
 
 def format_bytes(n: float) -> str:

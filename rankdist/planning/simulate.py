@@ -159,21 +159,35 @@ def prepare_simulation(
     enc["valid"][:] = True
     cutoffs = tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs))
     spec = {
-        "content_id": "simulated", "encoding_key": "simulated", "form": "dense", "k": k,
-        "cutoffs": cutoffs, "labels": {role: role for role in roles}, "subtile": SUBTILE,
-        "n_cells": plan.n_cells, "type_hist": False,
-    }  # fmt: skip
+        "content_id": "simulated",
+        "encoding_key": "simulated",
+        "form": "dense",
+        "k": k,
+        "cutoffs": cutoffs,
+        "labels": {role: role for role in roles},
+        "subtile": SUBTILE,
+        "n_cells": plan.n_cells,
+        "type_hist": False,
+    }
     work = runstore.work_path(workdir, SIMULATED_RUN)
     work.parent.mkdir(parents=True, exist_ok=True)
     runstore.create_work_dir(
-        work, runstore.resume_fingerprint(spec), block_rows=rows,
+        work,
+        runstore.resume_fingerprint(spec),
+        block_rows=rows,
         role_sizes=dict(zip(roles, role_sizes, strict=True)),
-        excluded=np.array([], dtype=np.int64), hist_bins=0,
-    )  # fmt: skip
+        excluded=np.array([], dtype=np.int64),
+        hist_bins=0,
+    )
     job = TileJob(
-        store_path=str(workdir), z_path=str(enc_path), plan=plan, k=k, cutoffs=cutoffs,
-        roles=roles, role_sizes=role_sizes,
-    )  # fmt: skip
+        store_path=str(workdir),
+        z_path=str(enc_path),
+        plan=plan,
+        k=k,
+        cutoffs=cutoffs,
+        roles=roles,
+        role_sizes=role_sizes,
+    )
     return job, work
 
 

@@ -116,9 +116,13 @@ class NeighborResult:
         knn_idx = np.hstack([np.arange(len(valid))[:, None], knn_idx])
         knn_dist = np.hstack([np.zeros((len(valid), 1), np.float32), self.distances[valid]])
         conn, _, _ = fuzzy_simplicial_set(
-            sp.coo_matrix((len(valid), 1)), self.k + 1, None, None,
-            knn_indices=knn_idx, knn_dists=knn_dist,
-        )  # fmt: skip
+            sp.coo_matrix((len(valid), 1)),
+            self.k + 1,
+            None,
+            None,
+            knn_indices=knn_idx,
+            knn_dists=knn_dist,
+        )
         conn = conn.tocoo()
         out = sp.csr_matrix(
             (conn.data.astype(np.float32), (valid[conn.row], valid[conn.col])), shape=(n, n)

@@ -42,9 +42,16 @@ READ_VERSIONS = ("1",)
 JOB_FORMAT = 2
 #: The attrs["run"] keys that decide whether a work directory's checkpoints can be resumed.
 RESUME_KEYS = (
-    "content_id", "encoding_key", "form", "k", "cutoffs", "labels", "subtile", "n_cells",
+    "content_id",
+    "encoding_key",
+    "form",
+    "k",
+    "cutoffs",
+    "labels",
+    "subtile",
+    "n_cells",
     "type_hist",
-)  # fmt: skip
+)
 
 _JOB_FILE = "job.json"
 _CHECKPOINT_DIR = "checkpoint"
@@ -141,16 +148,22 @@ def create_work_dir(
     out["excluded"][:] = mask
     for role, size in role_sizes.items():
         out.create_array(
-            f"counts/{role}", shape=(n, n_cutoffs, size), dtype="int32",
-            chunks=(rows, n_cutoffs, size), compressors=compressor(),
-        )  # fmt: skip
+            f"counts/{role}",
+            shape=(n, n_cutoffs, size),
+            dtype="int32",
+            chunks=(rows, n_cutoffs, size),
+            compressors=compressor(),
+        )
     if fingerprint["type_hist"]:
         t = role_sizes["cell_type"]
         n_blocks = -(-n // rows)
         out.create_array(
-            "pair_hist_blocks", shape=(n_blocks, t, t, hist_bins), dtype="int64",
-            chunks=(1, t, t, hist_bins), compressors=compressor(),
-        )  # fmt: skip
+            "pair_hist_blocks",
+            shape=(n_blocks, t, t, hist_bins),
+            dtype="int64",
+            chunks=(1, t, t, hist_bins),
+            compressors=compressor(),
+        )
     with atomic_file(work / _JOB_FILE, mode="w") as fh:
         json.dump(fingerprint | {"block_rows": block_rows}, fh)
 

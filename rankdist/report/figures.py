@@ -103,18 +103,30 @@ def purity_panels(purity_by_run: dict[str, xr.Dataset]):
         labelled = len(types) <= MAX_LABELLED_TYPES
         for t, colour in zip(types, colours, strict=True):
             ax.plot(
-                x, ds["same_type"].sel(cell_type=t).to_numpy(), marker="o", ms=3, lw=1.2,
+                x,
+                ds["same_type"].sel(cell_type=t).to_numpy(),
+                marker="o",
+                ms=3,
+                lw=1.2,
                 color=colour if labelled else (0.55, 0.55, 0.55, 0.6),
                 label=t if labelled else None,
-            )  # fmt: skip
+            )
         ax.plot(
-            x, ds["same_type"].sel(cell_type="all").to_numpy(), marker="o", lw=2.6,
-            color="black", label="all cells",
-        )  # fmt: skip
+            x,
+            ds["same_type"].sel(cell_type="all").to_numpy(),
+            marker="o",
+            lw=2.6,
+            color="black",
+            label="all cells",
+        )
         ax.plot(
-            x, ds["expected_same_type"].sel(cell_type="all").to_numpy(), ls="--", lw=1.2,
-            color="black", label="chance (all)",
-        )  # fmt: skip
+            x,
+            ds["expected_same_type"].sel(cell_type="all").to_numpy(),
+            ls="--",
+            lw=1.2,
+            color="black",
+            label="chance (all)",
+        )
         ax.set_xticks(x, [s.replace(">=", "\u2265") for s in scopes])
         if len(scopes) > 1:
             ax.axvline(0.5, color="0.8", lw=0.8, ls=":")
@@ -160,9 +172,14 @@ def similarity_heatmap(sim: xr.Dataset, run: str):
             for j in range(n):
                 if np.isfinite(med[i, j]):
                     ax.text(
-                        j, i, f"{med[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        j,
+                        i,
+                        f"{med[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
                         color="black" if med[i, j] > mid else "white",
-                    )  # fmt: skip
+                    )
     within = sim["within"].to_numpy()
     between = sim["between"].to_numpy()
     ax.set_title(
@@ -202,13 +219,24 @@ def batch_scatter(summary_by_run: dict[str, xr.Dataset]):
         obs = ds["same_batch"].to_numpy()
         types = np.array([t != "all" for t in names])
         ax.scatter(
-            exp[types], obs[types], s=36, marker=markers[r % len(markers)], color=colour,
-            alpha=0.85, label=f"{run}: cell types",
-        )  # fmt: skip
+            exp[types],
+            obs[types],
+            s=36,
+            marker=markers[r % len(markers)],
+            color=colour,
+            alpha=0.85,
+            label=f"{run}: cell types",
+        )
         ax.scatter(
-            exp[~types], obs[~types], s=max(220 - 90 * r, 80), marker="*", color=colour,
-            edgecolor="black", label=f"{run}: all cells", zorder=3 + r,
-        )  # fmt: skip
+            exp[~types],
+            obs[~types],
+            s=max(220 - 90 * r, 80),
+            marker="*",
+            color=colour,
+            edgecolor="black",
+            label=f"{run}: all cells",
+            zorder=3 + r,
+        )
         if n_points <= 3 * MAX_LABELLED_TYPES:
             for name, x, y in zip(names, exp, obs, strict=True):
                 if name == "all" or not (np.isfinite(x) and np.isfinite(y)):

@@ -121,9 +121,12 @@ def table(frame: pd.DataFrame, *, digits: int = 3, index: bool = True) -> str:
             cells.append(f'<td class="text">{text}</td>' if is_text else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
-        '<div class="scroll"><table><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
-        + "".join(rows) + "</tbody></table></div>"
-    )  # fmt: skip
+        '<div class="scroll"><table><thead><tr>'
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
 
 
 def key_values(pairs: dict) -> str:

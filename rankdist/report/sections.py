@@ -149,7 +149,7 @@ def similarity_section(rep: ReportContext) -> markup.Section:
                         "upper quartile": [q[0][2], q[1][2]],
                     },
                     index=pd.Index(["within a type", "between types"], name="pairs of cells"),
-                )  # fmt: skip
+                )
             )
         )
         sec.add(markup.file_links(paths, rep.out))
@@ -238,10 +238,26 @@ def runs_section(rep: ReportContext) -> markup.Section:
     sec = markup.Section("Runs", "runs")
     sec.add(markup.explanation(markup.RUNS))
     keys = (
-        "encoding", "encoding_params", "k", "cutoffs", "labels", "type_hist", "n_cells",
-        "n_genes", "n_excluded", "block_rows", "n_blocks", "n_tiles", "tiles_computed",
-        "tiles_resumed", "workers", "threads", "wall_time_s", "finished", "versions",
-    )  # fmt: skip
+        "encoding",
+        "encoding_params",
+        "k",
+        "cutoffs",
+        "labels",
+        "type_hist",
+        "n_cells",
+        "n_genes",
+        "n_excluded",
+        "block_rows",
+        "n_blocks",
+        "n_tiles",
+        "tiles_computed",
+        "tiles_resumed",
+        "workers",
+        "threads",
+        "wall_time_s",
+        "finished",
+        "versions",
+    )
     frame = pd.DataFrame(
         {name: [_plain(r.metadata.get(k, "")) for k in keys] for name, r in rep.results.items()},
         index=pd.Index(list(keys), name="run"),

@@ -165,9 +165,10 @@ def choose_block_rows(
     if worker_memory:
         budget = WORKER_MEMORY_SHARE * worker_memory - WORKER_BASE_BYTES
         per_row = worker_bytes_per_block_row(
-            n_genes, threads_per_worker=threads_per_worker,
+            n_genes,
+            threads_per_worker=threads_per_worker,
             bytes_per_row_partial=bytes_per_row_partial,
-        )  # fmt: skip
+        )
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))

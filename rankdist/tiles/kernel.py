@@ -74,10 +74,27 @@ def gemm_error_bound(n_genes: int) -> float:
 
 @numba.njit(nogil=True, cache=True)
 def fused_pass(
-    S, za, zb, margin, row_g0, col_g0, row_l0, col_l0, upper_only,
-    row_valid, col_valid, row_codes, col_codes, cutoffs,
-    r_sim, r_idx, r_counts, c_sim, c_idx, c_counts,
-):  # fmt: skip
+    S,
+    za,
+    zb,
+    margin,
+    row_g0,
+    col_g0,
+    row_l0,
+    col_l0,
+    upper_only,
+    row_valid,
+    col_valid,
+    row_codes,
+    col_codes,
+    cutoffs,
+    r_sim,
+    r_idx,
+    r_counts,
+    c_sim,
+    c_idx,
+    c_counts,
+):
     """Fold one similarity sub-tile into the row-side and column-side partials.
 
     ``S`` (the GEMM) only screens: every similarity that enters a top-k list, and every
@@ -144,10 +161,31 @@ def fused_pass(
                 hits += (s >= thr) | (s >= c_thr_s[b] - delta)
             if hits:
                 _fold_run(
-                    S, za, zb, exact, delta, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid,
-                    row_codes, col_codes, cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx,
-                    c_counts, c_thr_s, c_thr_i,
-                )  # fmt: skip
+                    S,
+                    za,
+                    zb,
+                    exact,
+                    delta,
+                    a,
+                    ra,
+                    row_g0,
+                    col_g0,
+                    col_l0,
+                    c0,
+                    c1,
+                    col_valid,
+                    row_codes,
+                    col_codes,
+                    cutoffs,
+                    r_sim,
+                    r_idx,
+                    r_counts,
+                    c_sim,
+                    c_idx,
+                    c_counts,
+                    c_thr_s,
+                    c_thr_i,
+                )
 
 
 #: Columns screened together before any per-element work.
@@ -156,10 +194,31 @@ _RUN = 32
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _fold_run(
-    S, za, zb, exact, delta, a, ra, row_g0, col_g0, col_l0, c0, c1, col_valid,
-    row_codes, col_codes, cutoffs, r_sim, r_idx, r_counts, c_sim, c_idx, c_counts,
-    c_thr_s, c_thr_i,
-):  # fmt: skip
+    S,
+    za,
+    zb,
+    exact,
+    delta,
+    a,
+    ra,
+    row_g0,
+    col_g0,
+    col_l0,
+    c0,
+    c1,
+    col_valid,
+    row_codes,
+    col_codes,
+    cutoffs,
+    r_sim,
+    r_idx,
+    r_counts,
+    c_sim,
+    c_idx,
+    c_counts,
+    c_thr_s,
+    c_thr_i,
+):
     """Exact per-element update for columns ``c0:c1`` of row ``a`` (see fused_pass)."""
     k = r_sim.shape[1]
     n_cut = cutoffs.shape[0]
@@ -302,12 +361,27 @@ def tile_partials(
             if p == 0:
                 _prime(s, pj.top_sim[q : q + nb], vi[:na], diag and q == 0, 0, margin)
             fused_pass(
-                s, _NO_ROWS if sparse else zi[p : p + na], _NO_ROWS if sparse else zj[q : q + nb],
-                margin, i_start + p, j_start + q, p, q,
+                s,
+                _NO_ROWS if sparse else zi[p : p + na],
+                _NO_ROWS if sparse else zj[q : q + nb],
+                margin,
+                i_start + p,
+                j_start + q,
+                p,
+                q,
                 diag and p == q,
-                vi, vj, ci, cj, cutoffs,
-                pi.top_sim, pi.top_idx, pi.counts, pj.top_sim, pj.top_idx, pj.counts,
-            )  # fmt: skip
+                vi,
+                vj,
+                ci,
+                cj,
+                cutoffs,
+                pi.top_sim,
+                pi.top_idx,
+                pi.counts,
+                pj.top_sim,
+                pj.top_idx,
+                pj.counts,
+            )
             if hist is not None:
                 pair_histogram(s, diag and p == q, vi, vj, ci[0], cj[0], p, q, hist)
     for part in (pi,) if diag else (pi, pj):

@@ -76,9 +76,15 @@ class TileJob:
     def block(self, b: int):
         start, stop = self.plan.block_range(b)
         return read_block(
-            self.z_path, self.store_path, self.roles, self.offsets, start, stop,
-            form=self.form, n_genes=self.n_genes,
-        )  # fmt: skip
+            self.z_path,
+            self.store_path,
+            self.roles,
+            self.offsets,
+            start,
+            stop,
+            form=self.form,
+            n_genes=self.n_genes,
+        )
 
 
 def _single_threaded_blas() -> None:
@@ -105,9 +111,18 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         row_floors(job.z_path, job.k, job.plan.n_cells, sj, ej),
     )
     pi, pj = tile_partials(
-        job.block(i), job.block(j), i, j, si, sj, job.k, cutoffs, job.n_values, floors,
+        job.block(i),
+        job.block(j),
+        i,
+        j,
+        si,
+        sj,
+        job.k,
+        cutoffs,
+        job.n_values,
+        floors,
         hist_types=job.hist_types,
-    )  # fmt: skip
+    )
     n = job.plan.n_cells
     raise_floors(job.z_path, job.k, n, si, pi.top_sim, pi.top_idx, EMPTY)
     if pj is not None:
@@ -215,9 +230,13 @@ def run_tiles(
     # driver about a millisecond (10 s for the 10k tiles of 2.3 M cells), time in which no
     # finished tile is merged (benchmarks/bench_scale.py).
     tile_futures = client.map(
-        tile_fn, [job] * len(needs), [i for i, _ in needs], [j for _, j in needs],
-        key=[f"rankdist-tile-{i}-{j}" for i, j in needs], pure=False,
-    )  # fmt: skip
+        tile_fn,
+        [job] * len(needs),
+        [i for i, _ in needs],
+        [j for _, j in needs],
+        key=[f"rankdist-tile-{i}-{j}" for i, j in needs],
+        pure=False,
+    )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
     futures += tile_futures
     ac = as_completed(futures)
@@ -238,9 +257,11 @@ def run_tiles(
         elif len(items) >= FAN_IN or (complete and len(items) > 1):
             n = sum(t for _, _, t in items)
             m = client.submit(
-                merge_task, ckpt_dir, *[(f, s) for f, s, _ in items],
+                merge_task,
+                ckpt_dir,
+                *[(f, s) for f, s, _ in items],
                 key=f"rankdist-merge-{b}-{next(counter)}",
-            )  # fmt: skip
+            )
             role_of[m.key] = ("partial", b, n)
             merging[b] += 1
             folded[b] -= n

@@ -131,9 +131,19 @@ def _dense_columns_t(col_ptr, col_rows, col_data, genes, n_rows):
 
 @numba.njit(nogil=True, cache=True)
 def _sparse_rows_product(
-    a_ptr, a_idx, a_dat, a_c, b_col_ptr, b_col_rows, b_col_data, b_c,
-    column_of_gene, dense, n_genes, out,
-):  # fmt: skip
+    a_ptr,
+    a_idx,
+    a_dat,
+    a_c,
+    b_col_ptr,
+    b_col_rows,
+    b_col_data,
+    b_c,
+    column_of_gene,
+    dense,
+    n_genes,
+    out,
+):
     """``out[a, b] = float32(sum_g s_a,g s_b,g + dense[a, b] - G c_a c_b)``.
 
     Sparse genes (``column_of_gene < 0``) are summed in float64 in the row's gene order;
@@ -197,7 +207,17 @@ def sparse_subtile(
     else:
         dense = np.zeros((0, 0), np.float32)
     _sparse_rows_product(
-        ra.indptr, ra.indices, ra.data, ra.c, slab_b.col_ptr, slab_b.col_rows,
-        slab_b.col_data, rb.c, column_of_gene, dense, float(ra.n_genes), out,
-    )  # fmt: skip
+        ra.indptr,
+        ra.indices,
+        ra.data,
+        ra.c,
+        slab_b.col_ptr,
+        slab_b.col_rows,
+        slab_b.col_data,
+        rb.c,
+        column_of_gene,
+        dense,
+        float(ra.n_genes),
+        out,
+    )
     return out

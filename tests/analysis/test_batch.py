@@ -22,9 +22,13 @@ def synth(tmp_path_factory, client):
     """300 synthetic cells, 6 types, 3 batches, none excluded: what to_scib() takes."""
     adata = synthetic_counts(n_cells=300, n_genes=200, n_batches=3, seed=1)
     store = rankdist.ingest(
-        adata, tmp_path_factory.mktemp("batch") / "s.zarr",
-        cell_type="cell_type", coarse_type="coarse_type", batch="batch", progress=False,
-    )  # fmt: skip
+        adata,
+        tmp_path_factory.mktemp("batch") / "s.zarr",
+        cell_type="cell_type",
+        coarse_type="coarse_type",
+        batch="batch",
+        progress=False,
+    )
     return rankdist.neighbors(store, k=10, cutoffs=(0.5,), client=client, progress=False)
 
 
@@ -32,9 +36,12 @@ def synth(tmp_path_factory, client):
 def tricky(tmp_path_factory, client):
     """300 tricky cells with two constant (excluded) ones."""
     store = rankdist.ingest(
-        tricky_adata(n_cells=300), tmp_path_factory.mktemp("batch") / "t.zarr",
-        cell_type="celltype", batch="donor", progress=False,
-    )  # fmt: skip
+        tricky_adata(n_cells=300),
+        tmp_path_factory.mktemp("batch") / "t.zarr",
+        cell_type="celltype",
+        batch="donor",
+        progress=False,
+    )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         return rankdist.neighbors(store, k=8, cutoffs=(0.5,), client=client, progress=False)
 

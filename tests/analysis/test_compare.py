@@ -26,9 +26,13 @@ K = 8
 def runs(tmp_path_factory, client):
     """Spearman and Pearson runs on the same 300 tricky cells (two constant, excluded)."""
     store = rankdist.ingest(
-        tricky_adata(n_cells=300), tmp_path_factory.mktemp("compare") / "t.zarr",
-        cell_type="celltype", coarse_type="coarse", batch="donor", progress=False,
-    )  # fmt: skip
+        tricky_adata(n_cells=300),
+        tmp_path_factory.mktemp("compare") / "t.zarr",
+        cell_type="celltype",
+        coarse_type="coarse",
+        batch="donor",
+        progress=False,
+    )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         a = rankdist.neighbors(
             store, "spearman", k=K, cutoffs=(0.5,), client=client, progress=False

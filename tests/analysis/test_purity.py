@@ -22,9 +22,13 @@ def tricky(tmp_path_factory, client):
     rho = oracle_spearman(adata.X)
     cutoffs = safe_cutoffs(rho, [0.3, 0.6, 0.7])
     store = rankdist.ingest(
-        adata, tmp_path_factory.mktemp("purity") / "t.zarr",
-        cell_type="celltype", coarse_type="coarse", batch="donor", progress=False,
-    )  # fmt: skip
+        adata,
+        tmp_path_factory.mktemp("purity") / "t.zarr",
+        cell_type="celltype",
+        coarse_type="coarse",
+        batch="donor",
+        progress=False,
+    )
     with pytest.warns(rankdist.ExcludedCellsWarning, match="c7"):
         res = rankdist.neighbors(store, k=K, cutoffs=cutoffs, client=client, progress=False)
     return adata, rho, res
@@ -48,14 +52,21 @@ def brute_purity(res, rho, fine_to_coarse):
     for g in [*range(n_types), "all"]:
         cells = [i for i in range(res.n_cells) if valid[i] and (g == "all" or codes[i] == g)]
         chance_same = [(sum(valid & (codes == codes[i])) - 1) / (n_valid - 1) for i in cells]
-        chance_sib = [
-            sum(
-                valid[j] and j != i and codes[j] != codes[i]
-                and fine_to_coarse[codes[j]] == fine_to_coarse[codes[i]]
-                for j in range(res.n_cells)
-            ) / (n_valid - 1)
-            for i in cells
-        ] if fine_to_coarse is not None else []  # fmt: skip
+        chance_sib = (
+            [
+                sum(
+                    valid[j]
+                    and j != i
+                    and codes[j] != codes[i]
+                    and fine_to_coarse[codes[j]] == fine_to_coarse[codes[i]]
+                    for j in range(res.n_cells)
+                )
+                / (n_valid - 1)
+                for i in cells
+            ]
+            if fine_to_coarse is not None
+            else []
+        )
         for scope in [None, *res.cutoffs]:
             same = similar = total = without = 0
             per_cell = []

@@ -27,15 +27,37 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SYSTEMS = ("slurm", "pbs", "sge", "lsf")
 # How each system's job script asks for what the profile says (beyond the worker command).
 DIRECTIVES = {
-    "slurm": ["#SBATCH -J {name}", "#SBATCH -p {queue}", "#SBATCH -A {account}",
-              "#SBATCH -t {walltime}", "#SBATCH --cpus-per-task={cores}", "#SBATCH --mem="],
-    "pbs": ["#PBS -N {name}", "#PBS -q {queue}", "#PBS -A {account}",
-            "#PBS -l walltime={walltime}", "#PBS -l select=1:ncpus={cores}:mem="],
-    "sge": ["#$ -N {name}", "#$ -q {queue}", "#$ -P {project}", "#$ -l h_rt={walltime}",
-            "#$ -l {resource-spec}"],
-    "lsf": ["#BSUB -J {name}", "#BSUB -q {queue}", '#BSUB -P "{project}"', "#BSUB -W {walltime}",
-            "#BSUB -n {cores}", "#BSUB -M "],
-}  # fmt: skip
+    "slurm": [
+        "#SBATCH -J {name}",
+        "#SBATCH -p {queue}",
+        "#SBATCH -A {account}",
+        "#SBATCH -t {walltime}",
+        "#SBATCH --cpus-per-task={cores}",
+        "#SBATCH --mem=",
+    ],
+    "pbs": [
+        "#PBS -N {name}",
+        "#PBS -q {queue}",
+        "#PBS -A {account}",
+        "#PBS -l walltime={walltime}",
+        "#PBS -l select=1:ncpus={cores}:mem=",
+    ],
+    "sge": [
+        "#$ -N {name}",
+        "#$ -q {queue}",
+        "#$ -P {project}",
+        "#$ -l h_rt={walltime}",
+        "#$ -l {resource-spec}",
+    ],
+    "lsf": [
+        "#BSUB -J {name}",
+        "#BSUB -q {queue}",
+        '#BSUB -P "{project}"',
+        "#BSUB -W {walltime}",
+        "#BSUB -n {cores}",
+        "#BSUB -M ",
+    ],
+}
 
 
 def deploy_section(system: str) -> dict:
@@ -70,8 +92,17 @@ def walltime_s(system: str, text: str) -> float:
 def test_profile_builds_its_job_script(system, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # log-directory is relative: keep it out of the repository
     section = deploy_section(system)
-    for key in ("interface", "cores", "memory", "processes", "walltime", "worker-extra-args",
-                "local-directory", "job-script-prologue", "log-directory"):  # fmt: skip
+    for key in (
+        "interface",
+        "cores",
+        "memory",
+        "processes",
+        "walltime",
+        "worker-extra-args",
+        "local-directory",
+        "job-script-prologue",
+        "log-directory",
+    ):
         assert section.get(key) is not None, f"deploy/{system}.yaml lacks {key}"
     assert section.get("queue") and (section.get("account") or section.get("project"))
 
@@ -253,11 +284,17 @@ def test_doctor_errors(tmp_path, capsys):
 def slurm_profile(tmp_path: Path, name: str, **extra) -> Path:
     """Small jobs on the one-node test SLURM (.ci/start-slurm.sh), workers over loopback."""
     section = {
-        "name": name, "cores": 1, "memory": "2GB", "processes": 1, "interface": "lo",
-        "walltime": "00:10:00", "local-directory": str(tmp_path / "scratch"),
-        "log-directory": str(tmp_path / "logs"), "python": sys.executable,
+        "name": name,
+        "cores": 1,
+        "memory": "2GB",
+        "processes": 1,
+        "interface": "lo",
+        "walltime": "00:10:00",
+        "local-directory": str(tmp_path / "scratch"),
+        "log-directory": str(tmp_path / "logs"),
+        "python": sys.executable,
         "scheduler-options": {"dashboard_address": ":0"},
-    } | extra  # fmt: skip
+    } | extra
     return write_profile(tmp_path / f"{name}.yaml", "slurm", section)
 
 
@@ -265,8 +302,11 @@ def slurm_jobs(name: str) -> list[str]:
     """Ids of the jobs called ``name``, finished ones included (kept MinJobAge, 300 s)."""
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return out.split()
 
 
@@ -317,8 +357,10 @@ def test_slurm_jobs_that_never_start_time_out_with_directions(tmp_path):
     assert len(ids) == 1
     state = subprocess.run(
         ["squeue", "-h", "-t", "all", "-j", ids[0], "-o", "%T"],
-        capture_output=True, text=True, timeout=30,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
     assert state == "CANCELLED"  # closing the cluster cancelled the pending job
 
 
@@ -363,8 +405,11 @@ def test_slurm_job_cancelled_mid_run_changes_nothing(client, tmp_path):
             time.sleep(0.05)
         running = subprocess.run(
             ["squeue", "-h", "-t", "running", "-n", name, "-o", "%i"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout.split()  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
         cancelled["running"] = running
         if running:
             subprocess.run(["scancel", running[0]], check=True, timeout=30)
@@ -379,8 +424,10 @@ def test_slurm_job_cancelled_mid_run_changes_nothing(client, tmp_path):
     assert "job" in cancelled, "the run finished before a job could be cancelled"
     state = subprocess.run(
         ["squeue", "-h", "-t", "all", "-j", cancelled["job"], "-o", "%T"],
-        capture_output=True, text=True, timeout=30,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
     assert state in ("CANCELLED", ""), state  # "" once SLURM has forgotten the job
     assert np.array_equal(res.indices, ref.indices)
     assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32))

@@ -97,9 +97,15 @@ def test_negative_binomial_sampler_matches_its_distribution():
     library = np.full(n, mu.sum())
     zeros_i = np.zeros(n, np.int32)
     data, indices, indptr, totals = _nb_counts(
-        np.random.default_rng(0), library, zeros_i, zeros_i, (mu / mu.sum())[None, :],
-        np.ones((1, 6), np.float32), shape, np.arange(6, dtype=np.int32),
-    )  # fmt: skip
+        np.random.default_rng(0),
+        library,
+        zeros_i,
+        zeros_i,
+        (mu / mu.sum())[None, :],
+        np.ones((1, 6), np.float32),
+        shape,
+        np.arange(6, dtype=np.int32),
+    )
     x = sp.csr_matrix((data, indices, indptr), shape=(n, 6)).toarray().astype(np.float64)
     var = mu + mu**2 / shape
     assert np.all(np.abs(x.mean(axis=0) - mu) < 5 * np.sqrt(var / n))
@@ -168,9 +174,13 @@ def test_h5ad_reads_back_and_ingests_into_the_same_store(tmp_path, client):
         assert adata.obs[col].dtype == "category"
     assert adata.var_names[0] == "SG00001" and adata.var["informative"].sum() == 2000
     via = rankdist.ingest(
-        h5, tmp_path / "via.zarr", cell_type="cell_type", coarse_type="coarse_type",
-        batch="batch", progress=False,
-    )  # fmt: skip
+        h5,
+        tmp_path / "via.zarr",
+        cell_type="cell_type",
+        coarse_type="coarse_type",
+        batch="batch",
+        progress=False,
+    )
     direct = synth_atlas(tmp_path / "direct.zarr", 2500, **kw)
     assert np.array_equal(via.read_x(0, 2500), direct.read_x(0, 2500))
     assert via.root["X"].chunks == direct.root["X"].chunks

@@ -13,8 +13,16 @@ from rankdist.datasets.toy import synthetic_counts
 
 def test_letters_name_classes_like_spreadsheet_columns():
     assert [letters(i) for i in (0, 1, 25, 26, 27, 51, 52, 701, 702)] == [
-        "A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA",
-    ]  # fmt: skip
+        "A",
+        "B",
+        "Z",
+        "AA",
+        "AB",
+        "AZ",
+        "BA",
+        "ZZ",
+        "AAA",
+    ]
     names = [letters(i) for i in range(1000)]
     assert len(set(names)) == 1000
 
@@ -23,9 +31,13 @@ def test_nested_labels_read_the_class_from_the_type():
     cell_type = np.array([0, 3, 2, 1, 3])
     batch = np.array([1, 0, 0, 1, 1])
     labels = nested_labels(
-        cell_type, ["A1", "A2", "B1", "B2"], np.array([0, 0, 1, 1]), ["A", "B"],
-        batch, ["batch0", "batch1"],
-    )  # fmt: skip
+        cell_type,
+        ["A1", "A2", "B1", "B2"],
+        np.array([0, 0, 1, 1]),
+        ["A", "B"],
+        batch,
+        ["batch0", "batch1"],
+    )
     assert list(labels) == list(ROLES) == list(ATLAS_ROLES)
     assert labels["coarse_type"][0].tolist() == [0, 1, 1, 0, 1]
     assert labels["cell_type"] == (cell_type, ["A1", "A2", "B1", "B2"])

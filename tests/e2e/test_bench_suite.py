@@ -28,9 +28,15 @@ def bench_suite():
 def suite_run(bench_suite, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     rows = bench_suite.run_suite(
-        cells=[600], genes=200, k=5, max_seconds=600, workdir=tmp_path_factory.mktemp("work"),
-        results_dir=out, matmul_seconds=0.5, echo=lambda s: None,
-    )  # fmt: skip
+        cells=[600],
+        genes=200,
+        k=5,
+        max_seconds=600,
+        workdir=tmp_path_factory.mktemp("work"),
+        results_dir=out,
+        matmul_seconds=0.5,
+        echo=lambda s: None,
+    )
     return rows, out
 
 

@@ -38,11 +38,35 @@ def h5ad(tmp_path_factory):
 
 def test_ingest_neighbors_export_info(h5ad, tmp_path):
     store = tmp_path / "cells.zarr"
-    out = run("ingest", h5ad, store, "--cell-type", "cell_type", "--coarse-type", "coarse_type",
-              "--batch", "batch", "--genes", "hvg:200", "--quiet")  # fmt: skip
+    out = run(
+        "ingest",
+        h5ad,
+        store,
+        "--cell-type",
+        "cell_type",
+        "--coarse-type",
+        "coarse_type",
+        "--batch",
+        "batch",
+        "--genes",
+        "hvg:200",
+        "--quiet",
+    )
     assert "900 cells x 200 genes" in out.stdout
-    out = run("neighbors", store, "--k", "10", "--cutoffs", "0.45,0.5", "--workers", "1",
-              "--block-size", "512", "--name", "rank")  # fmt: skip
+    out = run(
+        "neighbors",
+        store,
+        "--k",
+        "10",
+        "--cutoffs",
+        "0.45,0.5",
+        "--workers",
+        "1",
+        "--block-size",
+        "512",
+        "--name",
+        "rank",
+    )
     assert "dashboard: http://" in out.stderr  # the link is printed at start
     assert "NeighborResult(900 cells, k=10" in out.stdout
     res = rankdist.load(store, "rank")
@@ -111,8 +135,20 @@ def test_help_lists_commands():
 def test_neighbors_encoding_params_and_type_hist(h5ad, tmp_path):
     store = tmp_path / "p.zarr"
     run("ingest", h5ad, store, "--cell-type", "cell_type", "--quiet")
-    run("neighbors", store, "--encoding", "topn", "--param", "n=50", "--k", "5", "--type-hist",
-        "--quiet", "--name", "top50")  # fmt: skip
+    run(
+        "neighbors",
+        store,
+        "--encoding",
+        "topn",
+        "--param",
+        "n=50",
+        "--k",
+        "5",
+        "--type-hist",
+        "--quiet",
+        "--name",
+        "top50",
+    )
     res = rankdist.load(store, "top50")
     assert res.metadata["encoding"] == "topn" and res.metadata["encoding_params"] == {"n": 50}
     pairs = res.pair_hist.sum("bin").to_numpy()  # symmetric: each type pair once above

@@ -146,8 +146,19 @@ def test_an_unknown_encoding_is_refused_before_anything_runs(capsys, tmp_path):
 
 # ---------------------------------------------------------------- plan: --cluster, --jobs
 
-PLAN = ["plan", "--cells", "2.3M", "--genes", "2000", "--cores-per-node", "32",
-        "--mem-per-node", "96GiB", "--store", "pfc.zarr"]  # fmt: skip
+PLAN = [
+    "plan",
+    "--cells",
+    "2.3M",
+    "--genes",
+    "2000",
+    "--cores-per-node",
+    "32",
+    "--mem-per-node",
+    "96GiB",
+    "--store",
+    "pfc.zarr",
+]
 
 
 def test_plan_takes_cluster_and_jobs_as_neighbors_does(capsys):
@@ -178,8 +189,10 @@ def test_plan_keeps_scheduler_and_nodes_as_deprecated_spellings(capsys):
 def test_plan_on_this_machine_takes_one_job(capsys):
     assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local"]) == 0
     assert "this machine" in capsys.readouterr().out
-    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local",
-                 "--jobs", "3"]) == 2  # fmt: skip
+    assert (
+        main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local", "--jobs", "3"])
+        == 2
+    )
     assert "one machine" in capsys.readouterr().err
 
 

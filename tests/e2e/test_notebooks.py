@@ -36,9 +36,11 @@ def test_notebook_is_clean_and_parametrised(path):
 def test_notebook_runs(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},  # run in a scratch directory
-    )  # fmt: skip
+    )
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError:

@@ -25,9 +25,13 @@ def pbmc_h5ad(tmp_path_factory):
 def pbmc_result(pbmc_h5ad, tmp_path_factory, client):
     adata, path = pbmc_h5ad
     store = rankdist.ingest(
-        path, tmp_path_factory.mktemp("pbmcstore") / "pbmc.zarr",
-        cell_type="bulk_labels", batch="phase", use_raw=True, progress=False,
-    )  # fmt: skip
+        path,
+        tmp_path_factory.mktemp("pbmcstore") / "pbmc.zarr",
+        cell_type="bulk_labels",
+        batch="phase",
+        use_raw=True,
+        progress=False,
+    )
     res = rankdist.neighbors(store, k=15, cutoffs=(0.3, 0.5), client=client, progress=False)
     return adata, store, res
 
@@ -86,9 +90,15 @@ def test_report_shows_within_vs_between_for_both_encodings(pbmc_result, client, 
     _, store, _ = pbmc_result
     for encoding in ("spearman", "pearson"):
         res = rankdist.neighbors(
-            store, encoding, k=15, cutoffs=(0.3, 0.5), client=client, type_hist=True,
-            name=f"{encoding}-hist", progress=False,
-        )  # fmt: skip
+            store,
+            encoding,
+            k=15,
+            cutoffs=(0.3, 0.5),
+            client=client,
+            type_hist=True,
+            name=f"{encoding}-hist",
+            progress=False,
+        )
         sim = type_similarity(res)
         within, between = (float(sim[v].sel(quantile=0.5)) for v in ("within", "between"))
         assert within > between + 0.02, (encoding, within, between)

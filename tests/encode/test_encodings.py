@@ -52,9 +52,11 @@ def oracle_medians(x: np.ndarray, totals: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # 0 / 0 in empty cells, never used
         norm = x / totals[:, None] * 1e4
     return np.array(
-        [np.median(norm[x[:, g] != 0, g]) if (x[:, g] != 0).any() else np.nan
-         for g in range(x.shape[1])]
-    )  # fmt: skip
+        [
+            np.median(norm[x[:, g] != 0, g]) if (x[:, g] != 0).any() else np.nan
+            for g in range(x.shape[1])
+        ]
+    )
 
 
 def oracle_rho(ranks: np.ndarray) -> np.ndarray:
@@ -215,12 +217,30 @@ HAND_TOTALS = np.array([16, 16, 16, 32, 16, 16, 16, 16, 16], dtype=np.float64)
 HAND_MEDIANS = [2500.0, 1562.5, 1875.0]
 GENEFORMER_BY_HAND = {
     # keys x / median; c1, c5, c6 rank differently from their raw counts
-    3: [[2, 1, 3], [2, 3, 1], None, [2, 3, 1], [3, 1, 2], [2, 1, 3], [2, 3, 1],
-        [1.5, 3, 1.5], [2.5, 1, 2.5]],
+    3: [
+        [2, 1, 3],
+        [2, 3, 1],
+        None,
+        [2, 3, 1],
+        [3, 1, 2],
+        [2, 1, 3],
+        [2, 3, 1],
+        [1.5, 3, 1.5],
+        [2.5, 1, 2.5],
+    ],
     # the top gene only; c8's two tied genes are both kept
-    1: [[1.5, 1.5, 3], [1.5, 3, 1.5], None, [1.5, 3, 1.5], [3, 1.5, 1.5], [1.5, 1.5, 3],
-        [1.5, 3, 1.5], [1.5, 3, 1.5], [2.5, 1, 2.5]],
-}  # fmt: skip
+    1: [
+        [1.5, 1.5, 3],
+        [1.5, 3, 1.5],
+        None,
+        [1.5, 3, 1.5],
+        [3, 1.5, 1.5],
+        [1.5, 1.5, 3],
+        [1.5, 3, 1.5],
+        [1.5, 3, 1.5],
+        [2.5, 1, 2.5],
+    ],
+}
 
 
 @pytest.fixture(scope="module")

@@ -92,9 +92,11 @@ def test_choose_form_rules():
 def all_genes(tmp_path_factory):
     x = zero_heavy_counts(1100, 500, seed=4)
     store = rankdist.ingest(
-        labelled_adata(x), tmp_path_factory.mktemp("sparse") / "s.zarr", cell_type="celltype",
+        labelled_adata(x),
+        tmp_path_factory.mktemp("sparse") / "s.zarr",
+        cell_type="celltype",
         progress=False,
-    )  # fmt: skip
+    )
     return x, store
 
 
@@ -114,18 +116,30 @@ def test_sparse_store_layout(all_genes, client):
 def test_sparse_neighbours_match_oracle(all_genes, client):
     x, store = all_genes
     res = rankdist.neighbors(
-        store, k=K, cutoffs=(0.3,), client=client, block_size=512, form="sparse",
-        name="sparse-oracle", progress=False,
-    )  # fmt: skip
+        store,
+        k=K,
+        cutoffs=(0.3,),
+        client=client,
+        block_size=512,
+        form="sparse",
+        name="sparse-oracle",
+        progress=False,
+    )
     assert res.metadata["form"] == "sparse" and res.metadata["form_requested"] == "sparse"
     rho = oracle_spearman(x)
     assert np.array_equal(np.flatnonzero(res.excluded), [7, 8])
     ambiguous = assert_matches_oracle(res.indices, res.similarities, res.excluded, rho, K)
     assert ambiguous <= 5
     dense = rankdist.neighbors(
-        store, k=K, cutoffs=(0.3,), client=client, block_size=512, form="dense",
-        name="dense-ref", progress=False,
-    )  # fmt: skip
+        store,
+        k=K,
+        cutoffs=(0.3,),
+        client=client,
+        block_size=512,
+        form="dense",
+        name="dense-ref",
+        progress=False,
+    )
     assert dense.metadata["form"] == "dense"
     ok = ~res.excluded
     np.testing.assert_allclose(res.similarities[ok], dense.similarities[ok], atol=1e-5)
@@ -144,12 +158,12 @@ def test_sparse_identical_across_workers_and_block_sizes(all_genes, client, clie
             form="sparse",
             name=f"sparse-{label}",
             progress=False,
-        )  # fmt: skip
+        )
         for label, cl, bs in [
             ("1w-512", client_one, 512),
             ("2w-512", client, 512),
             ("2w-1024", client, 1024),
-        ]  # fmt: skip
+        ]
     }
     ref = runs["1w-512"]
     assert ref.metadata["n_blocks"] == 3

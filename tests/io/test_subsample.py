@@ -54,10 +54,14 @@ def test_counts_per_type_order_and_rows(tmp_path):
     )
     sub = store.provenance["subsample"]
     assert sub == {
-        "max_per_type": 30, "seed": 7, "column": "cell_type",
-        "n_cells_before": 536, "n_cells_kept": 65,
-        "cells_per_type": SIZES, "kept_per_type": {"A": 30, "B": 30, "C": 5},
-    }  # fmt: skip
+        "max_per_type": 30,
+        "seed": 7,
+        "column": "cell_type",
+        "n_cells_before": 536,
+        "n_cells_kept": 65,
+        "cells_per_type": SIZES,
+        "kept_per_type": {"A": 30, "B": 30, "C": 5},
+    }
 
 
 def test_sample_is_reproducible_from_the_seed(tmp_path):
@@ -155,8 +159,18 @@ def test_subsample_across_sources(tmp_path, capsys):
     a.write_h5ad(paths[0])
     b.write_h5ad(paths[1])
     store = tmp_path / "s.zarr"
-    argv = ["ingest", *map(str, paths), str(store), "--cell-type", "cell_type",
-            "--max-per-type", "40", "--seed", "3", "--quiet"]  # fmt: skip
+    argv = [
+        "ingest",
+        *map(str, paths),
+        str(store),
+        "--cell-type",
+        "cell_type",
+        "--max-per-type",
+        "40",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "kept 90 of 1072 cells (at most 40 per cell type, seed 3)" in capsys.readouterr().out
     s = rankdist.Store(store)

@@ -89,9 +89,11 @@ def test_storage_sizes_by_hand():
     # indices int64 + similarities float32 (N x k), counts int32 (N x 1 x 8), excluded
     assert sizes["results"] == 1000 * 10 * 12 + 1000 * 8 * 4 + 1000
     assert result_bytes(spec) == {
-        "indices": 1000 * 10 * 8, "similarities": 1000 * 10 * 4, "counts": 1000 * 8 * 4,
+        "indices": 1000 * 10 * 8,
+        "similarities": 1000 * 10 * 4,
+        "counts": 1000 * 8 * 4,
         "excluded": 1000,
-    }  # fmt: skip
+    }
     # 2 blocks x 4 partials x 512 rows x (10 * 12 + 8 * 4) bytes
     assert sizes["checkpoints at peak"] == 2 * 4 * 512 * 152
     assert spec.partial_bytes_per_row == 152
@@ -180,10 +182,16 @@ def test_more_nodes_never_slow_the_tiles():
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("2.3M", 2_300_000), ("1.15M", 1_150_000), ("500k", 500_000), ("2,300,000", 2_300_000),
-        ("2.3e6", 2_300_000), ("2000", 2000), (" 16K ", 16_000), (42, 42),
+        ("2.3M", 2_300_000),
+        ("1.15M", 1_150_000),
+        ("500k", 500_000),
+        ("2,300,000", 2_300_000),
+        ("2.3e6", 2_300_000),
+        ("2000", 2000),
+        (" 16K ", 16_000),
+        (42, 42),
     ],
-)  # fmt: skip
+)
 def test_parse_count(text, value):
     assert parse_count(text) == value
 
@@ -196,9 +204,17 @@ def test_parse_count_rejects(text):
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.04, "0.0 s"), (9.94, "9.9 s"), (10, "10 s"), (89.4, "89 s"), (90, "1.5 min"),
-     (5399, "90.0 min"), (5400, "1.5 h"), (936_000, "260.0 h")],
-)  # fmt: skip
+    [
+        (0.04, "0.0 s"),
+        (9.94, "9.9 s"),
+        (10, "10 s"),
+        (89.4, "89 s"),
+        (90, "1.5 min"),
+        (5399, "90.0 min"),
+        (5400, "1.5 h"),
+        (936_000, "260.0 h"),
+    ],
+)
 def test_format_seconds_picks_the_unit_that_reads_best(seconds, text):
     assert format_seconds(seconds) == text
 
@@ -295,8 +311,22 @@ def test_cli_rejects_a_bad_job_layout(capsys):
     job = ["--cores-per-node", "8", "--mem-per-node", "32GB"]
     assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--jobs", "0", *job]) == 2
     assert "--jobs must be a positive integer, got 0" in capsys.readouterr().err
-    assert main(["plan", "--cells", "2.3M", "--genes", "2000", "--cores-per-node", "0",
-                 "--mem-per-node", "32GB"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "plan",
+                "--cells",
+                "2.3M",
+                "--genes",
+                "2000",
+                "--cores-per-node",
+                "0",
+                "--mem-per-node",
+                "32GB",
+            ]
+        )
+        == 2
+    )
     assert "--cores-per-node must be a positive integer, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^--cluster 'htcondor' is not one of slurm, "):
         Layout(1, 8, 32e9, scheduler="htcondor")
@@ -315,8 +345,10 @@ def test_local_plan_uses_this_machine_and_no_jobqueue(capsys):
     assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local"]) == 0
     out = capsys.readouterr().out
     assert "this machine" in out and "--cluster" not in out
-    assert main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local",
-                 "--jobs", "3"]) == 2  # fmt: skip
+    assert (
+        main(["plan", "--cells", "20k", "--genes", "2000", "--cluster", "local", "--jobs", "3"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--cluster local runs on one machine; got --jobs 3: leave --jobs out" in err
 
@@ -328,8 +360,10 @@ def test_old_spellings_still_plan_and_warn(capsys):
     out, err = capsys.readouterr()
     assert "this machine" in out
     assert "warning: --scheduler is deprecated; use --cluster" in err
-    assert main(["plan", "--cells", "20k", "--genes", "2000", "--scheduler", "local",
-                 "--nodes", "3"]) == 2  # fmt: skip
+    assert (
+        main(["plan", "--cells", "20k", "--genes", "2000", "--scheduler", "local", "--nodes", "3"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "warning: --nodes is deprecated; use --jobs" in err
     assert "--cluster local runs on one machine; got --jobs 3" in err

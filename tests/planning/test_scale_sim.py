@@ -69,8 +69,9 @@ def test_tiles_run_in_plan_order(client_one, tmp_path):
     log = tmp_path / "ran"
     log.mkdir()
     real = TilePlan(8 * 16384, 16384)
-    simulate_run(client_one, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512,
-                 log_dir=log)  # fmt: skip
+    simulate_run(
+        client_one, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512, log_dir=log
+    )
     runs = sorted(log.iterdir(), key=lambda p: int(p.name.split("-")[3]))
     assert [tuple(int(x) for x in p.name.split("-")[:2]) for p in runs] == real.tiles()
 
@@ -84,8 +85,9 @@ def test_tile_results_are_freed_once_merged(client_one, tmp_path):
     log = tmp_path / "ran"
     log.mkdir()
     real = TilePlan(12 * 16384, 16384)
-    simulate_run(client_one, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512,
-                 log_dir=log)  # fmt: skip
+    simulate_run(
+        client_one, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512, log_dir=log
+    )
     held = {tuple(int(x) for x in p.name.split("-")[:2]): int(p.read_text()) for p in log.iterdir()}
     assert min(held.values()) >= 0  # counted inside the worker
     assert held[real.tiles()[-1]] <= 12, held[real.tiles()[-1]]

@@ -28,9 +28,12 @@ ARGS = ["--k", "10", "--cutoffs", "0.45,0.5", "--block-size", "512", "--workers"
 def store(tmp_path_factory, client):
     adata = synthetic_counts(n_cells=8_000, n_genes=400, seed=11)
     s = rankdist.ingest(
-        adata, tmp_path_factory.mktemp("resume") / "r.zarr",
-        cell_type="cell_type", batch="batch", progress=False,
-    )  # fmt: skip
+        adata,
+        tmp_path_factory.mktemp("resume") / "r.zarr",
+        cell_type="cell_type",
+        batch="batch",
+        progress=False,
+    )
     return s
 
 
@@ -38,9 +41,14 @@ def store(tmp_path_factory, client):
 def reference(store, client):
     """An uninterrupted run (it also caches the encoding the killed runs reuse)."""
     return rankdist.neighbors(
-        store, k=10, cutoffs=(0.45, 0.5), block_size=512, client=client, name="ref",
+        store,
+        k=10,
+        cutoffs=(0.45, 0.5),
+        block_size=512,
+        client=client,
+        name="ref",
         progress=False,
-    )  # fmt: skip
+    )
 
 
 def _durable_tiles(ckpt: Path, n_blocks: int) -> int:
@@ -59,8 +67,10 @@ def _durable_tiles(ckpt: Path, n_blocks: int) -> int:
 def _kill_when(store_path: Path, name: str, ready) -> Path:
     proc = subprocess.Popen(
         [str(EXE), "neighbors", str(store_path), "--name", name, "--quiet", *ARGS],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     work = store_path / "results" / f".{name}.partial"
     deadline = time.monotonic() + 120
     try:
@@ -98,8 +108,10 @@ def test_killed_run_resumes_bit_identical(store, reference, point):
 
     proc = subprocess.run(
         [str(EXE), "neighbors", str(store.path), "--name", name, "--quiet", *ARGS],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     res = rankdist.load(store.path, name)
     meta = res.metadata

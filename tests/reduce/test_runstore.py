@@ -26,14 +26,24 @@ MARKER = "<!-- attrs-run:"
 def stored(tmp_path_factory, client):
     """A store with one finished run (type_hist, every label role)."""
     store = rankdist.ingest(
-        tricky_adata(n_cells=600, n_genes=40, seed=2), tmp_path_factory.mktemp("rs") / "s.zarr",
-        cell_type="celltype", coarse_type="coarse", batch="donor", progress=False,
-    )  # fmt: skip
+        tricky_adata(n_cells=600, n_genes=40, seed=2),
+        tmp_path_factory.mktemp("rs") / "s.zarr",
+        cell_type="celltype",
+        coarse_type="coarse",
+        batch="donor",
+        progress=False,
+    )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         res = rankdist.neighbors(
-            store, k=5, cutoffs=(0.2, 0.4), client=client, name="run", type_hist=True,
-            block_size=512, progress=False,
-        )  # fmt: skip
+            store,
+            k=5,
+            cutoffs=(0.2, 0.4),
+            client=client,
+            name="run",
+            type_hist=True,
+            block_size=512,
+            progress=False,
+        )
     return store, res
 
 
@@ -118,11 +128,17 @@ def test_list_runs_takes_a_path_or_a_store(stored):
 
 FINGERPRINT = runstore.resume_fingerprint(
     {
-        "content_id": "c0", "encoding_key": "e0", "form": "dense", "k": 2, "cutoffs": (0.1, 0.5),
-        "labels": {"cell_type": "ct", "batch": "donor"}, "subtile": 512, "n_cells": 5,
+        "content_id": "c0",
+        "encoding_key": "e0",
+        "form": "dense",
+        "k": 2,
+        "cutoffs": (0.1, 0.5),
+        "labels": {"cell_type": "ct", "batch": "donor"},
+        "subtile": 512,
+        "n_cells": 5,
         "type_hist": True,
     }
-)  # fmt: skip
+)
 
 
 def test_work_dir_blocks_and_publish_round_trip(tmp_path):

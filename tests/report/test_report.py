@@ -35,9 +35,13 @@ def built(tmp_path_factory, client):
     base = tmp_path_factory.mktemp("report")
     adata = synthetic_counts(n_cells=1500, n_genes=300, n_batches=3, seed=11)
     store = rankdist.ingest(
-        adata, base / "cells.zarr", cell_type="cell_type", coarse_type="coarse_type",
-        batch="batch", progress=False,
-    )  # fmt: skip
+        adata,
+        base / "cells.zarr",
+        cell_type="cell_type",
+        coarse_type="coarse_type",
+        batch="batch",
+        progress=False,
+    )
     runs = {
         enc: rankdist.neighbors(
             store, enc, k=10, cutoffs=CUTOFFS, client=client, type_hist=True, progress=False
@@ -151,8 +155,9 @@ def test_page_explains_each_figure_and_records_provenance(built):
 
 def test_missing_inputs_become_notes(built, client, tmp_path):
     _, store, _, _ = built
-    rankdist.neighbors(store, "spearman", k=5, cutoffs=(0.5,), name="nohist", client=client,
-                       progress=False)  # fmt: skip
+    rankdist.neighbors(
+        store, "spearman", k=5, cutoffs=(0.5,), name="nohist", client=client, progress=False
+    )
     page = build_report(store, tmp_path / "out", runs="nohist")
     text = page.read_text(encoding="utf-8")
     assert "--type-hist" in text and "type_hist=True" in text
@@ -166,9 +171,11 @@ def test_errors_name_the_runs(built, tmp_path):
     with pytest.raises(ValueError, match=r"no run\(s\) \['nope'\].*available runs: \[.*'pearson'"):
         build_report(store, tmp_path / "x", runs=["spearman", "nope"])
     empty = rankdist.ingest(
-        synthetic_counts(n_cells=60, n_genes=40, seed=1), tmp_path / "empty.zarr",
-        cell_type="cell_type", progress=False,
-    )  # fmt: skip
+        synthetic_counts(n_cells=60, n_genes=40, seed=1),
+        tmp_path / "empty.zarr",
+        cell_type="cell_type",
+        progress=False,
+    )
     with pytest.raises(ValueError, match="holds no finished runs.*rankdist neighbors"):
         build_report(empty, tmp_path / "y")
     assert not (tmp_path / "y").exists()
@@ -179,8 +186,16 @@ def test_default_order_puts_the_rank_encoding_first():
         def __init__(self, encoding):
             self.metadata = {"encoding": encoding}
 
-    runs = {n: Run(e) for n, e in [("a", "topn"), ("b", "pearson"), ("c", "spearman"),
-                                   ("d", "geneformer"), ("e", "spearman")]}  # fmt: skip
+    runs = {
+        n: Run(e)
+        for n, e in [
+            ("a", "topn"),
+            ("b", "pearson"),
+            ("c", "spearman"),
+            ("d", "geneformer"),
+            ("e", "spearman"),
+        ]
+    }
     assert list(rank_encoding_first(runs)) == ["c", "e", "b", "a", "d"]
 
 
@@ -209,11 +224,21 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
     cmd = [
-        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-        "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri(),
-    ]  # fmt: skip
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-3000:]
     (ARTIFACTS / "report.html").write_bytes(page.read_bytes())  # self-contained: one file

@@ -39,8 +39,26 @@ def test_duplicates_tie_by_index_even_when_the_gemm_is_asymmetric():
     codes = np.zeros((1, n), np.int32)
     cutoffs = np.array([-1.0])
     fused_pass(
-        s, z, z, gemm_error_bound(g), 0, 0, 0, 0, True, valid, valid, codes, codes, cutoffs,
-        part.top_sim, part.top_idx, part.counts, part.top_sim, part.top_idx, part.counts,
+        s,
+        z,
+        z,
+        gemm_error_bound(g),
+        0,
+        0,
+        0,
+        0,
+        True,
+        valid,
+        valid,
+        codes,
+        codes,
+        cutoffs,
+        part.top_sim,
+        part.top_idx,
+        part.counts,
+        part.top_sim,
+        part.top_idx,
+        part.counts,
     )
     row = list(part.top_idx[3])
     assert row.index(1) + 1 == row.index(5)

@@ -15,16 +15,24 @@ def store(tmp_path_factory):
     # 1300 cells: 3 blocks of 512, or 2 of 1024, or 1 of 1536 -> different tile layouts
     adata = tricky_adata(n_cells=1300, n_genes=120, seed=3)
     return rankdist.ingest(
-        adata, tmp_path_factory.mktemp("stab") / "s.zarr",
-        cell_type="celltype", batch="donor", progress=False,
-    )  # fmt: skip
+        adata,
+        tmp_path_factory.mktemp("stab") / "s.zarr",
+        cell_type="celltype",
+        batch="donor",
+        progress=False,
+    )
 
 
 def _run(store, client, block_size, name):
     return rankdist.neighbors(
-        store, k=15, cutoffs=(0.2, 0.4), client=client, block_size=block_size, name=name,
+        store,
+        k=15,
+        cutoffs=(0.2, 0.4),
+        client=client,
+        block_size=block_size,
+        name=name,
         progress=False,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")

@@ -31,9 +31,15 @@ def _encoding(path, x):
 def _job(tmp_path, z_path, **form) -> TileJob:
     # the store does not exist: with no label roles a block read must not open it
     return TileJob(
-        store_path=str(tmp_path / "no-store.zarr"), z_path=str(z_path), plan=TilePlan(600, 512),
-        k=3, cutoffs=(0.5,), roles=(), role_sizes=(), **form,
-    )  # fmt: skip
+        store_path=str(tmp_path / "no-store.zarr"),
+        z_path=str(z_path),
+        plan=TilePlan(600, 512),
+        k=3,
+        cutoffs=(0.5,),
+        roles=(),
+        role_sizes=(),
+        **form,
+    )
 
 
 @pytest.mark.parametrize("form", ["dense", "sparse"])

@@ -15,9 +15,12 @@ from _data import oracle_spearman, tricky_adata
 def runs(tmp_path_factory, client):
     adata = tricky_adata(n_cells=1300, n_genes=100, seed=5)
     store = rankdist.ingest(
-        adata, tmp_path_factory.mktemp("th") / "t.zarr", cell_type="celltype", batch="donor",
+        adata,
+        tmp_path_factory.mktemp("th") / "t.zarr",
+        cell_type="celltype",
+        batch="donor",
         progress=False,
-    )  # fmt: skip
+    )
     kw = dict(k=8, cutoffs=(0.3,), client=client, type_hist=True, progress=False)
     with pytest.warns(rankdist.ExcludedCellsWarning):
         small = rankdist.neighbors(store, block_size=512, name="b512", **kw)

@@ -187,9 +187,12 @@ def _write_store(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, pro
     with atomic_directory(out, replace=overwrite) as tmp:
         root = zarr.open_group(tmp, mode="w")
         root.create_array(
-            "X", shape=(spec.n_cells, len(keep)), dtype="float32", chunks=(rows, len(keep)),
+            "X",
+            shape=(spec.n_cells, len(keep)),
+            dtype="float32",
+            chunks=(rows, len(keep)),
             compressors=compressor(),
-        )  # fmt: skip
+        )
         totals = np.empty(spec.n_cells, dtype=np.float64)
         nnz = 0
 
@@ -200,9 +203,14 @@ def _write_store(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, pro
 
         x_path = str(tmp / "X")
         _run_chunks(
-            cl, _store_task, (spec, n_keep, x_path), _chunks(spec.n_cells, chunk), collect,
-            f"synth {out.name}", progress,
-        )  # fmt: skip
+            cl,
+            _store_task,
+            (spec, n_keep, x_path),
+            _chunks(spec.n_cells, chunk),
+            collect,
+            f"synth {out.name}",
+            progress,
+        )
         names, labels = _obs(model)
         finish_store(
             root,
@@ -231,9 +239,14 @@ def _write_h5ad(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, comp
             totals[bounds[0] : bounds[1]] = block_totals
 
         _run_chunks(
-            cl, _csr_task, (spec, n_keep), _chunks(spec.n_cells, chunk), append,
-            f"synth {out.name}", progress,
-        )  # fmt: skip
+            cl,
+            _csr_task,
+            (spec, n_keep),
+            _chunks(spec.n_cells, chunk),
+            append,
+            f"synth {out.name}",
+            progress,
+        )
         names, labels = _obs(model)
         obs = obs_frame(labels, index=pd.Index(names, dtype=object))
         obs["total_counts"] = totals
