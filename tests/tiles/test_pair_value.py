@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rankdist.reduce.partial import Partial
-from rankdist.tiles.kernel import fused_pass, gemm_error_bound, pair_value
+from rankdist.tiles.fused import fused_pass, gemm_error_bound, pair_value
 
 
 def _unit_rows(n: int, g: int, seed: int) -> np.ndarray:
