@@ -1,11 +1,12 @@
 """The parameters every cluster-starting function takes, documented once.
 
-:func:`rankdist.cluster.client.cluster_client` takes ``cluster``, ``workers``, ``jobs``
-and ``profile``, and every function that passes them on (:func:`rankdist.neighbors`,
-:func:`rankdist.datasets.atlas.synth_atlas`, ``doctor_report``) can document them from
-the same text. It lives here once; a docstring names it by a placeholder on a line of its
-own, which :func:`doc_params` replaces at the placeholder's indentation (as
-dask-jobqueue's ``%(JobQueueCluster.parameters)s``)::
+:func:`rankdist.cluster.client.cluster_client` takes ``cluster``, ``workers``, ``jobs``,
+``profile``, ``insecure`` and ``security``, and every function that passes them on
+(:func:`rankdist.neighbors`, :func:`rankdist.datasets.atlas.synth_atlas`,
+``doctor_report``) can document them from the same text. It lives here once; a
+docstring names it by a placeholder on a line of its own, which :func:`doc_params`
+replaces at the placeholder's indentation (as dask-jobqueue's
+``%(JobQueueCluster.parameters)s``)::
 
     @doc_params(**CLUSTER_PARAMS)
     def run(store, *, cluster="local", workers=None):
@@ -19,7 +20,8 @@ dask-jobqueue's ``%(JobQueueCluster.parameters)s``)::
         %(workers)s
         '''
 
-``%(cluster_params)s`` stands for all four, in that order.
+``%(cluster_params)s`` stands for those four, in that order; ``%(insecure)s`` and
+``%(security)s`` document who may connect to the cluster.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ _SYSTEM_NAMES = ", ".join(f"``'{name}'``" for name in SYSTEMS)
 CLUSTER = f"""\
 cluster
     Where the work runs: ``'local'`` starts a LocalCluster on this machine; a
-    scheduler address (``tcp://host:8786``) joins the cluster already running there;
-    a batch system runs the workers in jobs submitted through dask-jobqueue, cancelled
-    when the work ends. Batch systems: {_SYSTEM_NAMES}."""
+    scheduler address (``tls://host:8786``, or plain ``tcp://``) joins the cluster
+    already running there; a batch system runs the workers in jobs submitted through
+    dask-jobqueue, cancelled when the work ends. Batch systems: {_SYSTEM_NAMES}."""
 
 WORKERS = """\
 workers
@@ -58,12 +60,28 @@ profile
     Batch systems only: a dask-jobqueue YAML profile with a ``jobqueue: <system>:``
     section (see ``deploy/``). None: dask-jobqueue's own configuration."""
 
+INSECURE = """\
+insecure
+    Clusters rankdist starts (``'local'``, batch systems) only: plain TCP without
+    credentials instead of TLS with credentials made for the run. Whoever reaches a
+    port of the cluster (for ``'local'``, any user of this machine) can then run code
+    as you. Warns."""
+
+SECURITY = """\
+security
+    Scheduler addresses only: a YAML file with Dask's TLS settings for joining a
+    ``tls://`` scheduler (``distributed: comm: tls:`` with ``ca-file`` and ``client:
+    cert:``, ``key:``), or a ``distributed.security.Security``. None: Dask's own
+    configuration."""
+
 #: Placeholder name -> numpydoc text of that parameter (unindented).
 CLUSTER_PARAMS: dict[str, str] = {
     "cluster": CLUSTER,
     "workers": WORKERS,
     "jobs": JOBS,
     "profile": PROFILE,
+    "insecure": INSECURE,
+    "security": SECURITY,
     "cluster_params": "\n".join((CLUSTER, WORKERS, JOBS, PROFILE)),
 }
 

@@ -12,13 +12,15 @@ import contextlib
 import os
 
 from distributed import Client
+from distributed.security import Security
 
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.address import scheduler_client
 from rankdist.cluster.describe import describe_client
 from rankdist.cluster.jobqueue import SYSTEMS, default_login_host, jobqueue_client, tunnel_command
 from rankdist.cluster.jobqueue import doctor_report as jobqueue_doctor_report
-from rankdist.cluster.local import available_cores, local_client
+from rankdist.cluster.local import LOOPBACK, available_cores, local_client
+from rankdist.cluster.security import security_lines
 
 __all__ = ["available_cores", "cluster_client", "describe_client", "doctor_report"]
 
@@ -30,9 +32,11 @@ def cluster_client(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = ":8787",
+    dashboard_address: str = f"{LOOPBACK}:8787",
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
+    insecure: bool = False,
+    security: str | os.PathLike | Security | None = None,
     quiet: bool = False,
 ) -> contextlib.AbstractContextManager[Client]:
     """A Dask client for a ``with`` block; a cluster started for it is closed after it.
@@ -48,9 +52,11 @@ def cluster_client(
         ``cluster='local'`` only: per-worker memory limit (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
         ``cluster='local'`` only: where the dashboard is served (another port is taken
-        if busy).
+        if busy; a port alone, ``':8787'``, is on 127.0.0.1).
     %(jobs)s
     %(profile)s
+    %(insecure)s
+    %(security)s
     quiet
         Do not print the dashboard link (and, for a batch system, the jobs and the SSH
         tunnel command).
@@ -61,6 +67,7 @@ def cluster_client(
         Entering it starts or joins the cluster and gives a client connected to at least
         one worker.
     """
+    _check_security(cluster, insecure=insecure, security=security)
     if cluster in SYSTEMS:
         if workers is not None or threads_per_worker is not None:
             msg = (
@@ -68,8 +75,10 @@ def cluster_client(
                 "workers its profile describes (cores, processes); use --jobs for more"
             )
             raise ValueError(msg)
+        # Passed only when set, for jobqueue_client versions without the keyword.
+        extra = {"insecure": True} if insecure else {}
         return jobqueue_client(
-            cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet
+            cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet, **extra
         )
     if jobs is not None or profile is not None:
         msg = (
@@ -83,6 +92,7 @@ def cluster_client(
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             dashboard_address=dashboard_address,
+            insecure=insecure,
             quiet=quiet,
         )
     if "://" in cluster:
@@ -92,10 +102,10 @@ def cluster_client(
                 f"({cluster}) has the workers it has"
             )
             raise ValueError(msg)
-        return scheduler_client(cluster, quiet=quiet)
+        return scheduler_client(cluster, security=security, quiet=quiet)
     msg = (
         f"unknown --cluster {cluster!r}; use 'local', a batch system "
-        f"({', '.join(SYSTEMS)}) or a scheduler address like tcp://host:8786"
+        f"({', '.join(SYSTEMS)}) or a scheduler address like tls://host:8786"
     )
     raise ValueError(msg)
 
@@ -106,6 +116,8 @@ def doctor_report(
     *,
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
+    insecure: bool = False,
+    security: str | os.PathLike | Security | None = None,
     login_host: str | None = None,
 ) -> str:
     """How ``--cluster`` would run, checked by starting its scheduler; nothing is submitted.
@@ -115,6 +127,8 @@ def doctor_report(
     %(cluster)s
     %(jobs)s
     %(profile)s
+    %(insecure)s
+    %(security)s
     login_host
         The machine a user SSHes into, for the tunnel command (default: the submit host
         inside a batch job, else a placeholder).
@@ -124,19 +138,31 @@ def doctor_report(
     str
         For a batch system: the job script, the scheduler's interface and address, the
         dashboard URL and the SSH tunnel command. Otherwise the workers, the scheduler,
-        the dashboard URL and the tunnel command.
+        who can connect to it (TLS or not, where the credentials are), the dashboard URL
+        and the tunnel command.
     """
     if cluster in SYSTEMS:
+        _check_security(cluster, insecure=insecure, security=security)
+        extra = {"insecure": True} if insecure else {}
         return jobqueue_doctor_report(
-            cluster, jobs=1 if jobs is None else jobs, profile=profile, login_host=login_host
+            cluster,
+            jobs=1 if jobs is None else jobs,
+            profile=profile,
+            login_host=login_host,
+            **extra,
         )
     login = login_host or default_login_host()
-    with cluster_client(cluster, jobs=jobs, profile=profile, quiet=True) as client:
+    with cluster_client(
+        cluster, jobs=jobs, profile=profile, insecure=insecure, security=security, quiet=True
+    ) as client:
         link = client.dashboard_link
+        address = client.scheduler.address
+        source = None if security is None or isinstance(security, Security) else str(security)
         lines = [
             f"rankdist doctor: --cluster {cluster}; nothing is submitted",
             describe_client(client),
-            f"scheduler: {client.scheduler.address}",
+            f"scheduler: {address}",
+            *security_lines(address, client.security, source),
             "SSH tunnel (run on your laptop, then open the dashboard on localhost):",
             f"  {tunnel_command(link, login)}",
         ]
@@ -148,3 +174,20 @@ def doctor_report(
         else f"no job script: the scheduler at {cluster} has the workers it has"
     )
     return "\n".join(lines)
+
+
+def _check_security(cluster: str, *, insecure: bool, security) -> None:
+    """``--insecure`` for a cluster rankdist starts, ``--security`` for an address only."""
+    joins = "://" in cluster
+    if security is not None and not joins:
+        msg = (
+            f"--security joins a running tls:// scheduler; --cluster {cluster} starts its "
+            "own cluster with credentials made for the run (leave out --security)"
+        )
+        raise ValueError(msg)
+    if insecure and joins:
+        msg = (
+            f"--insecure applies to the clusters rankdist starts; the address {cluster} "
+            "says how to join a running one (tls:// with --security, or tcp://)"
+        )
+        raise ValueError(msg)

@@ -1,4 +1,10 @@
-"""The embedded cluster: a LocalCluster of worker processes on this machine."""
+"""The embedded cluster: a LocalCluster of worker processes on this machine.
+
+Its scheduler, workers and client speak TLS on 127.0.0.1 with credentials made for the
+run and held in memory (``Security.temporary()``): another process, another user's
+included, cannot connect to it. ``insecure=True`` gives plain TCP on 127.0.0.1, which
+any user of the machine can reach, and warns so. The dashboard is served on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,19 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from rankdist.cluster.describe import describe_client
+from rankdist.cluster.security import InsecureClusterWarning
 
-__all__ = ["available_cores", "local_client"]
+__all__ = ["LOOPBACK", "available_cores", "local_client"]
+
+#: The only interface the LocalCluster and its dashboard listen on.
+LOOPBACK = "127.0.0.1"
 
 
 def available_cores() -> int:
@@ -29,7 +41,8 @@ def local_client(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = ":8787",
+    dashboard_address: str | None = f"{LOOPBACK}:8787",
+    insecure: bool = False,
     quiet: bool = False,
 ) -> Iterator[Client]:
     """A client of a LocalCluster started for the block and closed after it.
@@ -44,7 +57,11 @@ def local_client(
     memory_limit
         Per-worker memory limit (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
-        Where the dashboard is served (another port is taken if busy).
+        Where the dashboard is served (another port is taken if busy); a port alone
+        (``':8787'``) is on 127.0.0.1. None: no dashboard.
+    insecure
+        Plain TCP without credentials instead of TLS with per-run credentials: any user
+        of this machine can then connect and run code as you. Warns.
     quiet
         Do not print the workers and the dashboard link.
 
@@ -52,9 +69,24 @@ def local_client(
     ------
     distributed.Client
         Connected to the LocalCluster.
+
+    Warns
+    -----
+    InsecureClusterWarning
+        With ``insecure=True``.
     """
     n_workers = workers or 1
     threads = threads_per_worker or max(1, available_cores() // n_workers)
+    if insecure:
+        warnings.warn(
+            f"insecure: the LocalCluster listens in plain TCP on {LOOPBACK} without "
+            "credentials; any user of this machine can connect to it and run code as you "
+            "(without --insecure it uses TLS with credentials made for the run)",
+            InsecureClusterWarning,
+            stacklevel=3,
+        )
+    if dashboard_address is not None and dashboard_address.startswith(":"):
+        dashboard_address = LOOPBACK + dashboard_address
     with (
         _quiet_distributed_logs(),
         LocalCluster(
@@ -62,6 +94,9 @@ def local_client(
             threads_per_worker=threads,
             processes=True,
             memory_limit=memory_limit,
+            host=LOOPBACK,
+            protocol="tcp://" if insecure else "tls://",
+            security=None if insecure else _run_credentials(),
             dashboard_address=dashboard_address,
         ) as cluster,
         Client(cluster) as client,
@@ -69,6 +104,18 @@ def local_client(
         if not quiet:
             print(describe_client(client), file=sys.stderr, flush=True)
         yield client
+
+
+def _run_credentials() -> Security:
+    """A key and self-signed certificate made for this run, in memory, for every role."""
+    try:
+        return Security.temporary()
+    except ImportError:
+        msg = (
+            "TLS for the local cluster needs the 'cryptography' package, which is not "
+            "installed: install it (pip install cryptography), or run with --insecure"
+        )
+        raise ImportError(msg) from None
 
 
 @contextlib.contextmanager

@@ -71,9 +71,11 @@ def test_batch_systems_go_to_dask_jobqueue(monkeypatch):
     monkeypatch.setattr(client, "jobqueue_client", lambda *a, **kw: calls.append((a, kw)))
     cluster_client("pbs", profile="deploy/pbs.yaml")
     cluster_client("lsf", jobs=3, quiet=True)
+    cluster_client("slurm", insecure=True)
     assert calls == [
         (("pbs",), {"jobs": 1, "profile": "deploy/pbs.yaml", "quiet": False}),
         (("lsf",), {"jobs": 3, "profile": None, "quiet": True}),
+        (("slurm",), {"jobs": 1, "profile": None, "quiet": False, "insecure": True}),
     ]
 
 
@@ -92,7 +94,9 @@ def test_local_cluster_and_joining_it_by_address(capsys):
     ) as local:
         assert len(local.scheduler_info()["workers"]) == 2
         address = local.scheduler.address
-        with cluster_client(address) as joined:
+        assert address.startswith("tls://127.0.0.1:")
+        # joined with the run's credentials (another process has none: test_security_local)
+        with cluster_client(address, security=local.security) as joined:
             assert joined.scheduler.address == address
             assert len(joined.scheduler_info()["workers"]) == 2
         assert "Dask: 2 worker(s), 2 thread(s); dashboard: http" in capsys.readouterr().err
