@@ -11,6 +11,7 @@ from importlib.metadata import version
 
 import numpy as np
 from distributed import Client
+from distributed.security import Security
 
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client
@@ -47,6 +48,8 @@ def neighbors(
     workers: int | None = None,
     jobs: int | None = None,
     profile: str | os.PathLike | None = None,
+    insecure: bool = False,
+    security: str | os.PathLike | Security | None = None,
     type_hist: bool = False,
     form: Form = "auto",
     progress: bool = True,
@@ -66,9 +69,9 @@ def neighbors(
     cutoffs
         Correlation cutoffs in [-1, 1] at which relations are counted per label value.
     client
-        A Dask client to run on. If None, a cluster is started from ``cluster``,
-        ``workers``, ``jobs`` and ``profile`` for this call and closed afterwards; with a
-        client, those four are not used.
+        A Dask client to run on. If None, a cluster is started (or joined) from
+        ``cluster``, ``workers``, ``jobs``, ``profile``, ``insecure`` and ``security``
+        for this call and closed afterwards; with a client, those are not used.
     params
         Encoding parameters (e.g. ``{'target_sum': 1e4}`` for pearson).
     name
@@ -77,6 +80,8 @@ def neighbors(
     block_size
         Cells per row block, a multiple of 512 (default: chosen from worker memory).
     %(cluster_params)s
+    %(insecure)s
+    %(security)s
     type_hist
         Also count every pair of cells by (cell type, cell type, similarity bin of 0.005)
         in the tile pass: the cell type x cell type similarity distributions
@@ -111,7 +116,13 @@ def neighbors(
     )
     if client is None:
         with cluster_client(
-            cluster, workers=workers, jobs=jobs, profile=profile, quiet=not progress
+            cluster,
+            workers=workers,
+            jobs=jobs,
+            profile=profile,
+            insecure=insecure,
+            security=security,
+            quiet=not progress,
         ) as own:
             return _run(request, own, started)
     return _run(request, client, started)

@@ -19,6 +19,7 @@ groups of ``options.py``; ``commands.py`` holds what each command runs.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from rankdist.cli.commands import COMMANDS
 from rankdist.cli.parser import build_parser
@@ -32,12 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``rankdist`` with ``argv`` (default: the process's arguments); the exit code.
 
     An error a user can fix (a missing file, a bad value) is printed as
-    ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do.
+    ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do;
+    a warning as one line, ``rankdist COMMAND: warning: ...``, when it is raised.
     """
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except ERRORS as err:
-        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"rankdist {args.command}: error: {text}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores showwarning after the command
+        warnings.showwarning = _one_line_warning(args.command)
+        try:
+            return COMMANDS[args.command](args)
+        except ERRORS as err:
+            text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            print(f"rankdist {args.command}: error: {text}", file=sys.stderr)
+            return 2
+
+
+def _one_line_warning(command: str):
+    """A ``warnings.showwarning`` that prints ``rankdist COMMAND: warning: MESSAGE``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"rankdist {command}: warning: {message}", file=file or sys.stderr, flush=True)
+
+    return show

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 
@@ -46,26 +44,24 @@ def _ingest(args) -> int:
 def _neighbors(args) -> int:
     from rankdist import neighbors
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = neighbors(
-            args.store,
-            encoding=args.encoding,
-            k=args.k,
-            cutoffs=args.cutoffs,
-            cluster=args.cluster,
-            workers=args.workers,
-            jobs=args.jobs,
-            profile=args.profile,
-            block_size=args.block_size,
-            name=args.name,
-            progress=not args.quiet,
-            params=dict(args.param) or None,
-            type_hist=args.type_hist,
-            form=args.form,
-        )
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    res = neighbors(
+        args.store,
+        encoding=args.encoding,
+        k=args.k,
+        cutoffs=args.cutoffs,
+        cluster=args.cluster,
+        workers=args.workers,
+        jobs=args.jobs,
+        profile=args.profile,
+        insecure=args.insecure,
+        security=args.security,
+        block_size=args.block_size,
+        name=args.name,
+        progress=not args.quiet,
+        params=dict(args.param) or None,
+        type_hist=args.type_hist,
+        form=args.form,
+    )
     meta = res.metadata
     print(
         f"{res!r}\nstored as {Path(args.store) / 'results' / meta['name']} "
@@ -102,7 +98,12 @@ def _doctor(args) -> int:
 
     print(
         doctor_report(
-            args.cluster, jobs=args.jobs, profile=args.profile, login_host=args.login_host
+            args.cluster,
+            jobs=args.jobs,
+            profile=args.profile,
+            insecure=args.insecure,
+            security=args.security,
+            login_host=args.login_host,
         )
     )
     return 0

@@ -1,7 +1,8 @@
 """Options several ``rankdist`` commands share, each written once, in parent parsers.
 
 A command takes a group through ``parents=[...]``: :func:`store` (the store argument),
-:func:`cluster` (``--cluster``, ``--workers``, ``--jobs``, ``--profile``),
+:func:`cluster` (``--cluster``, ``--workers``, ``--jobs``, ``--profile``, ``--insecure``,
+``--security``),
 :func:`neighbour` (``--encoding``, ``--k``, ``--cutoffs``, ``--block-size``) and
 :func:`output` (``--quiet``, ``--overwrite``). Choices come from the names the library
 validates against (the encodings registry, :data:`rankdist.cluster.profile.SYSTEMS`), as
@@ -56,7 +57,7 @@ CLUSTER_OPTIONS = (
         default="local",
         metavar="WHERE",
         help="local (default: a LocalCluster on this machine), a running scheduler "
-        f"tcp://HOST:PORT, or a batch system: {', '.join(SYSTEMS)}",
+        f"tls://HOST:PORT (or plain tcp://), or a batch system: {', '.join(SYSTEMS)}",
     ),
     option(
         "--workers",
@@ -74,6 +75,19 @@ CLUSTER_OPTIONS = (
         "--profile",
         metavar="PATH",
         help="dask-jobqueue YAML profile of the batch jobs, e.g. deploy/slurm.yaml",
+    ),
+    option(
+        "--insecure",
+        action="store_true",
+        help="plain TCP without credentials for the cluster rankdist starts (local or a "
+        "batch system), which anyone who reaches its ports can use to run code as you "
+        "(default: TLS with credentials made for the run)",
+    ),
+    option(
+        "--security",
+        metavar="FILE",
+        help="with --cluster tls://HOST:PORT: YAML file of Dask's TLS settings "
+        "(distributed: comm: tls: ca-file, client: cert, key); default: Dask's configuration",
     ),
 )
 

@@ -147,7 +147,7 @@ def _info_parser(sub) -> None:
 def _doctor_parser(sub) -> None:
     p = sub.add_parser(
         "doctor",
-        parents=[options.cluster("--cluster", "--jobs", "--profile")],
+        parents=[options.cluster("--cluster", "--jobs", "--profile", "--insecure", "--security")],
         help="show how --cluster would run: job script, addresses, SSH tunnel",
     )
     p.add_argument(

@@ -67,11 +67,13 @@ def test_ingest_neighbors_export_info(h5ad, tmp_path):
         "--name",
         "rank",
     )
-    assert "dashboard: http://" in out.stderr  # the link is printed at start
+    assert "dashboard: http://127.0.0.1:" in out.stderr  # the link is printed at start
     assert "NeighborResult(900 cells, k=10" in out.stdout
     res = rankdist.load(store, "rank")
     assert res.metadata["n_tiles"] == 3 and res.cutoffs == (0.45, 0.5)
-    run("neighbors", store, "--encoding", "pearson", "--k", "10", "--quiet")
+    out = run("neighbors", store, "--encoding", "pearson", "--k", "10", "--quiet", "--insecure")
+    (warned,) = [line for line in out.stderr.splitlines() if "insecure" in line]
+    assert warned.startswith("rankdist neighbors: warning: insecure: the LocalCluster listens in")
     assert rankdist.list_runs(rankdist.Store(store)) == ["pearson", "rank"]
     target = tmp_path / "knn.h5ad"
     out = run("export", store, "--h5ad", target, "--run", "rank", "--key-added", "rank")
@@ -170,3 +172,16 @@ def test_neighbors_form_sparse_matches_dense(h5ad, tmp_path):
     np.testing.assert_allclose(sp.similarities, de.similarities, atol=1e-5)
     out = run("neighbors", store, "--form", "csr", check=False)
     assert out.returncode == 2 and "invalid choice: 'csr'" in out.stderr
+
+
+def test_a_bad_security_file_is_one_line(tmp_path):
+    file = tmp_path / "dask-tls.yaml"
+    file.write_text("distributed: {comm: {tls: {ca-file: ca.pem}}}\n")
+    # refused before anything connects: nothing listens at this address
+    proc = run("doctor", "--cluster", "tls://127.0.0.1:9", "--security", file, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"rankdist doctor: error: --security file {file} has no "
+        "distributed.comm.tls.client.cert; write distributed: {comm: {tls: {ca-file: ca.pem, "
+        "client: {cert: client.pem, key: client.key}}}}\n"
+    )

@@ -64,7 +64,7 @@ def test_shared_options_read_the_same_in_every_command():
             assert helps[flags[0]] == {kwargs["help"]}, flags
 
 
-CLUSTER = ["--cluster", "--workers", "--jobs", "--profile"]
+CLUSTER = ["--cluster", "--workers", "--jobs", "--profile", "--insecure", "--security"]
 NEIGHBOUR = ["--encoding", "--k", "--cutoffs", "--block-size"]
 
 
@@ -73,7 +73,7 @@ NEIGHBOUR = ["--encoding", "--k", "--cutoffs", "--block-size"]
     [
         ("neighbors", ["store", *NEIGHBOUR, *CLUSTER, "--quiet"]),
         ("plan", [*NEIGHBOUR, "--cluster", "--jobs", "--profile"]),
-        ("doctor", ["--cluster", "--jobs", "--profile"]),
+        ("doctor", ["--cluster", "--jobs", "--profile", "--insecure", "--security"]),
         ("synth", ["--cluster", "--workers", "--quiet", "--overwrite"]),
         ("demo", ["--workers"]),
         ("ingest", ["--quiet", "--overwrite"]),
