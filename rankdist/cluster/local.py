@@ -1,8 +1,9 @@
 """The embedded cluster: a LocalCluster of worker processes on this machine.
 
 Its scheduler, workers and client speak TLS on 127.0.0.1 with credentials made for the
-run and held in memory (``Security.temporary()``): another process, another user's
-included, cannot connect to it. ``insecure=True`` gives plain TCP on 127.0.0.1, which
+run and held in memory (``Security.temporary()``; distributed writes the key only while
+it loads it, into a temporary folder only the user can read): another process, another
+user's included, cannot connect to it. ``insecure=True`` gives plain TCP on 127.0.0.1, which
 any user of the machine can reach, and warns so. The dashboard is served on 127.0.0.1.
 """
 

@@ -180,7 +180,9 @@ def security_lines(address: str, security: Security, source: str | None = None) 
     if "\n" in (files["ca-file"] or ""):
         return [
             f"security: TLS ({address}): scheduler, workers and client hold per-run "
-            "credentials in memory, never in a file: no other process can connect"
+            "credentials in memory: no other process can connect",
+            "  (distributed writes the key only while it loads it, into a temporary folder "
+            "only you can read)",
         ]
     lines = [f"security: TLS ({address}); credentials from {source or 'Dask configuration'}:"]
     for key, name in files.items():

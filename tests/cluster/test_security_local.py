@@ -299,7 +299,7 @@ def test_security_options_that_do_not_apply_are_refused(cluster, kwargs, match):
 def test_doctor_reports_the_local_security_mode():
     report = doctor_report(login_host="login1")
     assert "\nsecurity: TLS (tls://127.0.0.1:" in report
-    assert "per-run credentials in memory, never in a file: no other process can connect" in report
+    assert "hold per-run credentials in memory: no other process can connect" in report
     with pytest.warns(InsecureClusterWarning, match="plain TCP on 127.0.0.1"):
         report = doctor_report(insecure=True, login_host="login1")
     assert "\nsecurity: NONE: plain TCP to tcp://127.0.0.1:" in report
