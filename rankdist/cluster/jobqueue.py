@@ -2,16 +2,19 @@
 
 The profile is read once by :func:`rankdist.cluster.profile.resolve_profile` (re-exported
 here); this module starts the cluster from it, submits and watches the jobs, and reports
-on them (``rankdist doctor``).
+on them (``rankdist doctor``). The scheduler, the workers and the client speak TLS with
+credentials made for the run (:mod:`rankdist.cluster.credentials`) unless the run is
+``insecure``; the dashboard listens on the scheduler machine's loopback interface.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -19,6 +22,15 @@ from urllib.parse import urlsplit
 from distributed import Client
 from distributed.core import Status
 
+from rankdist.cluster.access import (
+    dashboard_link,
+    default_login_host,
+    scheduler_machine,
+    security_report,
+    start_warnings,
+    tunnel_command,
+)
+from rankdist.cluster.credentials import run_credentials
 from rankdist.cluster.profile import (
     SYSTEMS,
     BatchSystem,
@@ -35,6 +47,7 @@ __all__ = [
     "BatchSystem",
     "JobqueueProfile",
     "check_jobs",
+    "dashboard_link",
     "default_login_host",
     "describe_jobqueue",
     "doctor_report",
@@ -42,6 +55,7 @@ __all__ = [
     "jobqueue_client",
     "make_cluster",
     "resolve_profile",
+    "security_report",
     "tunnel_command",
     "walltime_seconds",
     "worker_lifetime",
@@ -55,13 +69,18 @@ OTHERS_GRACE_S = 30.0
 so the block size is chosen for all of them."""
 
 
-def make_cluster(profile: JobqueueProfile):
+def make_cluster(profile: JobqueueProfile, *, security=None):
     """Start the dask-jobqueue cluster (its scheduler runs here; no job is submitted yet).
 
     Parameters
     ----------
     profile
         From :func:`resolve_profile`.
+    security
+        ``distributed.security.Security`` with the run's TLS credentials as files the
+        worker jobs can read (:func:`rankdist.cluster.credentials.run_credentials`): the
+        scheduler, the workers and a ``Client(cluster)`` then speak ``tls://``. None:
+        plain TCP.
 
     Returns
     -------
@@ -71,8 +90,18 @@ def make_cluster(profile: JobqueueProfile):
     import dask_jobqueue
 
     cls = getattr(dask_jobqueue, profile.system.cluster_class)
+    options = dict(profile.options)
+    if security is not None:
+        protocol = options.pop("protocol", None)
+        if protocol not in (None, "tls", "tls://"):
+            msg = (
+                f"{profile.source} ({profile.section}): protocol {protocol!r} is not "
+                "encrypted; remove protocol: (a run speaks tls://) or set insecure: true"
+            )
+            raise ValueError(msg)
+        options |= {"security": security, "protocol": "tls://"}
     try:
-        return cls(**profile.options)
+        return cls(**options)
     except RuntimeError as err:  # "Cluster failed to start", from a ValueError
         if not isinstance(err.__cause__, ValueError):
             raise
@@ -93,8 +122,13 @@ def jobqueue_client(
     profile: str | os.PathLike | None = None,
     start_timeout: float = START_TIMEOUT_S,
     quiet: bool = False,
+    insecure: bool = False,
 ) -> Iterator[Client]:
     """A client of a batch-system cluster of ``jobs`` jobs; the jobs are cancelled after.
+
+    The scheduler, the workers and the client speak TLS with credentials made for this run
+    (readable only by the user, on the shared filesystem; see ``docs/security.md``),
+    removed when the block ends, by an error, Ctrl-C or SIGTERM too.
 
     Parameters
     ----------
@@ -108,11 +142,21 @@ def jobqueue_client(
     start_timeout
         Seconds to wait for the first worker to connect.
     quiet
-        Do not print the jobs, the dashboard link and the SSH tunnel command.
+        Do not print the jobs, the dashboard link and the SSH tunnel command (warnings
+        are printed all the same).
+    insecure
+        Plain TCP, as the profile's ``insecure: true``: anyone who can reach the
+        scheduler can run code as you. A warning line on stderr says so.
     """
     jobs = check_jobs(jobs)
     resolved = resolve_profile(system, profile)
-    with make_cluster(resolved) as cluster, Client(cluster) as client:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_ends_the_run())
+        security = _run_security(stack, resolved, insecure)
+        cluster = stack.enter_context(make_cluster(resolved, security=security))
+        for line in start_warnings(resolved, insecure, cluster.scheduler_address):
+            print(line, file=sys.stderr, flush=True)
+        client = stack.enter_context(Client(cluster))
         try:
             _submit(cluster, resolved, jobs)
             # Adaptive with a fixed size resubmits a job whose worker left (at --lifetime,
@@ -132,11 +176,14 @@ def doctor_report(
     jobs: int = 1,
     profile: str | os.PathLike | None = None,
     login_host: str | None = None,
+    insecure: bool = False,
 ) -> str:
     """What ``--cluster <system>`` would submit and where to watch it; submits nothing.
 
-    Starts the cluster's scheduler here (so a wrong ``interface`` fails now, as it would
-    at run time), reads the job script and addresses from it, and closes it.
+    Starts the cluster's scheduler here as a run would, with TLS credentials made and
+    removed again (so a wrong ``interface`` or a credentials directory that cannot be
+    made fails now, as it would at run time), reads the job script and addresses from it,
+    and closes it.
 
     Parameters
     ----------
@@ -149,6 +196,8 @@ def doctor_report(
     login_host
         The machine a user SSHes into (default: the submit host inside a batch job,
         else a placeholder).
+    insecure
+        Report on a run with plain TCP (``--insecure``).
 
     Returns
     -------
@@ -159,10 +208,12 @@ def doctor_report(
     resolved = resolve_profile(system, profile)
     batch, opts = resolved.system, resolved.options
     login = login_host or default_login_host(batch)
-    with make_cluster(resolved) as cluster:
+    with contextlib.ExitStack() as stack:
+        security = _run_security(stack, resolved, insecure)
+        cluster = stack.enter_context(make_cluster(resolved, security=security))
         script = cluster.job_script()
         address = cluster.scheduler_address
-        link = cluster.dashboard_link
+        link = dashboard_link(cluster, resolved)
     interface = (opts.get("scheduler_options") or {}).get("interface") or opts.get("interface")
     submit = shutil.which(batch.submit_command)
     lifetime, stagger = worker_lifetime(opts.get("worker_extra_args"))
@@ -177,16 +228,19 @@ def doctor_report(
         f"worker lifetime {lifetime or 'not set'}" + (f" +/- {stagger}" if stagger else ""),
         f"scheduler: interface {interface or '(not set: Dask picks one)'}, address "
         f"{urlsplit(address).hostname} (this check bound {address}; the port differs per run)",
+        *security_report(resolved, insecure=insecure),
         f"dashboard: {link}",
         f"SSH tunnel (run on your laptop, then open http://localhost:{port}/status):",
-        f"  {tunnel_command(link, login)}",
+        f"  {tunnel_command(link, login, scheduler_machine(batch))}",
     ]
     if login == "<login-host>":
         lines.append("  (replace <login-host> with the machine you ssh into, or pass --login-host)")
     lines += [
         f"worker logs: {resolved.output_hint()}; jobs: {batch.status_command}",
         "",
-        f"job script ({batch.submit_command} gets one per job; each gets its own worker name):",
+        f"job script ({batch.submit_command} gets one per job; each gets its own worker name"
+        + ("" if security is None else "; each run makes its own --tls-* files")
+        + "):",
         script,
     ]
     return "\n".join(lines)
@@ -211,27 +265,13 @@ def describe_jobqueue(cluster, client: Client, profile: JobqueueProfile) -> str:
     threads = sum(w.get("nthreads", 0) for w in workers.values())
     ids = ", ".join(job_ids(cluster)) or "none yet"
     login = default_login_host(profile.system)
+    link = dashboard_link(cluster, profile)
+    tunnel = tunnel_command(link, login, scheduler_machine(profile.system))
     return (
-        f"Dask on {profile.system.name.upper()}: jobs {ids}; {len(workers)} worker(s), "
-        f"{threads} thread(s) so far; dashboard: {cluster.dashboard_link}\n"
-        f"from your laptop: {tunnel_command(cluster.dashboard_link, login)}"
+        f"Dask on {profile.system.name.upper()} ({urlsplit(cluster.scheduler_address).scheme}): "
+        f"jobs {ids}; {len(workers)} worker(s), {threads} thread(s) so far; dashboard: {link}\n"
+        f"from your laptop: {tunnel}"
     )
-
-
-def tunnel_command(dashboard_link: str, login_host: str) -> str:
-    """``ssh -N -L`` command that brings a dashboard on a cluster node to localhost."""
-    url = urlsplit(dashboard_link)
-    port = url.port or 8787
-    return f"ssh -N -L {port}:{url.hostname}:{port} {getpass.getuser()}@{login_host}"
-
-
-def default_login_host(system: BatchSystem | None = None) -> str:
-    """The submit host when running inside a batch job, else a placeholder to replace."""
-    systems = [system] if system else list(SYSTEMS.values())
-    for s in systems:
-        if os.environ.get(s.submit_host_env):
-            return os.environ[s.submit_host_env]
-    return "<login-host>"
 
 
 def _submit(cluster, profile: JobqueueProfile, jobs: int) -> None:
@@ -289,3 +329,37 @@ def _wait_for_workers(cluster, client: Client, profile: JobqueueProfile, timeout
         f"{profile.options.get('interface')!r}) says so there"
     )
     raise TimeoutError(msg)
+
+
+def _run_security(stack: contextlib.ExitStack, profile: JobqueueProfile, insecure: bool):
+    """This run's TLS ``Security``, its credentials removed when ``stack`` closes; None
+    for an insecure run."""
+    if insecure or profile.insecure:
+        return None
+    return stack.enter_context(run_credentials(profile.credentials_directory)).security
+
+
+@contextlib.contextmanager
+def _sigterm_ends_the_run() -> Iterator[None]:
+    """SIGTERM (``scancel``, a walltime) ends the run as Ctrl-C does: the ``with`` blocks
+    close, so the jobs are cancelled and the credentials removed. Exit status 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield  # someone else handles SIGTERM here
+        return
+    received = []
+
+    def end_run(signum, frame):
+        if received:  # already closing: let it finish
+            return
+        received.append(signum)
+        print("rankdist: SIGTERM: cancelling the jobs", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end_run)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -18,9 +18,11 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "DASHBOARD_ADDRESS",
     "SYSTEMS",
     "BatchSystem",
     "JobqueueProfile",
+    "dashboard_on_loopback",
     "resolve_profile",
     "walltime_seconds",
     "worker_lifetime",
@@ -55,6 +57,13 @@ SYSTEMS: Mapping[str, BatchSystem] = MappingProxyType({s.name: s for s in (
 
 # Keyword arguments the cluster classes take that dask-jobqueue's YAML does not list.
 _EXTRA_KEYS = frozenset({"nanny", "protocol"})
+# rankdist's own keys in a profile's section (snake_case): read into JobqueueProfile, never
+# passed to dask-jobqueue.
+_RANKDIST_KEYS = frozenset({"insecure", "credentials_directory"})
+
+DASHBOARD_ADDRESS = "127.0.0.1:8787"
+"""Where the scheduler's dashboard listens unless the profile's ``scheduler-options`` say:
+the loopback interface of the machine that runs rankdist, reached through an SSH tunnel."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,18 @@ class JobqueueProfile:
         system overlaid with the profile.
     path
         The profile file, or None where dask-jobqueue's configuration alone applies.
+    insecure
+        The profile's ``insecure: true``: plain TCP instead of TLS.
+    credentials_directory
+        The profile's ``credentials-directory`` (absolute), under which each run's TLS
+        credentials are made; None: ``~/.rankdist/credentials``.
     """
 
     system: BatchSystem
     options: Mapping[str, Any]
     path: Path | None
+    insecure: bool = False
+    credentials_directory: Path | None = None
 
     @property
     def source(self) -> str:
@@ -111,7 +127,9 @@ def resolve_profile(system: str, profile: str | os.PathLike | None = None) -> Jo
     -------
     JobqueueProfile
         The options, checked: known keys only, ``cores`` and ``memory`` set, ``walltime``
-        a string, and a worker ``--lifetime`` that ends before the walltime.
+        a string, and a worker ``--lifetime`` that ends before the walltime. The
+        dashboard listens on :data:`DASHBOARD_ADDRESS` unless ``scheduler-options`` say.
+        rankdist's own keys (``insecure``, ``credentials-directory``) are attributes.
     """
     import dask
     import dask_jobqueue  # noqa: F401  (registers its defaults under jobqueue.*)
@@ -125,19 +143,26 @@ def resolve_profile(system: str, profile: str | os.PathLike | None = None) -> Jo
     given: dict[str, Any] = {}
     if path is not None:
         given = {_snake(k): v for k, v in _read_section(path, system).items()}
-        unknown = sorted(set(given) - set(defaults) - _EXTRA_KEYS)
+        unknown = sorted(set(given) - set(defaults) - _EXTRA_KEYS - _RANKDIST_KEYS)
         if unknown:
             msg = (
                 f"{profile}: unknown key(s) {unknown} in jobqueue.{system}; dask-jobqueue's "
-                f"{batch.cluster_class} takes {sorted(set(defaults) | _EXTRA_KEYS)}"
+                f"{batch.cluster_class} takes {sorted(set(defaults) | _EXTRA_KEYS)}, and "
+                f"rankdist reads {sorted(k.replace('_', '-') for k in _RANKDIST_KEYS)}"
             )
             raise ValueError(msg)
+    own = {key: given.pop(key) for key in _RANKDIST_KEYS & set(given)}
     options = {**defaults, **given}
     options["job_name"] = options.pop("name")
     if options.get("log_directory"):  # used at submission, here: make it absolute now
         log_dir = Path(os.path.expandvars(str(options["log_directory"]))).expanduser()
         options["log_directory"] = str(log_dir.resolve())
-    resolved = JobqueueProfile(batch, MappingProxyType(options), path)
+    scheduler_options = dict(options.get("scheduler_options") or {})
+    scheduler_options.setdefault("dashboard_address", DASHBOARD_ADDRESS)
+    options["scheduler_options"] = scheduler_options
+    resolved = JobqueueProfile(
+        batch, MappingProxyType(options), path, **_own_keys(own, path, system)
+    )
     _check_options(resolved)
     return resolved
 
@@ -166,6 +191,40 @@ def worker_lifetime(worker_extra_args) -> tuple[str | None, str | None]:
         if flag in ("--lifetime", "--lifetime-stagger"):
             found[flag] = value if eq else (args[i + 1] if i + 1 < len(args) else "")
     return found.get("--lifetime"), found.get("--lifetime-stagger")
+
+
+def dashboard_on_loopback(address) -> bool:
+    """Whether a ``dashboard_address`` (``'127.0.0.1:8787'``, ``':8787'``, ``8787``) listens
+    only on the loopback interface, which other machines cannot reach."""
+    import ipaddress
+
+    if isinstance(address, int) or not address:
+        return False
+    host = str(address).rpartition(":")[0].strip("[]") if ":" in str(address) else ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "" (every interface) or a host name
+        return False
+
+
+def _own_keys(own: Mapping[str, Any], path: Path | None, system: str) -> dict[str, Any]:
+    """rankdist's keys of a profile section, checked, as JobqueueProfile's attributes."""
+    insecure = own.get("insecure", False)
+    if not isinstance(insecure, bool):
+        msg = f"{path} (jobqueue.{system}): insecure is {insecure!r}; write true or false"
+        raise ValueError(msg)
+    directory = own.get("credentials_directory")
+    if directory is not None:
+        if not isinstance(directory, str) or not directory.strip():
+            msg = (
+                f"{path} (jobqueue.{system}): credentials-directory is {directory!r}; write "
+                "a directory on a filesystem the compute nodes share, e.g. ~/.rankdist/credentials"
+            )
+            raise ValueError(msg)
+        directory = Path(os.path.expandvars(directory)).expanduser().resolve()
+    return {"insecure": insecure, "credentials_directory": directory}
 
 
 def _snake(key: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -70,11 +71,13 @@ def write_profile(path: Path, system: str, section: dict) -> Path:
 
 
 def local_copy(tmp_path: Path, system: str) -> Path:
-    """A deploy/ profile with this machine's loopback interface (no ib0 here) and any
-    free dashboard port (other test sessions may hold 8787)."""
+    """A deploy/ profile with this machine's loopback interface (no ib0 here), any free
+    dashboard port on loopback (other test sessions may hold 8787), and the TLS
+    credentials under ``tmp_path/creds`` rather than in the home directory."""
     section = deploy_section(system)
     section["interface"] = "lo"
-    section["scheduler-options"] = {"dashboard_address": ":0"}
+    section["scheduler-options"] = {"dashboard_address": "127.0.0.1:0"}
+    section["credentials-directory"] = str(tmp_path / "creds")
     return write_profile(tmp_path / f"{system}.yaml", system, section)
 
 
@@ -246,13 +249,21 @@ def test_doctor_login_host(tmp_path, monkeypatch, capsys):
     assert "@login7.hpc.example.org" in capsys.readouterr().out
     args = ["doctor", "--cluster", "slurm", "--profile", profile, "--login-host", "hpc.example"]
     assert main(args) == 0
-    assert re.search(r"ssh -N -L \d+:127\.0\.0\.1:\d+ \S+@hpc\.example\n", capsys.readouterr().out)
+    # Inside a batch job the scheduler runs on this compute node, its dashboard on this
+    # node's loopback: the tunnel jumps through the login host to this node.
+    node = re.escape(socket.gethostname())
+    tunnel = rf"ssh -N -L (\d+):127\.0\.0\.1:\1 -J \S+@hpc\.example \S+@{node}\n"
+    assert re.search(tunnel, capsys.readouterr().out)
+    monkeypatch.delenv("SLURM_SUBMIT_HOST")  # on the login host: straight there
+    assert main(args) == 0
+    assert re.search(r"ssh -N -L (\d+):127\.0\.0\.1:\1 \S+@hpc\.example\n", capsys.readouterr().out)
 
 
 def test_doctor_on_the_deploy_profile_as_shipped(tmp_path, monkeypatch, capsys):
     """deploy/slurm.yaml names ib0: doctor either shows the script or says the interface is
     missing here, naming the file and the interfaces that exist."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # its credentials-directory is ~/.rankdist/...
     code = main(["doctor", "--cluster", "slurm", "--profile", str(DEPLOY / "slurm.yaml")])
     out, err = capsys.readouterr()
     if code == 0:
@@ -293,7 +304,8 @@ def slurm_profile(tmp_path: Path, name: str, **extra) -> Path:
         "local-directory": str(tmp_path / "scratch"),
         "log-directory": str(tmp_path / "logs"),
         "python": sys.executable,
-        "scheduler-options": {"dashboard_address": ":0"},
+        "scheduler-options": {"dashboard_address": "127.0.0.1:0"},
+        "credentials-directory": str(tmp_path / "creds"),
     } | extra
     return write_profile(tmp_path / f"{name}.yaml", "slurm", section)
 
