@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -184,31 +183,11 @@ def _under(path: str, mountpoint: str) -> bool:
 def _self_signed_pair() -> tuple[str, str]:
     """A fresh private key and self-signed certificate, PEM text: ``(key, cert)``.
 
-    ``Security.temporary()`` makes them with the ``cryptography`` package; where that is
-    not installed, the ``openssl`` command makes the same (RSA 2048, one year; Dask checks
-    the certificate against itself as the CA, not the host name).
+    Made by ``Security.temporary()`` (the ``cryptography`` package, a dependency of
+    rankdist); Dask checks the certificate against itself as the CA, not the host name.
     """
-    try:
-        temporary = Security.temporary()
-    except ImportError:
-        pass
-    else:
-        return temporary.tls_client_key, temporary.tls_client_cert
-    if shutil.which("openssl") is None:
-        msg = (
-            "cannot make TLS credentials: neither the Python package 'cryptography' nor the "
-            "'openssl' command is available; install cryptography (pip install cryptography)"
-        )
-        raise OSError(msg)
-    with tempfile.TemporaryDirectory() as work:
-        key, cert = Path(work) / KEY_FILE, Path(work) / CERT_FILE
-        command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365"]
-        command += ["-subj", "/CN=dask-internal", "-keyout", str(key), "-out", str(cert)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            msg = f"openssl could not make TLS credentials: {done.stderr.strip()}"
-            raise OSError(msg)
-        return key.read_text(), cert.read_text()
+    temporary = Security.temporary()
+    return temporary.tls_client_key, temporary.tls_client_cert
 
 
 def _write_private(path: Path, text: str) -> None:

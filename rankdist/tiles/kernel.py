@@ -7,8 +7,8 @@ the columns of j as candidates) and the rows of j (with the rows of i): top-k an
 cutoff-bin counts.
 On diagonal tiles only pairs a < b are visited, so self-pairs never count.
 
-This module and tiles/fused.py are the only hot code. A GPU version would replace :func:`tile_partials`
-(GEMM plus fused pass) and keep the same inputs and :class:`Partial` outputs.
+This module and tiles/fused.py are the only hot code. A GPU version would replace
+:func:`tile_partials` (GEMM plus fused pass) and keep the same inputs and :class:`Partial` outputs.
 """
 
 from __future__ import annotations
