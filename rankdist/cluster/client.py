@@ -75,10 +75,12 @@ def cluster_client(
                 "workers its profile describes (cores, processes); use --jobs for more"
             )
             raise ValueError(msg)
-        # Passed only when set, for jobqueue_client versions without the keyword.
-        extra = {"insecure": True} if insecure else {}
         return jobqueue_client(
-            cluster, jobs=1 if jobs is None else jobs, profile=profile, quiet=quiet, **extra
+            cluster,
+            jobs=1 if jobs is None else jobs,
+            profile=profile,
+            quiet=quiet,
+            insecure=insecure,
         )
     if jobs is not None or profile is not None:
         msg = (
@@ -143,13 +145,12 @@ def doctor_report(
     """
     if cluster in SYSTEMS:
         _check_security(cluster, insecure=insecure, security=security)
-        extra = {"insecure": True} if insecure else {}
         return jobqueue_doctor_report(
             cluster,
             jobs=1 if jobs is None else jobs,
             profile=profile,
             login_host=login_host,
-            **extra,
+            insecure=insecure,
         )
     login = login_host or default_login_host()
     with cluster_client(

@@ -97,7 +97,7 @@ def local_client(
             memory_limit=memory_limit,
             host=LOOPBACK,
             protocol="tcp://" if insecure else "tls://",
-            security=None if insecure else _run_credentials(),
+            security=None if insecure else Security.temporary(),
             dashboard_address=dashboard_address,
         ) as cluster,
         Client(cluster) as client,
@@ -105,18 +105,6 @@ def local_client(
         if not quiet:
             print(describe_client(client), file=sys.stderr, flush=True)
         yield client
-
-
-def _run_credentials() -> Security:
-    """A key and self-signed certificate made for this run, in memory, for every role."""
-    try:
-        return Security.temporary()
-    except ImportError:
-        msg = (
-            "TLS for the local cluster needs the 'cryptography' package, which is not "
-            "installed: install it (pip install cryptography), or run with --insecure"
-        )
-        raise ImportError(msg) from None
 
 
 @contextlib.contextmanager

@@ -73,8 +73,8 @@ def test_batch_systems_go_to_dask_jobqueue(monkeypatch):
     cluster_client("lsf", jobs=3, quiet=True)
     cluster_client("slurm", insecure=True)
     assert calls == [
-        (("pbs",), {"jobs": 1, "profile": "deploy/pbs.yaml", "quiet": False}),
-        (("lsf",), {"jobs": 3, "profile": None, "quiet": True}),
+        (("pbs",), {"jobs": 1, "profile": "deploy/pbs.yaml", "quiet": False, "insecure": False}),
+        (("lsf",), {"jobs": 3, "profile": None, "quiet": True, "insecure": False}),
         (("slurm",), {"jobs": 1, "profile": None, "quiet": False, "insecure": True}),
     ]
 
