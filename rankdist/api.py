@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,12 +19,13 @@ from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.store import Store
 from rankdist.layout import SUBTILE
+from rankdist.reduce import lock as runlock
 from rankdist.reduce import runstore
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.grid import TilePlan, choose_block_rows
 from rankdist.tiles.kernel import HIST_BINS
-from rankdist.tiles.scheduler import TileJob, run_tiles
+from rankdist.tiles.scheduler import TileJob, run_tiles, tile_task
 from rankdist.tiles.sparse import FORMS, MIN_SPARSE_GENES, Form, choose_form, predicted_cost_ratio
 
 
@@ -53,6 +53,7 @@ def neighbors(
     type_hist: bool = False,
     form: Form = "auto",
     progress: bool = True,
+    wait: bool = False,
 ) -> NeighborResult:
     """Exact top-k neighbours and cutoff counts of every cell of a store.
 
@@ -95,11 +96,20 @@ def neighbors(
         it faster. ``result.metadata['form']`` records the form that ran.
     progress
         Show progress bars.
+    wait
+        If another process is writing a run of the same name in this store, wait for it
+        to finish (saying so once) instead of raising :class:`rankdist.reduce.lock.RunLockedError`.
 
     Returns
     -------
     NeighborResult
         Also stored, and readable with :func:`rankdist.load`.
+
+    Raises
+    ------
+    RunLockedError
+        Without ``wait``, when another live process holds the run's lock
+        (``results/.<name>.lock``, naming its host, pid and start).
     """
     started = time.perf_counter()
     request = NeighborsRequest.checked(
@@ -113,7 +123,10 @@ def neighbors(
         type_hist=type_hist,
         form=form,
         progress=progress,
+        wait=wait,
     )
+    if not request.wait:
+        runlock.check_free(request.store.path, request.name)  # before any cluster starts
     if client is None:
         with cluster_client(
             cluster,
@@ -147,6 +160,7 @@ class NeighborsRequest:
     type_hist: bool
     form: Form
     progress: bool
+    wait: bool = False
 
     @classmethod
     def checked(
@@ -162,16 +176,14 @@ class NeighborsRequest:
         type_hist: bool,
         form: str,
         progress: bool,
+        wait: bool = False,
     ) -> NeighborsRequest:
         """Validate the arguments of :func:`neighbors` (before any cluster starts)."""
         store = store if isinstance(store, Store) else Store(store)
         k = _check_k(k)
         cutoffs = _check_cutoffs(cutoffs)
         get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
-        name = name or encoding
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            msg = f"run name {name!r} may hold only letters, digits, '_', '.' and '-'"
-            raise ValueError(msg)
+        name = runstore.check_run_name(name or encoding)
         block_size = _check_block_size(block_size)
         if form not in FORMS:
             msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
@@ -193,6 +205,7 @@ class NeighborsRequest:
             type_hist=bool(type_hist),
             form=form,
             progress=bool(progress),
+            wait=bool(wait),
         )
 
     @property
@@ -243,11 +256,22 @@ def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tupl
     return choose_form(density), predicted_cost_ratio(density)
 
 
-def _run(request: NeighborsRequest, client: Client, started: float) -> NeighborResult:
+def _run(
+    request: NeighborsRequest, client: Client, started: float, *, tile_fn=tile_task
+) -> NeighborResult:
     """Encode, run every tile not yet durable in the work directory, publish the run.
 
-    ``started`` is the ``time.perf_counter()`` of the call, for ``wall_time_s``.
+    ``started`` is the ``time.perf_counter()`` of the call, for ``wall_time_s``;
+    ``tile_fn`` the tile task (:func:`rankdist.tiles.scheduler.run_tiles`; tests pass a
+    stand-in that fails or pauses on a chosen tile). The run's lock is held throughout
+    (:mod:`rankdist.reduce.lock`).
     """
+    with runlock.hold(request.store.path, request.name, wait=request.wait):
+        return _compute(request, client, started, tile_fn)
+
+
+def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn) -> NeighborResult:
+    """The body of :func:`_run`, under the run's lock."""
     store = request.store
     form, sparse_cost = _choose_form(store, request.encoding, request.form, client)
     enc = encode(
@@ -307,7 +331,7 @@ def _run(request: NeighborsRequest, client: Client, started: float) -> NeighborR
         n_genes=store.n_genes,
     )
     ckpt = runstore.checkpoint_path(work)
-    stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress)
+    stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress, tile_fn=tile_fn)
     measured = {
         "block_rows": block_rows,
         "n_blocks": plan.n_blocks,

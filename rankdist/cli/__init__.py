@@ -19,6 +19,7 @@ groups of ``options.py``; ``commands.py`` holds what each command runs.
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 
 from rankdist.cli.commands import COMMANDS
@@ -32,19 +33,32 @@ ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, ConnectionEr
 def main(argv: list[str] | None = None) -> int:
     """Run ``rankdist`` with ``argv`` (default: the process's arguments); the exit code.
 
-    An error a user can fix (a missing file, a bad value) is printed as
-    ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do;
-    a warning as one line, ``rankdist COMMAND: warning: ...``, when it is raised.
+    An error a user can fix (a missing file, a bad value, a full disk) is printed as
+    ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do.
+    Any other error, such as one a Dask task raised, is printed the same way with its
+    type's name and gives exit code 1. ``--debug`` also prints the traceback. A warning
+    is one line, ``rankdist COMMAND: warning: ...``, when it is raised.
     """
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():  # restores showwarning after the command
         warnings.showwarning = _one_line_warning(args.command)
         try:
             return COMMANDS[args.command](args)
-        except ERRORS as err:
-            text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            print(f"rankdist {args.command}: error: {text}", file=sys.stderr)
-            return 2
+        except Exception as err:
+            if getattr(args, "debug", False):
+                traceback.print_exc()
+            print(f"rankdist {args.command}: error: {_one_line(err)}", file=sys.stderr)
+            return 2 if isinstance(err, ERRORS) else 1
+
+
+def _one_line(err: Exception) -> str:
+    """The message of ``err`` as the CLI prints it; other than ERRORS, with the type's name."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, ERRORS):
+        return str(err)
+    text = str(err) or "(no message)"
+    return f"{type(err).__name__}: {text} (rerun with --debug for the traceback)"
 
 
 def _one_line_warning(command: str):

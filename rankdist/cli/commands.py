@@ -61,6 +61,7 @@ def _neighbors(args) -> int:
         params=dict(args.param) or None,
         type_hist=args.type_hist,
         form=args.form,
+        wait=args.wait,
     )
     meta = res.metadata
     print(

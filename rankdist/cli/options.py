@@ -4,7 +4,7 @@ A command takes a group through ``parents=[...]``: :func:`store` (the store argu
 :func:`cluster` (``--cluster``, ``--workers``, ``--jobs``, ``--profile``, ``--insecure``,
 ``--security``),
 :func:`neighbour` (``--encoding``, ``--k``, ``--cutoffs``, ``--block-size``) and
-:func:`output` (``--quiet``, ``--overwrite``). Choices come from the names the library
+:func:`output` (``--quiet``, ``--overwrite``, ``--debug``). Choices come from the names the library
 validates against (the encodings registry, :data:`rankdist.cluster.profile.SYSTEMS`), as
 ``--form``'s, in ``parser.py``, come from :data:`rankdist.tiles.sparse.FORMS`.
 """
@@ -123,6 +123,11 @@ OUTPUT_OPTIONS = (
         help="print no progress bar (nor the dashboard link of a cluster it starts)",
     ),
     option("--overwrite", action="store_true", help="replace the output if it exists"),
+    option(
+        "--debug",
+        action="store_true",
+        help="on an error, also print its traceback (default: one line naming the error)",
+    ),
 )
 
 

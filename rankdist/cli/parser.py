@@ -83,7 +83,12 @@ def _ingest_parser(sub) -> None:
 
 
 def _neighbors_parser(sub) -> None:
-    parents = [options.store(), options.neighbour(), options.cluster(), options.output("--quiet")]
+    parents = [
+        options.store(),
+        options.neighbour(),
+        options.cluster(),
+        options.output("--quiet", "--debug"),
+    ]
     p = sub.add_parser(
         "neighbors",
         parents=parents,
@@ -101,6 +106,12 @@ def _neighbors_parser(sub) -> None:
     )
     p.add_argument("--name", help="run name (default: the encoding)")
     p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another rankdist is writing a run of this name in this store, wait for it "
+        "(default: exit at once, naming it)",
+    )
+    p.add_argument(
         "--type-hist",
         action="store_true",
         help="also count pairs by (cell type, cell type, similarity): the report's heatmap",
@@ -117,7 +128,7 @@ def _neighbors_parser(sub) -> None:
 def _report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        parents=[options.store()],
+        parents=[options.store(), options.output("--debug")],
         help="tables, figures and one HTML page of a store's runs",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the report to")
@@ -132,7 +143,7 @@ def _report_parser(sub) -> None:
 def _export_parser(sub) -> None:
     p = sub.add_parser(
         "export",
-        parents=[options.store()],
+        parents=[options.store(), options.output("--debug")],
         help="write a run as AnnData for scanpy / scib-metrics",
     )
     p.add_argument("--h5ad", required=True, metavar="OUT", help="AnnData file to write")
@@ -141,13 +152,20 @@ def _export_parser(sub) -> None:
 
 
 def _info_parser(sub) -> None:
-    sub.add_parser("info", parents=[options.store()], help="describe a store and its runs")
+    sub.add_parser(
+        "info",
+        parents=[options.store(), options.output("--debug")],
+        help="describe a store and its runs",
+    )
 
 
 def _doctor_parser(sub) -> None:
     p = sub.add_parser(
         "doctor",
-        parents=[options.cluster("--cluster", "--jobs", "--profile", "--insecure", "--security")],
+        parents=[
+            options.cluster("--cluster", "--jobs", "--profile", "--insecure", "--security"),
+            options.output("--debug"),
+        ],
         help="show how --cluster would run: job script, addresses, SSH tunnel",
     )
     p.add_argument(
@@ -227,6 +245,7 @@ def _plan_parser(sub) -> None:
         options.parent((where,), "cluster options"),
         options.cluster("--jobs", "--profile"),
         options.parent(old_spellings, "cluster options"),
+        options.output("--debug"),
     ]
     p = sub.add_parser(
         "plan",
@@ -271,7 +290,7 @@ def _plan_parser(sub) -> None:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        parents=[options.cluster("--workers")],
+        parents=[options.cluster("--workers"), options.output("--debug")],
         help="synthetic labelled data -> neighbours -> purity table",
     )
     p.add_argument(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,35 @@ RESUME_KEYS = (
 
 _JOB_FILE = "job.json"
 _CHECKPOINT_DIR = "checkpoint"
+
+
+#: Names a run may not take: the zarr metadata files a ``results/`` group may hold.
+#: Names starting with ``.`` (``.zattrs``, ``.zgroup``, work directories, locks) are
+#: refused by :func:`check_run_name`'s pattern.
+RESERVED_NAMES = ("zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it can name a run: a folder of ``results/`` that nothing else uses.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` holds other characters than letters, digits, ``_``, ``.`` and ``-``,
+        starts with ``.`` (the work directories and locks are hidden names), or is one of
+        :data:`RESERVED_NAMES` in any case.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        msg = (
+            f"run name {name!r} may hold only letters, digits, '_', '.' and '-', and must "
+            "start with a letter or digit"
+        )
+        raise ValueError(msg)
+    if name.lower() in RESERVED_NAMES:
+        msg = f"run name {name!r} is a file of the store's format; choose another --name"
+        raise ValueError(msg)
+    return name
 
 
 def run_path(store_path: str | os.PathLike, name: str) -> Path:

@@ -160,6 +160,20 @@ def write_task(job: TileJob, out_path: str, ckpt_dir: str, source, side: int | N
     return part.block
 
 
+def _abandon(client: Client, ac: as_completed, held: list) -> None:
+    """Cancel what a failed run still has in flight or holds, and stop tracking it.
+
+    The futures are copied and ``ac`` cleared first: cancelling while iterating
+    ``ac.futures`` lets the completion callbacks change it under the loop ("dictionary
+    changed size during iteration"), which would replace the task's own error. The
+    failed task and the results waiting for a merge (``held``) are cancelled too, so
+    that their keys are forgotten: a new run on the same client submits the same keys.
+    """
+    in_flight = list(ac.futures)
+    ac.clear()
+    client.cancel(in_flight + held)
+
+
 @dataclass
 class TileStats:
     """How much of a run was computed now and how much was resumed from checkpoints."""
@@ -272,9 +286,12 @@ def run_tiles(
         bar.advance(stats.tiles_resumed)
         for fut in ac:
             if fut.status != "finished":
-                for other in ac.futures:
-                    other.cancel()
-                fut.result()  # re-raise the task's own error
+                try:
+                    fut.result()
+                except BaseException:  # the task's own error, re-raised unchanged
+                    held = [fut, *(f for items in pending.values() for f, _, _ in items)]
+                    _abandon(client, ac, held)
+                    raise
             kind, *info = role_of.pop(fut.key)
             if kind == "tile":
                 bar.advance()
