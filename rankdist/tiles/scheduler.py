@@ -11,6 +11,7 @@ large array passes through the scheduler. Task keys start with ``rankdist-tile``
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,11 +224,17 @@ def run_tiles(
     covered = {b: resume.covered(b) for b in todo}
     role_of: dict[str, tuple] = {}
     counter = itertools.count()
+    # Keys are unique per call: Dask hands a key's existing result to whoever submits the
+    # same key, so two runs on one client (a notebook, or a rerun after an error) must
+    # never share one. key_split still gives the prefixes the dashboard groups by.
+    run = uuid.uuid4().hex[:8]
     futures = []
 
     for b in todo:
         for path, tiles in resume.files.get(b, []):
-            fut = client.submit(load_task, path, b, key=f"rankdist-resume-{b}-{next(counter)}")
+            fut = client.submit(
+                load_task, path, b, key=f"rankdist-resume-{run}-{b}-{next(counter)}"
+            )
             role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}))
             futures.append(fut)
     needs: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -248,7 +255,7 @@ def run_tiles(
         [job] * len(needs),
         [i for i, _ in needs],
         [j for _, j in needs],
-        key=[f"rankdist-tile-{i}-{j}" for i, j in needs],
+        key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in needs],
         pure=False,
     )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
@@ -263,7 +270,7 @@ def run_tiles(
         if complete and len(items) == 1:
             ((fut, side, _),) = items
             w = client.submit(
-                write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{b}"
+                write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{run}-{b}"
             )
             role_of[w.key] = ("write", b)
             ac.add(w)
@@ -274,7 +281,7 @@ def run_tiles(
                 merge_task,
                 ckpt_dir,
                 *[(f, s) for f, s, _ in items],
-                key=f"rankdist-merge-{b}-{next(counter)}",
+                key=f"rankdist-merge-{run}-{b}-{next(counter)}",
             )
             role_of[m.key] = ("partial", b, n)
             merging[b] += 1

@@ -119,7 +119,9 @@ def test_tiles_reach_the_scheduler_in_one_graph(client, tmp_path):
     counting = _CountingClient(client)
     real = TilePlan(10 * 16384, 16384)
     simulate_run(counting, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512)
-    assert counting.mapped == [[f"rankdist-tile-{i}-{j}" for i, j in real.tiles()]]
+    (keys,) = counting.mapped
+    (run,) = {k.split("-")[2] for k in keys}  # one token per run, so runs never share keys
+    assert keys == [f"rankdist-tile-{run}-{i}-{j}" for i, j in real.tiles()]
     assert not [k for k in counting.submitted if k.startswith("rankdist-tile")]
     kinds = Counter(k.split("-")[1] for k in counting.submitted)
     assert kinds == {"merge": 10 * 3, "write": 10}  # ceil(9 / 3) merges per block
