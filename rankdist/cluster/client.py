@@ -24,6 +24,13 @@ from rankdist.cluster.security import security_lines
 
 __all__ = ["available_cores", "cluster_client", "describe_client", "doctor_report"]
 
+#: ``rankdist doctor``'s security line for the in-process default.
+IN_PROCESS_SECURITY = (
+    "security: in-process: the scheduler and the worker are threads of this process and "
+    "speak inproc://; nothing listens on the network but the dashboard on 127.0.0.1, so no "
+    "other process can connect"
+)
+
 
 @doc_params(**CLUSTER_PARAMS)
 def cluster_client(
@@ -48,6 +55,7 @@ def cluster_client(
     threads_per_worker
         ``cluster='local'`` only: threads per worker (default: this machine's cores
         divided among the workers). Each thread runs one tile with single-threaded BLAS.
+        With one worker (the default) they are threads of this process.
     memory_limit
         ``cluster='local'`` only: per-worker memory limit (Dask's syntax, e.g. ``'4GB'``).
     dashboard_address
@@ -163,7 +171,11 @@ def doctor_report(
             f"rankdist doctor: --cluster {cluster}; nothing is submitted",
             describe_client(client),
             f"scheduler: {address}",
-            *security_lines(address, client.security, source),
+            *(
+                [IN_PROCESS_SECURITY]
+                if address.startswith("inproc://")
+                else security_lines(address, client.security, source)
+            ),
             "SSH tunnel (run on your laptop, then open the dashboard on localhost):",
             f"  {tunnel_command(link, login)}",
         ]

@@ -19,6 +19,7 @@ import numpy as np
 from distributed import Client, as_completed
 
 from rankdist import _progress
+from rankdist.cluster.local import blas_limited_here
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.reduce.runstore import write_block
@@ -29,7 +30,7 @@ from rankdist.tiles.kernel import tile_partials
 #: Partials merged per merge task.
 FAN_IN = 4
 
-_blas_limited = False
+_blas_limited = False  # this worker process's BLAS is limited for good
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,13 @@ class TileJob:
 def _single_threaded_blas() -> None:
     """Each task thread runs its own tile, so BLAS must not spawn threads of its own.
 
-    Set once per worker process (rankdist's workers are its own), not per task: a
-    per-task context would be undone by a neighbouring thread's exit.
+    In the calling process, an in-process cluster already holds the limit for its
+    lifetime and restores it after (:func:`rankdist.cluster.local.single_threaded_blas`).
+    Elsewhere (a worker process) it is set once per process, not per task: a per-task
+    context would be undone by a neighbouring thread's exit.
     """
     global _blas_limited
-    if not _blas_limited:
+    if not _blas_limited and not blas_limited_here():
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1, user_api="blas")

@@ -6,11 +6,15 @@ import inspect
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from rankdist.cluster import client
+import rankdist
+from rankdist.cluster import client, local
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client, doctor_report
+from rankdist.datasets.toy import synthetic_counts
 
 
 def test_doc_params_fills_whole_line_placeholders_at_their_indentation():
@@ -111,3 +115,74 @@ def test_reading_the_batch_systems_does_not_load_distributed():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['slurm', 'pbs', 'sge', 'lsf']"
+
+
+UNGUARDED = """\
+import rankdist
+from rankdist.cluster.client import cluster_client
+
+print("top of the script")
+with cluster_client(workers=2, dashboard_address=":0", quiet=True) as client:
+    print("started")
+"""
+
+
+def test_worker_processes_from_a_script_without_a_main_guard_stop_with_one_line(tmp_path):
+    script = tmp_path / "example.py"
+    script.write_text(UNGUARDED)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == "top of the script\n"  # run once, and no worker process started
+    assert proc.stderr == (
+        f"{script}, line 5: workers=2 starts worker processes, which run this script again "
+        'from the top: put its code under `if __name__ == "__main__":` (or leave workers at '
+        "1: threads in this process, no guard needed)\n"
+    )
+
+
+def test_a_call_inside_the_main_guard_passes(tmp_path):
+    script = tmp_path / "guarded.py"
+    lines = UNGUARDED.replace("\n", "\n    ").rstrip() + "\n"
+    script.write_text(f"def run():\n    {lines}\n\nif '__main__' == __name__:\n    run()\n")
+    source = script.read_text().splitlines()
+    call = source.index("if '__main__' == __name__:") + 2
+    assert source[call - 1] == "    run()"
+    assert local._inside_main_guard(str(script), call)
+    assert not local._inside_main_guard(str(script), 1)  # the def line is outside it
+
+
+def test_in_process_and_process_workers_give_identical_results(client, tmp_path):
+    store = rankdist.ingest(
+        synthetic_counts(n_cells=1100, n_genes=300, seed=11),
+        tmp_path / "cells.zarr",
+        cell_type="cell_type",
+        progress=False,
+    )
+    common = dict(k=12, cutoffs=(0.3, 0.5), block_size=512, progress=False)
+    # this process's BLAS runs 2 threads; the in-process run limits it to 1 and restores it
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        assert before and set(before) == {2}
+        seen = []
+        with cluster_client("local", dashboard_address=":0", quiet=True) as inproc:
+            assert inproc.scheduler.address.startswith("inproc://")
+            seen.append(inproc.submit(blas_threads, pure=False).result())
+            threads = rankdist.neighbors(store, name="threads", client=inproc, **common)
+        assert seen == [[1] * len(before)]
+        assert blas_threads() == before
+        # the same through rankdist.neighbors starting the default itself
+        default = rankdist.neighbors(store, name="default", cluster="local", **common)
+        assert blas_threads() == before
+    processes = rankdist.neighbors(store, name="processes", client=client, **common)
+    assert default.metadata["n_tiles"] == processes.metadata["n_tiles"] == 6
+    for res in (threads, default):
+        np.testing.assert_array_equal(res.indices, processes.indices)
+        assert res.similarities.tobytes() == processes.similarities.tobytes()
+        assert res.counts.identical(processes.counts)
+
+
+def blas_threads() -> list[int]:
+    """Threads of each BLAS library loaded in this process."""
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

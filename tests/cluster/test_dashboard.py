@@ -1,7 +1,7 @@
 """The Dask dashboard in a real browser, during a real ``rankdist.neighbors`` run.
 
 Headless Chromium loads the scheduler's ``/status`` page while the tiles run on the
-embedded default cluster (TLS inside, the dashboard on 127.0.0.1) and is driven
+embedded default cluster (in-process, the dashboard on 127.0.0.1) and is driven
 over its DevTools protocol (a websocket on localhost, spoken with tornado, which
 distributed already depends on: no browser-driver package). The test checks what a user
 would see:
@@ -244,14 +244,15 @@ def test_dashboard_shows_rankdist_tasks(tmp_path, artifacts_dir, capsys):
     browser = Chromium(tmp_path / "chromium-profile", tmp_path / "chromium.log")
     try:
         with (
-            # the embedded default: TLS between scheduler, workers and client; the
-            # dashboard, plain HTTP, on 127.0.0.1
+            # the embedded default: scheduler and worker threads in this process on
+            # inproc://; the dashboard, plain HTTP, on 127.0.0.1
             local_client(
                 workers=1, threads_per_worker=2, dashboard_address="127.0.0.1:0", quiet=True
             ) as client,
             get_task_stream(client) as recorded,  # records every task from here on
         ):
-            assert client.scheduler.address.startswith("tls://127.0.0.1:")
+            assert client.scheduler.address.startswith("inproc://")
+            assert client.dashboard_link.startswith("http://127.0.0.1:")
             ws_url = browser.page_websocket()
             run_done = threading.Event()
             errors: list[BaseException] = []

@@ -1,10 +1,13 @@
-"""Nobody else gets in: the embedded cluster speaks TLS with per-run credentials.
+"""Nobody else gets in: the embedded cluster is in-process, or speaks TLS with per-run credentials.
 
-While a LocalCluster started by ``local_client`` is up, another process on this machine
-tries, as an outsider would, every address it listens on (scheduler, workers, nannies):
-plain TCP, and TLS that trusts the server's certificate while presenting one of its own.
-It is refused; with the run's credentials it gets in, and with ``insecure=True`` it gets
-in with none, so the probe can tell an open door from a closed one. A ``tls://``
+The default (one worker) runs in this process on Dask's in-process transport: nothing
+listens but the two HTTP status pages on 127.0.0.1, and another process that tries those
+ports with Dask's protocol is refused. With ``workers=2`` (worker processes), while the
+LocalCluster is up, another process on this machine tries, as an outsider would, every
+address it listens on (scheduler, workers, nannies): plain TCP, and TLS that trusts the
+server's certificate while presenting one of its own. It is refused; with the run's
+credentials it gets in, and with ``insecure=True`` it gets in with none, so the probe can
+tell an open door from a closed one. A ``tls://``
 scheduler is joined with a ``--security`` file; the file's errors, the plain-TCP
 warnings and ``rankdist doctor``'s security lines are checked, and a TLS run's results
 are bit for bit those of an insecure one.
@@ -13,10 +16,12 @@ are bit for bit those of an insecure one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -82,6 +87,19 @@ OUTSIDER = textwrap.dedent(
     """
 )
 
+#: Run in another process: join an in-process scheduler by its address.
+JOIN_INPROC = textwrap.dedent(
+    """
+    import sys
+    from distributed import Client
+    try:
+        with Client(sys.argv[1], timeout="5s") as client:
+            print("joined:", client)
+    except (OSError, ValueError) as err:
+        print(f"refused: {type(err).__name__}: {err}")
+    """
+)
+
 
 def outsider(addresses: list[str], credentials: list[Path] | None = None) -> dict:
     """What another process sees when it connects to ``addresses`` (scheduler first)."""
@@ -108,6 +126,12 @@ def listening(client) -> tuple[list[str], dict[int, str]]:
     return addresses, bound
 
 
+def listening_ports(proc: psutil.Process) -> dict[int, str]:
+    """The TCP ports ``proc`` listens on, and the IP each is bound to."""
+    conns = proc.net_connections(kind="inet")
+    return {c.laddr.port: c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+
+
 def write_credentials(security: Security, folder: Path) -> list[Path]:
     """The run's CA, certificate and key as files only their owner can read."""
     folder.mkdir(mode=0o700)
@@ -126,16 +150,46 @@ def write_credentials(security: Security, folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def tls_client():
-    """A client of the embedded default: TLS with credentials made for the run."""
-    with local_client(workers=1, threads_per_worker=1, dashboard_address=":0", quiet=True) as c:
+    """A client of two local worker processes: TLS with credentials made for the run."""
+    with local_client(workers=2, threads_per_worker=1, dashboard_address=":0", quiet=True) as c:
         yield c
+
+
+def test_the_in_process_default_listens_on_no_dask_port():
+    here = psutil.Process()
+    before, children = listening_ports(here), set(here.children(recursive=True))
+    with local_client(dashboard_address=":0", quiet=True) as client:
+        assert client.scheduler.address.startswith("inproc://")
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["nanny"] is None and worker["type"] == "Worker"
+        opened = {p: ip for p, ip in listening_ports(here).items() if p not in before}
+        assert set(here.children(recursive=True)) == children  # no process started
+        assert client.submit(os.getpid).result() == os.getpid()
+        # what listens: the dashboard and the worker's status page, HTTP on 127.0.0.1
+        dashboard = int(client.dashboard_link.split(":")[2].split("/")[0])
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        assert opened == {dashboard: "127.0.0.1", worker["services"]["dashboard"]: "127.0.0.1"}
+        # they speak HTTP (status pages, metrics), not Dask's protocol
+        health = f"http://127.0.0.1:{worker['services']['dashboard']}/health"
+        assert urllib.request.urlopen(health, timeout=10).read() == b"ok"
+        # and another process cannot reach the scheduler's in-process address at all
+        join = subprocess.run(
+            [sys.executable, "-c", JOIN_INPROC, client.scheduler.address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert join.returncode == 0, join.stderr
+    assert join.stdout.startswith("refused: ValueError: inproc address "), join.stdout
+    assert "does not match host" in join.stdout and "or pid" in join.stdout
+    assert listening_ports(here).keys() <= before.keys()  # all closed after the block
 
 
 def test_another_process_cannot_connect_to_the_local_cluster(tls_client, tmp_path):
     addresses, bound = listening(tls_client)
-    assert len(addresses) == 3 and all(a.startswith("tls://127.0.0.1:") for a in addresses)
+    assert len(addresses) == 5 and all(a.startswith("tls://127.0.0.1:") for a in addresses)
     # every port of the cluster, the dashboard's included, is on the loopback interface
-    assert len(bound) == 4 and set(bound.values()) == {"127.0.0.1"}, bound
+    assert len(bound) == 6 and set(bound.values()) == {"127.0.0.1"}, bound
 
     seen = outsider(addresses)
     assert set(seen) == set(addresses)
@@ -151,14 +205,17 @@ def test_another_process_cannot_connect_to_the_local_cluster(tls_client, tmp_pat
     # the same probe with the run's credentials gets in: the refusals are about them
     credentials = write_credentials(tls_client.security, tmp_path / "run")
     seen = outsider(addresses, credentials)
-    assert seen[addresses[0]] == {"the run's credentials": "joined: 1 worker(s)"}
+    assert seen[addresses[0]] == {"the run's credentials": "joined: 2 worker(s)"}
     kinds = sorted(r for a in addresses[1:] for r in seen[a].values())
-    assert kinds == ["joined: Nanny", "joined: Worker"]
+    assert kinds == ["joined: Nanny"] * 2 + ["joined: Worker"] * 2
+    # rankdist doctor's line for this mode
+    (line, _) = security_lines(addresses[0], tls_client.security)
+    assert line.startswith(f"security: TLS ({addresses[0]}): scheduler, workers and client hold")
 
 
 def test_insecure_is_plain_tcp_that_another_process_can_join(recwarn):
     with local_client(
-        workers=1, threads_per_worker=1, dashboard_address=":0", insecure=True, quiet=True
+        workers=2, threads_per_worker=1, dashboard_address=":0", insecure=True, quiet=True
     ) as client:
         (warning,) = [w for w in recwarn if w.category is InsecureClusterWarning]
         assert "any user of this machine can connect to it and run code as you" in str(
@@ -166,13 +223,15 @@ def test_insecure_is_plain_tcp_that_another_process_can_join(recwarn):
         )
         addresses, bound = listening(client)
         assert all(a.startswith("tcp://127.0.0.1:") for a in addresses)
+        (line,) = security_lines(addresses[0], client.security)
+        assert line.startswith(f"security: NONE: plain TCP to {addresses[0]}, no credentials;")
+        assert "any user of that machine can connect and run code" in line
         assert set(bound.values()) == {"127.0.0.1"}
         seen = outsider(addresses)
-    assert seen[addresses[0]] == {"plain tcp": "joined: 1 worker(s)"}
-    assert sorted(r for a in addresses[1:] for r in seen[a].values()) == [
-        "joined: Nanny",
-        "joined: Worker",
-    ]
+    assert seen[addresses[0]] == {"plain tcp": "joined: 2 worker(s)"}
+    assert sorted(r for a in addresses[1:] for r in seen[a].values()) == (
+        ["joined: Nanny"] * 2 + ["joined: Worker"] * 2
+    )
 
 
 def test_tls_run_equals_insecure_run_bit_for_bit(tmp_path):
@@ -182,7 +241,7 @@ def test_tls_run_equals_insecure_run_bit_for_bit(tmp_path):
         cell_type="cell_type",
         progress=False,
     )
-    common = dict(k=12, cutoffs=(0.3, 0.5), cluster="local", workers=1, block_size=512)
+    common = dict(k=12, cutoffs=(0.3, 0.5), cluster="local", workers=2, block_size=512)
     tls = rankdist.neighbors(store, name="tls", progress=False, **common)
     with pytest.warns(InsecureClusterWarning, match="plain TCP on 127.0.0.1"):
         plain = rankdist.neighbors(store, name="plain", insecure=True, progress=False, **common)
@@ -298,9 +357,11 @@ def test_security_options_that_do_not_apply_are_refused(cluster, kwargs, match):
 
 def test_doctor_reports_the_local_security_mode():
     report = doctor_report(login_host="login1")
-    assert "\nsecurity: TLS (tls://127.0.0.1:" in report
-    assert "hold per-run credentials in memory: no other process can connect" in report
-    with pytest.warns(InsecureClusterWarning, match="plain TCP on 127.0.0.1"):
-        report = doctor_report(insecure=True, login_host="login1")
-    assert "\nsecurity: NONE: plain TCP to tcp://127.0.0.1:" in report
-    assert "any user of that machine can connect and run code as the scheduler's user" in report
+    assert "\nscheduler: inproc://" in report
+    assert "\nsecurity: in-process: the scheduler and the worker are threads of this" in report
+    assert "so no other process can connect\n" in report
+    # in-process there is no network transport for --insecure to open: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        insecure = doctor_report(insecure=True, login_host="login1")
+    assert "\nsecurity: in-process: " in insecure and "NONE" not in insecure

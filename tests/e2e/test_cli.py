@@ -71,7 +71,19 @@ def test_ingest_neighbors_export_info(h5ad, tmp_path):
     assert "NeighborResult(900 cells, k=10" in out.stdout
     res = rankdist.load(store, "rank")
     assert res.metadata["n_tiles"] == 3 and res.cutoffs == (0.45, 0.5)
-    out = run("neighbors", store, "--encoding", "pearson", "--k", "10", "--quiet", "--insecure")
+    # --insecure concerns worker processes (the in-process default has no network transport)
+    out = run(
+        "neighbors",
+        store,
+        "--encoding",
+        "pearson",
+        "--k",
+        "10",
+        "--quiet",
+        "--insecure",
+        "--workers",
+        "2",
+    )
     (warned,) = [line for line in out.stderr.splitlines() if "insecure" in line]
     assert warned.startswith("rankdist neighbors: warning: insecure: the LocalCluster listens in")
     assert rankdist.list_runs(rankdist.Store(store)) == ["pearson", "rank"]
