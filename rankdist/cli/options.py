@@ -63,7 +63,8 @@ CLUSTER_OPTIONS = (
         "--workers",
         type=int,
         metavar="N",
-        help="LocalCluster worker processes (default 1, its threads using every core)",
+        help="local Dask workers: 1 (default) runs as threads in this process, using every core; "
+        "N > 1 starts N worker processes",
     ),
     option(
         "--jobs",

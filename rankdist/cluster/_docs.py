@@ -46,8 +46,10 @@ cluster
 
 WORKERS = """\
 workers
-    ``cluster='local'`` only: worker processes of the LocalCluster (default 1: one
-    process whose threads use every core and share one block cache)."""
+    ``cluster='local'`` only: how many Dask workers. 1 (the default) runs one worker
+    as threads inside the calling process, using every core and one block cache, so a
+    plain script needs no main guard; N > 1 starts N worker processes (then a script
+    needs ``if __name__ == "__main__":``)."""
 
 JOBS = """\
 jobs
