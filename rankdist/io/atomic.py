@@ -1,0 +1,185 @@
+"""Atomic outputs: a file or directory appears complete under its name, or not at all.
+
+What is written goes under a hidden temporary sibling of the target,
+``.NAME.tmp-<host>-<pid>-<uuid8>``, and is renamed into place on success; a failure
+removes it. A process killed outright (SIGKILL, a lost node) cannot remove its own: the
+next :func:`atomic_directory` or :func:`atomic_file` for the same target removes the
+temporary siblings whose process is dead on this host (never another host's, never a live
+process's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory that becomes ``final`` only on success.
+
+    Readers never see a half-written ``final``: it appears by one ``rename`` after the
+    body returns. If the body raises, the temporary directory is removed and ``final`` is
+    untouched. With ``replace=True`` an existing ``final`` is swapped out (rename away,
+    rename in, then delete the old one); otherwise an existing ``final`` is an error.
+    """
+    final = Path(final)
+    if final.exists() and not replace:
+        msg = f"{final} already exists; choose another path or remove it first"
+        raise FileExistsError(msg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(final)
+    tmp = _temporary_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_directory(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    final: str | os.PathLike, *, mode: str | None = None, fsync: bool = False
+) -> Iterator:
+    """Write a file under a temporary sibling name that becomes ``final`` only on success.
+
+    The file counterpart of :func:`atomic_directory`. The temporary file is hidden
+    (``.<name>.tmp-<host>-<pid>-<uuid8>``) and unique to the call, so two writers of one
+    target never write into each other's file; the last one to finish wins. If the body (or the
+    rename) raises, the temporary file is removed and ``final`` is untouched; on success
+    it replaces ``final`` by one :func:`os.replace`, so readers see the complete old or
+    the complete new file.
+
+    Parameters
+    ----------
+    final
+        The file to write, in an existing directory. An existing file is replaced
+        (callers that must refuse to overwrite check before).
+    mode
+        ``None``: yield the temporary path, for a writer that opens the file itself
+        (h5py, another process). ``'w'`` (UTF-8 text) or ``'wb'``: yield the open
+        file object, closed before the rename.
+    fsync
+        Flush the file's data to disk before the rename, so that after a crash
+        ``final`` holds the new content or the old, never a torn file.
+
+    Yields
+    ------
+    pathlib.Path or file object
+        What the body writes to, as ``mode`` says.
+    """
+    if mode not in (None, "w", "wb"):
+        msg = f"atomic_file mode {mode!r}: choose None (yield the path), 'w' (text) or 'wb'"
+        raise ValueError(msg)
+    final = Path(final)
+    remove_stale_siblings(final)
+    tmp = _temporary_sibling(final)
+    try:
+        if mode is None:
+            yield tmp
+            if not tmp.is_file():
+                msg = (
+                    f"nothing was written for {final}: the body of atomic_file must create "
+                    f"the file at the path it yields ({tmp.name})"
+                )
+                raise FileNotFoundError(msg)
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            # "x": the name is fresh; never write into a file another writer opened
+            text = {"encoding": "utf-8"} if mode == "w" else {}
+            with open(tmp, mode.replace("w", "x"), **text) as fh:
+                yield fh
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_sibling(final: Path) -> Path:
+    """A fresh hidden name beside ``final`` for it to be written under.
+
+    The name carries this host and process, so that debris of a killed writer can be told
+    from the work of a live one: ``.NAME.tmp-<host>-<pid>-<uuid8>``.
+    """
+    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return final.parent / f".{final.name}.tmp-{tag}"
+
+
+def remove_stale_siblings(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``final`` that a dead process on this host left.
+
+    Only names of the form ``.NAME.tmp-<host>-<pid>-<uuid8>`` for this very ``final`` are
+    considered; one is removed when ``<host>`` is this host and no process ``<pid>`` runs.
+    Another host's (its process cannot be checked from here) and a live process's are
+    kept, as is any other name.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The paths removed.
+    """
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}")
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:  # a missing or unreadable folder: the caller reports it
+        return []
+    host = socket.gethostname()
+    removed = []
+    for path in entries:
+        m = pattern.fullmatch(path.name)
+        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # PermissionError: alive, another user's
+    return True
+
+
+def publish_directory(ready: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Make the finished directory ``ready`` appear as ``final`` (replacing one there).
+
+    The old ``final`` is renamed away, ``ready`` renamed in, then the old one deleted:
+    at every instant ``final`` is either the complete old or the complete new directory
+    (or, between the two renames, absent).
+    """
+    ready, final = Path(ready), Path(final)
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(ready, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
