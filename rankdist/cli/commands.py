@@ -76,8 +76,7 @@ def _export(args) -> int:
     from rankdist import load
 
     res = load(args.store, args.run)
-    adata = res.to_anndata(key_added=args.key_added)
-    adata.write_h5ad(args.h5ad)
+    adata = res.write_h5ad(args.h5ad, key_added=args.key_added)
     print(f"wrote {args.h5ad}: {adata.n_obs} cells, k={res.k}, run {res.metadata['name']!r}")
     return 0
 

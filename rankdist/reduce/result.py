@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -203,6 +204,46 @@ class NeighborResult:
         adata.obsm["rankdist_indices"] = idx
         adata.obsm["rankdist_distances"] = dist
         adata.uns["rankdist"] = _plain(self.metadata) | {"cutoffs": list(self.cutoffs)}
+        return adata
+
+    def write_h5ad(self, path: str | os.PathLike, *, key_added: str | None = None):
+        """Write :meth:`to_anndata` to an ``.h5ad`` file that appears only when complete.
+
+        The file is written under a hidden temporary name beside ``path`` and renamed into
+        place: a failure (a full disk, an interrupt) leaves no ``path`` and no temporary
+        file, and an existing ``path`` untouched.
+
+        Parameters
+        ----------
+        path
+            The file to write, in an existing folder; an existing file is replaced.
+        key_added
+            As in :meth:`to_anndata`.
+
+        Returns
+        -------
+        anndata.AnnData
+            What was written.
+
+        Raises
+        ------
+        FileNotFoundError
+            The folder of ``path`` does not exist.
+        """
+        from rankdist.io.store import atomic_file
+
+        path = Path(path)
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            msg = (
+                f"cannot write {path}: the folder {folder} {what}; create it first or "
+                "choose another path"
+            )
+            raise FileNotFoundError(msg)
+        adata = self.to_anndata(key_added=key_added)
+        with atomic_file(path) as tmp:
+            adata.write_h5ad(tmp)
         return adata
 
 

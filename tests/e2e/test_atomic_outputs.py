@@ -1,0 +1,65 @@
+"""Atomic outputs of the command line: a failed or killed export, report or ingest leaves
+no target (or the previous one untouched) and no hidden temporary beside it."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import anndata as ad
+import pytest
+
+import rankdist
+from rankdist.cli import main
+from rankdist.datasets.toy import synthetic_counts
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A small store with one finished run (computed in this process)."""
+    base = tmp_path_factory.mktemp("atomic")
+    adata = synthetic_counts(n_cells=600, n_genes=200, seed=5)
+    st = rankdist.ingest(adata, base / "cells.zarr", cell_type="cell_type", progress=False)
+    rankdist.neighbors(st, "spearman", k=5, cutoffs=(0.5,), progress=False)
+    return st.path
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _disk_full_after_part(self, filename, *args, **kwargs):
+    """An AnnData.write_h5ad that writes part of the file, then finds the disk full."""
+    Path(filename).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 4096)
+    raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+
+def test_export_with_a_full_disk_leaves_no_file_and_keeps_an_old_one(
+    store, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", _disk_full_after_part)
+    target = tmp_path / "graph.h5ad"
+    assert main(["export", str(store), "--h5ad", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1
+    assert _names(tmp_path) == []  # no target, no .graph.h5ad.tmp-*
+    target.write_bytes(b"the previous export")
+    assert main(["export", str(store), "--h5ad", str(target)]) == 2
+    assert _names(tmp_path) == ["graph.h5ad"]
+    assert target.read_bytes() == b"the previous export"
+
+
+def test_export_succeeds_whole(store, tmp_path):
+    target = tmp_path / "graph.h5ad"
+    target.write_bytes(b"the previous export")
+    assert main(["export", str(store), "--h5ad", str(target)]) == 0
+    assert _names(tmp_path) == ["graph.h5ad"]
+    assert ad.read_h5ad(target).obsp["distances"].shape == (600, 600)
+
+
+def test_export_into_a_missing_folder_names_the_folder(store, tmp_path, capsys):
+    target = tmp_path / "no" / "such" / "graph.h5ad"
+    assert main(["export", str(store), "--h5ad", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"the folder {target.parent} does not exist" in err and err.count("\n") == 1
+    assert "h5py" not in err and _names(tmp_path) == []
