@@ -21,11 +21,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 from rankdist.analysis import load_hierarchy
-from rankdist.io.store import Store
+from rankdist.io.store import Store, atomic_directory
 from rankdist.reduce.result import load
 from rankdist.report import html as markup
 from rankdist.report.runs import rank_encoding_first, select_runs
 from rankdist.report.sections import ReportContext, page_sections
+
+#: The page's file name inside the report folder.
+PAGE = "report.html"
 
 
 def build_report(
@@ -41,7 +44,10 @@ def build_report(
     store
         A store with at least one finished run (path or :class:`rankdist.Store`).
     out_dir
-        Directory to write into (made if missing; files of the same names are replaced).
+        Folder to write the report into. It appears only when the report is complete
+        (written beside it under a temporary name, then renamed); an earlier report there
+        is replaced as a whole. A folder holding other files and no ``report.html`` is
+        refused.
     runs
         Run names (a list, or one comma-separated string); default: every run.
     hierarchy
@@ -55,6 +61,8 @@ def build_report(
 
     Raises
     ------
+    FileExistsError
+        ``out_dir`` is a file, or a non-empty folder that holds no report.
     ValueError
         The store has no runs, or ``runs`` names one it does not hold (the message lists
         the available runs).
@@ -66,23 +74,45 @@ def build_report(
     if runs is None:
         results = rank_encoding_first(results)
         names = list(results)
-    rep = ReportContext(store=store, results=results, out=Path(out_dir))
+    final = Path(out_dir)
+    _check_out_dir(final)
+    hier = None
     if hierarchy is not None:  # read once, and fail before any file is written
-        rep.hierarchy = load_hierarchy(next(iter(results.values())), csv=hierarchy)
-    rep.out.mkdir(parents=True, exist_ok=True)
-    sections = page_sections(rep, names, hierarchy, started)
-    page = rep.out / "report.html"
-    page.write_text(
-        markup.page(
-            title=f"rankdist report: {store.path.name}",
-            subtitle=(
-                f"{store.n_cells:,} cells x {store.n_genes:,} genes; runs: {', '.join(names)}; "
-                f"generated {time.strftime('%Y-%m-%d %H:%M')}"
+        hier = load_hierarchy(next(iter(results.values())), csv=hierarchy)
+    with atomic_directory(final, replace=True) as tmp:
+        rep = ReportContext(store=store, results=results, out=tmp, shown_out=final)
+        rep.hierarchy = hier
+        sections = page_sections(rep, names, hierarchy, started)
+        (tmp / PAGE).write_text(
+            markup.page(
+                title=f"rankdist report: {store.path.name}",
+                subtitle=(
+                    f"{store.n_cells:,} cells x {store.n_genes:,} genes; runs: "
+                    f"{', '.join(names)}; generated {time.strftime('%Y-%m-%d %H:%M')}"
+                ),
+                sections=sections,
+                footer=f"rankdist {version('rankdist')}. Exact all-pairs correlation; "
+                "no pair was sampled or approximated.",
             ),
-            sections=sections,
-            footer=f"rankdist {version('rankdist')}. Exact all-pairs correlation; "
-            "no pair was sampled or approximated.",
-        ),
-        encoding="utf-8",
-    )
-    return page
+            encoding="utf-8",
+        )
+    return final / PAGE
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse an ``out`` that is not a folder, or a non-empty one that holds no report.
+
+    The report replaces ``out`` as a whole, so a folder of other files (``--out .``) must
+    not be taken for an earlier report.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        msg = f"--out {out} is a file; choose a folder for the report"
+        raise FileExistsError(msg)
+    if any(out.iterdir()) and not (out / PAGE).is_file():
+        msg = (
+            f"--out {out} holds other files and no {PAGE}; the report replaces its folder "
+            "as a whole, so choose a new or empty folder"
+        )
+        raise FileExistsError(msg)

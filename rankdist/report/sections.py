@@ -44,6 +44,8 @@ class ReportContext:
     out: Path
     hierarchy: Hierarchy | None = None
     files: list[Path] = field(default_factory=list)
+    #: Where the report will be once complete (``out`` may be a temporary folder).
+    shown_out: Path | None = None
 
     @property
     def tables_dir(self) -> Path:
@@ -292,7 +294,8 @@ def provenance_section(rep: ReportContext, names, hierarchy, started: float) -> 
                 f", matplotlib {version('matplotlib')}",
                 "report generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "report time": f"{time.perf_counter() - started:.1f} s",
-                "reproduce with": f"rankdist report {rep.store.path} --out {rep.out} "
+                "reproduce with": f"rankdist report {rep.store.path} "
+                f"--out {rep.shown_out or rep.out} "
                 f"--runs {runs_arg}{hier_arg}",
             }
         )

@@ -12,6 +12,7 @@ import pytest
 import rankdist
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
+from rankdist.report import sections
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,39 @@ def test_export_into_a_missing_folder_names_the_folder(store, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the folder {target.parent} does not exist" in err and err.count("\n") == 1
     assert "h5py" not in err and _names(tmp_path) == []
+
+
+def _failing_figure(monkeypatch):
+    def fail(self, fig, stem):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.figures_dir / stem))
+
+    monkeypatch.setattr(sections.ReportContext, "figure", fail)
+
+
+def test_report_failing_part_way_leaves_no_folder(store, tmp_path, monkeypatch, capsys):
+    _failing_figure(monkeypatch)
+    out = tmp_path / "rep"
+    assert main(["report", str(store), "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert _names(tmp_path) == []
+
+
+def test_report_failing_part_way_keeps_the_previous_report(store, tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    assert main(["report", str(store), "--out", str(out)]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("report.html") in before and any(p.parts[0] == "figures" for p in before)
+    _failing_figure(monkeypatch)
+    assert main(["report", str(store), "--out", str(out)]) == 2
+    assert _names(tmp_path) == ["rep"]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"--out {out} " in page and ".tmp-" not in page  # the final path, not the temporary
+
+
+def test_report_refuses_a_folder_of_other_files(store, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["report", str(store), "--out", str(tmp_path)]) == 2
+    assert "holds other files and no report.html" in capsys.readouterr().err
+    assert _names(tmp_path) == ["notes.txt"]
