@@ -18,7 +18,10 @@ groups of ``options.py``; ``commands.py`` holds what each command runs.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -29,6 +32,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, ConnectionError, OSError)
 
+#: Exit codes of a command stopped by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal number.
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``rankdist`` with ``argv`` (default: the process's arguments); the exit code.
@@ -38,17 +44,54 @@ def main(argv: list[str] | None = None) -> int:
     Any other error, such as one a Dask task raised, is printed the same way with its
     type's name and gives exit code 1. ``--debug`` also prints the traceback. A warning
     is one line, ``rankdist COMMAND: warning: ...``, when it is raised.
+
+    SIGTERM (a batch system's kill, ``kill PID``) is handled as Ctrl-C: the command is
+    interrupted, its temporary outputs are removed, and it exits with 143 (130 for
+    Ctrl-C) after one line on stderr.
     """
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():  # restores showwarning after the command
+    terminated = []
+    with warnings.catch_warnings(), _sigterm_as_interrupt(terminated):
         warnings.showwarning = _one_line_warning(args.command)
         try:
             return COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            if getattr(args, "debug", False):
+                traceback.print_exc()
+            how = "terminated (SIGTERM)" if terminated else "interrupted"
+            print(
+                f"rankdist {args.command}: {how}; its unfinished outputs were removed",
+                file=sys.stderr,
+            )
+            return EXIT_SIGTERM if terminated else EXIT_SIGINT
         except Exception as err:
             if getattr(args, "debug", False):
                 traceback.print_exc()
             print(f"rankdist {args.command}: error: {_one_line(err)}", file=sys.stderr)
             return 2 if isinstance(err, ERRORS) else 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(terminated: list):
+    """While the body runs, SIGTERM raises KeyboardInterrupt (appending to ``terminated``).
+
+    So the context managers that clean up after Ctrl-C (atomic outputs, run locks,
+    clusters) do the same after SIGTERM. The previous handler is restored after. Outside
+    the main thread (where handlers cannot be set) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(err: Exception) -> str:

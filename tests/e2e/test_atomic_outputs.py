@@ -4,6 +4,12 @@ no target (or the previous one untouched) and no hidden temporary beside it."""
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -100,3 +106,53 @@ def test_report_refuses_a_folder_of_other_files(store, tmp_path, capsys):
     assert main(["report", str(store), "--out", str(tmp_path)]) == 2
     assert "holds other files and no report.html" in capsys.readouterr().err
     assert _names(tmp_path) == ["notes.txt"]
+
+
+#: Runs ``rankdist ingest`` whose reading blocks, once its temporary store exists, until
+#: the file ``go`` appears (it never does): the test sends SIGTERM at that point.
+BLOCKING_INGEST = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from rankdist.io.source import Source
+    from rankdist.cli import main
+
+    work = Path(sys.argv[1])
+    original = Source.iter_chunks
+
+    def blocking(self, *args, **kwargs):
+        if list(work.glob(".s.zarr.tmp-*")):
+            (work / "ready").touch()
+            deadline = time.monotonic() + 120
+            while not (work / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        yield from original(self, *args, **kwargs)
+
+    Source.iter_chunks = blocking
+    sys.exit(main(["ingest", str(work / "cells.h5ad"), str(work / "s.zarr"), "--quiet"]))
+    """
+)
+
+
+def test_sigterm_during_ingest_exits_143_and_leaves_nothing(tmp_path):
+    synthetic_counts(n_cells=300, n_genes=100, seed=2).write_h5ad(tmp_path / "cells.h5ad")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_INGEST, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "ingest never reached its temporary store"
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".s.zarr.tmp-*"))  # the kill point: mid-write
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [
+        "rankdist ingest: terminated (SIGTERM); its unfinished outputs were removed"
+    ]
+    assert _names(tmp_path) == ["cells.h5ad", "ready"]
