@@ -43,6 +43,19 @@ def client():
 
 
 @pytest.fixture(scope="session")
+def inproc_client():
+    """Workers as threads of this process (the embedded default): what a test patches,
+    the tasks see, and a test function can pause a task deterministically."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as lc,
+        Client(lc) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="session")
 def client_one():
     """One worker with one thread: the serial reference."""
     with (

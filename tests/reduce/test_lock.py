@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-from distributed import Client, LocalCluster
 
 import rankdist
 import rankdist.api as api
@@ -37,17 +36,6 @@ def paused_tile(job, i, j):
             msg = "the test never released the paused tile"
             raise TimeoutError(msg)
     return scheduler.tile_task(job, i, j)
-
-
-@pytest.fixture(scope="module")
-def inproc_client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-        ) as lc,
-        Client(lc) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")

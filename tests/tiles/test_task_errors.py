@@ -12,7 +12,6 @@ import errno
 import time
 
 import pytest
-from distributed import Client, LocalCluster
 
 import rankdist
 import rankdist.api as api
@@ -35,18 +34,6 @@ def failing_tile(job, i, j):
         msg = f"tile ({i}, {j}) is broken on purpose"
         raise TileBrokenError(msg)
     return scheduler.tile_task(job, i, j)
-
-
-@pytest.fixture(scope="module")
-def inproc_client():
-    """Workers as threads of this process: what the test patches, the tasks see."""
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-        ) as lc,
-        Client(lc) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")
