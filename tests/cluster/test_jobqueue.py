@@ -6,7 +6,6 @@ import getpass
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,8 @@ from rankdist.cli import main
 from rankdist.cluster.client import cluster_client
 from rankdist.cluster.jobqueue import jobqueue_client, make_cluster, resolve_profile
 from rankdist.datasets.toy import synthetic_counts
+
+from _slurm import slurm_profile, write_profile
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SYSTEMS = ("slurm", "pbs", "sge", "lsf")
@@ -63,11 +64,6 @@ DIRECTIVES = {
 
 def deploy_section(system: str) -> dict:
     return yaml.safe_load((DEPLOY / f"{system}.yaml").read_text())["jobqueue"][system]
-
-
-def write_profile(path: Path, system: str, section: dict) -> Path:
-    path.write_text(yaml.safe_dump({"jobqueue": {system: section}}))
-    return path
 
 
 def local_copy(tmp_path: Path, system: str) -> Path:
@@ -290,24 +286,6 @@ def test_doctor_errors(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- a real SLURM
-
-
-def slurm_profile(tmp_path: Path, name: str, **extra) -> Path:
-    """Small jobs on the one-node test SLURM (.ci/start-slurm.sh), workers over loopback."""
-    section = {
-        "name": name,
-        "cores": 1,
-        "memory": "2GB",
-        "processes": 1,
-        "interface": "lo",
-        "walltime": "00:10:00",
-        "local-directory": str(tmp_path / "scratch"),
-        "log-directory": str(tmp_path / "logs"),
-        "python": sys.executable,
-        "scheduler-options": {"dashboard_address": "127.0.0.1:0"},
-        "credentials-directory": str(tmp_path / "creds"),
-    } | extra
-    return write_profile(tmp_path / f"{name}.yaml", "slurm", section)
 
 
 def slurm_jobs(name: str) -> list[str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import yaml
 from distributed import Client
 from distributed.comm import connect
 from distributed.security import Security
@@ -29,6 +28,8 @@ import rankdist
 from rankdist.cluster.credentials import run_credentials
 from rankdist.cluster.jobqueue import jobqueue_client
 from rankdist.datasets.toy import synthetic_counts
+
+from _slurm import slurm_profile
 
 ARGS = dict(k=10, cutoffs=(0.45,), block_size=512, progress=False)
 PROBE_TIMEOUT_S = 5.0
@@ -74,26 +75,6 @@ with jobqueue_client("slurm", jobs=1, profile=profile, quiet=True):
     Path(ready).write_text("")
     sys.stdin.read()  # until SIGTERM
 """
-
-
-def slurm_profile(tmp_path: Path, name: str, **extra) -> Path:
-    """Small jobs on the one-node test SLURM, over loopback; credentials under tmp_path."""
-    section = {
-        "name": name,
-        "cores": 1,
-        "memory": "2GB",
-        "processes": 1,
-        "interface": "lo",
-        "walltime": "00:10:00",
-        "local-directory": str(tmp_path / "scratch"),
-        "log-directory": str(tmp_path / "logs"),
-        "python": sys.executable,
-        "scheduler-options": {"dashboard_address": "127.0.0.1:0"},
-        "credentials-directory": str(tmp_path / "creds"),
-    } | extra
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"jobqueue": {"slurm": section}}))
-    return path
 
 
 def job_state(name: str) -> list[str]:
