@@ -51,8 +51,11 @@ def select_genes(source: Source, spec: str | os.PathLike | None) -> tuple[np.nda
     Raises
     ------
     ValueError
-        The spec is malformed, names unknown genes or columns, or selects no gene.
+        The var names of ``source`` are not unique (whatever the spec: a name would
+        stand for two genes in the store), or the spec is malformed, names unknown genes
+        or columns, or selects no gene.
     """
+    _check_unique_gene_names(source)
     n_genes = source.n_genes
     if spec is None or (isinstance(spec, str) and spec == "all"):
         return np.arange(n_genes, dtype=np.int64), {"mode": "all", "n_genes": n_genes}
@@ -74,6 +77,19 @@ def select_genes(source: Source, spec: str | os.PathLike | None) -> tuple[np.nda
         f"boolean var columns: {_boolean_columns(source.var)}; {GENE_SPECS}"
     )
     raise ValueError(msg)
+
+
+def _check_unique_gene_names(source: Source) -> None:
+    """Refuse duplicate var names, as ingest refuses duplicate cell names."""
+    names = source.var.index
+    dup = names[names.duplicated()]
+    if len(dup):
+        msg = (
+            f"{source.name} has {len(dup)} duplicate gene name(s), e.g. "
+            f"{list(dup.unique()[:5])}; genes are stored and selected by name, so make them "
+            "unique (AnnData.var_names_make_unique()) before ingest"
+        )
+        raise ValueError(msg)
 
 
 def _boolean_columns(var: pd.DataFrame) -> list[str]:

@@ -171,3 +171,33 @@ def test_all_false_column_selects_nothing(source):
     source.var["none"] = False
     with pytest.raises(ValueError, match="'none' .* False for every gene"):
         select_genes(source, "none")
+
+
+@pytest.mark.parametrize("spec", [None, "list"])
+def test_duplicate_gene_names_in_one_source_are_refused(tmp_path, capsys, spec):
+    """A name for two genes would store both (a 4-gene list selected 5 columns)."""
+    from rankdist.cli import main
+
+    adata = counts_adata(40, 12, seed=1)
+    adata.var_names = [*adata.var_names[:10], adata.var_names[3], adata.var_names[5]]
+    src = tmp_path / "dup.h5ad"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata: var_names not unique
+        adata.write_h5ad(src)
+    argv = []
+    if spec == "list":
+        genes = tmp_path / "genes.txt"
+        genes.write_text("\n".join(adata.var_names[2:6]))
+        argv = ["--genes", str(genes)]
+    out = tmp_path / "s.zarr"
+    assert main(["ingest", str(src), str(out), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"rankdist ingest: error: {src} has 2 duplicate gene name(s), e.g. ['G003', 'G005']; "
+        "genes are stored and selected by name, so make them unique "
+        "(AnnData.var_names_make_unique()) before ingest"
+    )
+    assert not out.exists()
+    adata.var_names_make_unique()
+    with open_source(adata) as unique:
+        assert len(select_genes(unique, None)[0]) == 12
