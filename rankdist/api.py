@@ -68,7 +68,8 @@ def neighbors(
         Neighbours per cell, the cell itself excluded. Must be below the number of
         cells with a defined correlation.
     cutoffs
-        Correlation cutoffs in [-1, 1] at which relations are counted per label value.
+        Correlation cutoffs in [-1, 1] at which relations are counted per label value;
+        at least one (the counts at each cutoff are half of what a run stores).
     client
         A Dask client to run on. If None, a cluster is started (or joined) from
         ``cluster``, ``workers``, ``jobs``, ``profile``, ``insecure`` and ``security``
@@ -366,6 +367,12 @@ def _check_cutoffs(cutoffs) -> tuple[float, ...]:
     except (TypeError, ValueError):
         msg = f"cutoffs must be numbers in [-1, 1] such as (0.3, 0.5); got {cutoffs!r}"
         raise ValueError(msg) from None
+    if not vals:
+        msg = (
+            f"cutoffs must hold at least one correlation in [-1, 1], such as (0.5,) or "
+            f"(0.3, 0.5, 0.7); got {cutoffs!r}"
+        )
+        raise ValueError(msg)
     bad = [c for c in vals if not -1.0 <= c <= 1.0]
     if bad:
         msg = f"cutoffs must lie in [-1, 1] (they are correlations); got {bad}"

@@ -27,12 +27,19 @@ def option(*flags: str, **kwargs) -> Option:
 
 
 def cutoffs(text: str) -> tuple[float, ...]:
-    """``--cutoffs 0.3,0.5`` as a tuple of floats."""
+    """``--cutoffs 0.3,0.5`` as a tuple of floats, at least one (as ``neighbors`` requires)."""
     try:
-        return tuple(float(c) for c in text.split(",") if c.strip())
+        values = tuple(float(c) for c in text.split(",") if c.strip())
     except ValueError:
         msg = f"--cutoffs takes comma-separated numbers like 0.3,0.5,0.7, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+    if not values:
+        msg = (
+            f"--cutoffs needs at least one correlation cutoff, like 0.5 or 0.3,0.5,0.7, got "
+            f"{text!r} (leave the option out for the default 0.5)"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return values
 
 
 def encoding_param(text: str) -> tuple[str, int | float | str]:
