@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.store import Store
 from rankdist.layout import SUBTILE
+from rankdist.reduce import checkpoint, runstore
 from rankdist.reduce import lock as runlock
-from rankdist.reduce import runstore
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.grid import TilePlan, choose_block_rows
@@ -300,6 +301,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     fingerprint = runstore.resume_fingerprint(spec)
     work = runstore.work_path(store.path, request.name)
     block_rows = runstore.resumable_block_rows(work, fingerprint, request.block_size)
+    resuming = block_rows is not None
     if block_rows is None:
         per_row = partial_bytes_per_row(request.k, len(request.cutoffs), sum(role_sizes.values()))
         block_rows = request.block_size or choose_block_rows(
@@ -332,6 +334,13 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         n_genes=store.n_genes,
     )
     ckpt = runstore.checkpoint_path(work)
+    if resuming:  # even without progress bars, like the run lock's messages
+        print(
+            f"rankdist: resuming run {request.name!r} in {store.path}: "
+            f"{checkpoint.describe_progress(ckpt, plan.n_blocks)}",
+            file=sys.stderr,
+            flush=True,
+        )
     stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress, tile_fn=tile_fn)
     measured = {
         "block_rows": block_rows,

@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 
 import rankdist
+import rankdist.api as api
+import rankdist.tiles.scheduler as scheduler
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.reduce.checkpoint import scan
+
+from _data import counts_adata
 
 EXE = Path(sys.executable).with_name("rankdist")
 ARGS = ["--k", "10", "--cutoffs", "0.45,0.5", "--block-size", "512", "--workers", "1"]
@@ -115,6 +119,8 @@ def test_killed_run_resumes_bit_identical(store, reference, point):
     assert proc.returncode == 0, proc.stderr
     res = rankdist.load(store.path, name)
     meta = res.metadata
+    said = f"resuming run {name!r} in {store.path}: {durable} of {meta['n_tiles']} tiles already"
+    assert said in proc.stderr  # even with --quiet
     # finished tiles were not redone; every other tile was computed exactly once
     assert meta["tiles_resumed"] == durable
     assert meta["tiles_resumed"] + meta["tiles_computed"] == meta["n_tiles"]
@@ -124,3 +130,61 @@ def test_killed_run_resumes_bit_identical(store, reference, point):
     assert np.array_equal(res.indices, reference.indices)
     assert np.array_equal(res.similarities.view(np.int32), reference.similarities.view(np.int32))
     assert res.counts.identical(reference.counts)
+
+
+# --- a resumed run says so -----------------------------------------------------------------
+
+
+def _stop_after_block_0(work: Path):
+    """A tile task that computes every tile but (4, 4), which fails once block 0 is written."""
+
+    def tile(job, i, j):
+        if (i, j) == (4, 4):
+            deadline = time.monotonic() + 120
+            while not (work / "checkpoint" / "written-0").exists():  # the hook: a ready file
+                if time.monotonic() > deadline:
+                    msg = "block 0 was never written"
+                    raise TimeoutError(msg)
+                time.sleep(0.01)
+            msg = "stopped on purpose after block 0"
+            raise RuntimeError(msg)
+        return scheduler.tile_task(job, i, j)
+
+    return tile
+
+
+def test_a_resumed_run_says_how_much_it_reuses(tmp_path, inproc_client, capsys):
+    store = rankdist.ingest(counts_adata(2100, 30, seed=4), tmp_path / "s.zarr", progress=False)
+    request = api.NeighborsRequest.checked(
+        store,
+        "spearman",
+        5,
+        (0.5,),
+        params=None,
+        name="again",
+        block_size=512,
+        type_hist=False,
+        form="dense",
+        progress=False,
+    )
+    work = store.path / "results" / ".again.partial"
+    stop = _stop_after_block_0(work)
+    with (
+        pytest.warns(rankdist.ExcludedCellsWarning),  # counts_adata's cell 2 is empty
+        pytest.raises(RuntimeError, match="stopped on purpose"),
+    ):
+        api._run(request, inproc_client, time.perf_counter(), tile_fn=stop)
+    assert "resuming" not in capsys.readouterr().err  # a fresh run says nothing of the kind
+    durable = _durable_tiles(work / "checkpoint", 5)
+    written = len(scan(work / "checkpoint").written)
+    assert durable >= 5 and written >= 1  # block 0's five tiles at least
+
+    with pytest.warns(rankdist.ExcludedCellsWarning):
+        res = api._run(request, inproc_client, time.perf_counter())
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"rankdist: resuming run 'again' in {store.path}: {durable} of 15 tiles already done "
+        f"({written} of 5 row blocks written)"
+    ]
+    assert res.metadata["tiles_resumed"] == durable
+    assert res.metadata["blocks_resumed"] == written
