@@ -2,10 +2,13 @@
 
 What is written goes under a hidden temporary sibling of the target,
 ``.NAME.tmp-<host>-<pid>-<uuid8>``, and is renamed into place on success; a failure
-removes it. A process killed outright (SIGKILL, a lost node) cannot remove its own: the
-next :func:`atomic_directory` or :func:`atomic_file` for the same target removes the
-temporary siblings whose process is dead on this host (never another host's, never a live
-process's).
+removes it. A directory being replaced is first renamed aside to
+``.NAME.old-<host>-<pid>-<uuid8>`` and deleted after. A process killed outright (SIGKILL,
+a lost node) cannot remove its own: the next :func:`atomic_directory` or
+:func:`atomic_file` for the same target removes the siblings whose process is dead on
+this host (never another host's, never a live process's); an ``old`` one whose target is
+missing (the kill fell between the two renames) is renamed back instead, being then the
+only copy.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
     rename in, then delete the old one); otherwise an existing ``final`` is an error.
     """
     final = Path(final)
+    remove_stale_siblings(final)  # first: it may put back a ``final`` a kill left aside
     if final.exists() and not replace:
         msg = f"{final} already exists; choose another path or remove it first"
         raise FileExistsError(msg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_siblings(final)
     tmp = _temporary_sibling(final)
     tmp.mkdir()
     try:
@@ -111,48 +114,83 @@ def atomic_file(
         raise
 
 
-def _temporary_sibling(final: Path) -> Path:
-    """A fresh hidden name beside ``final`` for it to be written under.
+def _temporary_sibling(final: Path, kind: str = "tmp") -> Path:
+    """A fresh hidden name beside ``final``: ``kind`` 'tmp' (being written) or 'old'.
 
     The name carries this host and process, so that debris of a killed writer can be told
-    from the work of a live one: ``.NAME.tmp-<host>-<pid>-<uuid8>``.
+    from the work of a live one: ``.NAME.<kind>-<host>-<pid>-<uuid8>``.
     """
     tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return final.parent / f".{final.name}.tmp-{tag}"
+    return final.parent / f".{final.name}.{kind}-{tag}"
 
 
 def remove_stale_siblings(final: str | os.PathLike) -> list[Path]:
-    """Remove the temporary siblings of ``final`` that a dead process on this host left.
+    """Remove the temporary and set-aside siblings of ``final`` that a dead process left.
 
-    Only names of the form ``.NAME.tmp-<host>-<pid>-<uuid8>`` for this very ``final`` are
-    considered; one is removed when ``<host>`` is this host and no process ``<pid>`` runs.
-    Another host's (its process cannot be checked from here) and a live process's are
-    kept, as is any other name.
+    Only names of the form ``.NAME.tmp-<host>-<pid>-<uuid8>`` and
+    ``.NAME.old-<host>-<pid>-<uuid8>`` for this very ``final`` are considered, and only
+    when ``<host>`` is this host and no process ``<pid>`` runs. Another host's (its
+    process cannot be checked from here) and a live process's are kept, as is any other
+    name. If ``final`` is missing, a dead process's ``old`` sibling is the complete previous
+    ``final`` (the kill fell between :func:`publish_directory`'s two renames): it is renamed
+    back to ``final`` rather than removed.
 
     Returns
     -------
     list of pathlib.Path
-        The paths removed.
+        The paths removed (not one renamed back).
     """
     final = Path(final)
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}")
+    pattern = re.compile(
+        rf"\.{re.escape(final.name)}\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}"
+    )
+    dead = dead_owners(final.parent, pattern)
+    olds = sorted(p for p in dead if pattern.fullmatch(p.name)["kind"] == "old")
+    if olds and not os.path.lexists(final):
+        dead.remove(olds[0])  # kept, even if it cannot be renamed back
+        with contextlib.suppress(OSError):
+            os.rename(olds[0], final)
+    for path in dead:
+        remove_path(path)
+    return dead
+
+
+def dead_owners(folder: str | os.PathLike, pattern: re.Pattern) -> list[Path]:
+    """Entries of ``folder`` named by ``pattern`` for a process dead on this host.
+
+    Parameters
+    ----------
+    folder
+        Where to look; a missing or unreadable folder has none.
+    pattern
+        Matched against whole names; its groups ``host`` and ``pid`` name the owner.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The matching entries whose ``host`` is this host and whose ``pid`` runs no process,
+        sorted by name.
+    """
     try:
-        entries = list(final.parent.iterdir())
+        entries = sorted(Path(folder).iterdir())
     except OSError:  # a missing or unreadable folder: the caller reports it
         return []
     host = socket.gethostname()
-    removed = []
+    found = []
     for path in entries:
         m = pattern.fullmatch(path.name)
-        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        removed.append(path)
-    return removed
+        if m is not None and m["host"] == host and not _pid_alive(int(m["pid"])):
+            found.append(path)
+    return found
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a directory tree, ignoring what is already gone or cannot go."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -171,14 +209,17 @@ def _pid_alive(pid: int) -> bool:
 def publish_directory(ready: str | os.PathLike, final: str | os.PathLike) -> None:
     """Make the finished directory ``ready`` appear as ``final`` (replacing one there).
 
-    The old ``final`` is renamed away, ``ready`` renamed in, then the old one deleted:
-    at every instant ``final`` is either the complete old or the complete new directory
-    (or, between the two renames, absent).
+    The old ``final`` is renamed away (to ``.NAME.old-<host>-<pid>-<uuid8>``), ``ready``
+    renamed in, then the old one deleted: at every instant ``final`` is either the
+    complete old or the complete new directory (or, between the two renames, absent; after
+    a kill there, :func:`remove_stale_siblings` renames the old one back).
     """
     ready, final = Path(ready), Path(final)
     old = None
     if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        # named for this process, so that a kill before the rmtree leaves debris that the
+        # next start removes (remove_stale_siblings)
+        old = _temporary_sibling(final, "old")
         os.rename(final, old)
     os.rename(ready, final)
     if old is not None:

@@ -3,6 +3,11 @@
 The lock file is made complete under a private name and hard-linked into place, which
 fails if it exists (as ``O_EXCL`` would), so a reader never sees a half-written lock. A
 lock whose pid is dead on this host is stale (its run was killed) and is taken over.
+The private names carry host and pid (``.<run>.lock.<host>.<pid>.tmp``, and
+``.<run>.lock.<host>.<pid>.stale`` while a stale lock is set aside): a process killed
+between two steps leaves them, and the next :func:`hold` of the same run removes those
+of dead processes on this host, with the run's own set-aside debris
+(:func:`rankdist.io.atomic.remove_stale_siblings`).
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from rankdist.io.atomic import dead_owners, remove_path, remove_stale_siblings
 
 #: Seconds between two looks at a held lock, with ``wait``.
 POLL_S = 1.0
@@ -50,6 +58,7 @@ def hold(store_path: str | os.PathLike, name: str, *, wait: bool = False) -> Ite
     """
     path = lock_path(store_path, name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_debris(store_path, name)
     mine = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
     said = False
     while not _create(path, mine):
@@ -85,6 +94,27 @@ def check_free(store_path: str | os.PathLike, name: str) -> None:
     holder = _read(lock_path(store_path, name))
     if holder is not None and not _is_stale(holder):
         raise RunLockedError(_held_message(store_path, name, holder))
+
+
+def remove_debris(store_path: str | os.PathLike, name: str) -> list[Path]:
+    """Remove what killed processes on this host left of run ``name``'s lock and publishing.
+
+    The lock's private files (``.<run>.lock.<host>.<pid>.tmp`` / ``.stale``) and the run's
+    ``.<run>.old-*`` / ``.<run>.tmp-*`` siblings of dead processes; never the lock itself
+    (a stale lock is taken over, with a message, by :func:`hold`) nor the run's work
+    directory, from which it resumes.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The paths removed.
+    """
+    path = lock_path(store_path, name)
+    pattern = re.compile(rf"{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.(tmp|stale)")
+    removed = dead_owners(path.parent, pattern)
+    for debris in removed:
+        remove_path(debris)
+    return removed + remove_stale_siblings(path.parent / name)
 
 
 def _held_message(store_path, name: str, holder: dict) -> str:
@@ -144,7 +174,7 @@ def _is_stale(holder: dict) -> bool:
 
 def _take_over(path: Path, stale: dict) -> bool:
     """Remove the stale lock ``stale``, unless another process replaced it meanwhile."""
-    aside = path.with_name(f"{path.name}.{os.getpid()}.stale")
+    aside = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.stale")
     try:
         os.rename(path, aside)
     except FileNotFoundError:

@@ -165,6 +165,42 @@ def test_stale_lock_is_taken_over(store, inproc_client, capsys):
     assert not lock.exists()
 
 
+def test_debris_of_killed_runs_is_removed_at_the_next_start(store):
+    """Lock files being made or set aside, and a run set aside, by a dead process."""
+    dead = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    results, host = store.path / "results", socket.gethostname()
+    results.mkdir(exist_ok=True)
+    (results / "leftovers").mkdir()  # the run published before
+    stale = [
+        results / f".leftovers.lock.{host}.{dead}.tmp",
+        results / f".leftovers.lock.{host}.{dead}.stale",
+        results / f".leftovers.old-{host}-{dead}-0123abcd",
+    ]
+    kept = [
+        results / f".leftovers.lock.{host}.{os.getppid()}.tmp",  # a live process's
+        results / f".leftovers.lock.node-17.invalid.{dead}.stale",  # another host's
+        results / f".other.lock.{host}.{dead}.tmp",  # another run's
+        results / f".leftovers.old-node-17.invalid-{dead}-0123abcd",
+    ]
+    for path in stale + kept:
+        if ".old-" in path.name:
+            path.mkdir()
+            (path / "zarr.json").write_text("{}")
+        else:
+            path.write_text("{}")
+    with runlock.hold(store.path, "leftovers"):
+        assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in kept)
+    assert (results / "leftovers").is_dir()
+
+
 def test_lock_of_another_host_is_not_stale(store):
     lock = runlock.lock_path(store.path, "elsewhere")
     lock.parent.mkdir(exist_ok=True)
