@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,7 @@ def ingest(
         srcs = [sources.enter_context(open_source(s, use_raw=use_raw, layer=layer)) for s in inputs]
         parts = _plan_parts(srcs)
         roles = {"cell_type": cell_type, "coarse_type": coarse_type, "batch": batch}
+        _check_categorical_labels(parts, roles)
         labels = {role: _union_labels(parts, col) for role, col in roles.items() if col is not None}
         if batch is None and len(parts) > 1:
             labels["batch"] = _source_batches(parts)
@@ -287,3 +289,36 @@ def _validate_block(
                 "counts or log-normalised expression, not scaled/centred data"
             )
             raise ValueError(msg)
+
+
+def _check_categorical_labels(parts: list[_Part], roles: dict[str, str | None]) -> None:
+    """Labels are categories: a float column with fractional values is a score, not a type.
+
+    Such a column is refused when every cell has its own value (each cell would be a
+    category of its own), and warned about otherwise; floats that are all whole numbers
+    (integer codes stored as floats) pass.
+    """
+    for role, column in roles.items():
+        for part in parts:
+            src = part.source
+            if column is None or column not in src.obs.columns:
+                continue  # a missing column is reported with the available ones
+            values = src.obs[column]
+            if values.dtype.kind != "f" or values.isna().any():
+                continue
+            numbers = values.to_numpy()
+            if np.array_equal(numbers, np.round(numbers)):
+                continue  # integer codes stored as floats
+            n_distinct, n_cells = int(values.nunique()), len(values)
+            what = (
+                f"obs column {column!r} of {src.name} holds continuous values ({values.dtype}, "
+                f"{n_distinct} distinct values over {n_cells} cells) but labels are categories"
+            )
+            instead = (
+                f"pass a column of {role.replace('_', ' ')} names or integer codes instead "
+                f"(--{role.replace('_', '-')} COLUMN), or bin this one first"
+            )
+            if n_distinct == n_cells:
+                msg = f"{what}: every cell would be its own {role}; {instead}"
+                raise ValueError(msg)
+            warnings.warn(f"{what}; {instead}", UserWarning, stacklevel=3)

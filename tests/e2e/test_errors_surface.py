@@ -6,6 +6,10 @@ cases check the exception the CLI turns into that line.
 
 from __future__ import annotations
 
+import warnings
+
+import anndata as ad
+import numpy as np
 import pytest
 
 import rankdist
@@ -43,3 +47,52 @@ def test_no_cutoffs_is_an_error_on_the_command_line(store, capsys, text):
         f"cutoff, like 0.5 or 0.3,0.5,0.7, got {text!r} (leave the option out for the default 0.5)"
     )
     assert rankdist.list_runs(store) == []
+
+
+# --- a continuous column as labels -------------------------------------------------------
+
+
+def _with_column(values) -> ad.AnnData:
+    adata = counts_adata(40, 12, seed=2)
+    adata.obs["score"] = values
+    return adata
+
+
+def test_a_float_column_with_a_value_per_cell_is_refused_as_cell_type(tmp_path, capsys):
+    values = np.linspace(0.0, 1.0, 40)  # e.g. a pseudotime: every cell its own "type"
+    src = tmp_path / "scored.h5ad"
+    _with_column(values).write_h5ad(src)
+    out = tmp_path / "s.zarr"
+    assert main(["ingest", str(src), str(out), "--cell-type", "score", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rankdist ingest: error: obs column 'score' of {src} holds continuous values (float64, "
+        "40 distinct values over 40 cells) but labels are categories: every cell would be its "
+        "own cell_type; pass a column of cell type names or integer codes instead "
+        "(--cell-type COLUMN), or bin this one first"
+    )
+    assert not out.exists()
+
+
+def test_a_float_column_with_fractions_warns_in_one_line(tmp_path, capsys):
+    values = np.repeat([0.5, 1.25, 2.75, 3.5], 10)  # repeated, but not categories
+    src = tmp_path / "scored.h5ad"
+    _with_column(values).write_h5ad(src)
+    out = tmp_path / "s.zarr"
+    assert main(["ingest", str(src), str(out), "--batch", "score", "--quiet"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"rankdist ingest: warning: obs column 'score' of {src} holds continuous values "
+        "(float64, 4 distinct values over 40 cells) but labels are categories; pass a column of "
+        "batch names or integer codes instead (--batch COLUMN), or bin this one first"
+    )
+    assert list(rankdist.Store(out).labels["batch"].categories) == ["0.5", "1.25", "2.75", "3.5"]
+
+
+def test_whole_floats_and_strings_are_categories_without_a_word(tmp_path):
+    adata = _with_column(np.repeat([0.0, 1.0, 2.0, 3.0], 10))  # integer codes as floats
+    adata.obs["type"] = [f"T{i % 3}" for i in range(40)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = rankdist.ingest(
+            adata, tmp_path / "s.zarr", cell_type="type", batch="score", progress=False
+        )
+    assert len(store.labels["batch"].categories) == 4
