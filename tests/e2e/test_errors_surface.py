@@ -33,7 +33,7 @@ def test_no_cutoffs_is_an_error_in_the_library(store, cutoffs):
     expected = r"cutoffs must hold at least one correlation in \[-1, 1\]"
     with pytest.raises(ValueError, match=expected):
         rankdist.neighbors(store, k=3, cutoffs=cutoffs, progress=False)
-    assert rankdist.list_runs(store) == []
+    assert "spearman" not in rankdist.list_runs(store)
 
 
 @pytest.mark.parametrize("text", ["", ",", " , "])
@@ -46,7 +46,7 @@ def test_no_cutoffs_is_an_error_on_the_command_line(store, capsys, text):
         "rankdist neighbors: error: argument --cutoffs: --cutoffs needs at least one correlation "
         f"cutoff, like 0.5 or 0.3,0.5,0.7, got {text!r} (leave the option out for the default 0.5)"
     )
-    assert rankdist.list_runs(store) == []
+    assert "spearman" not in rankdist.list_runs(store)
 
 
 # --- a continuous column as labels -------------------------------------------------------
@@ -96,3 +96,16 @@ def test_whole_floats_and_strings_are_categories_without_a_word(tmp_path):
             adata, tmp_path / "s.zarr", cell_type="type", batch="score", progress=False
         )
     assert len(store.labels["batch"].categories) == 4
+
+
+# --- entry points take a path or a Store ---------------------------------------------------
+
+
+def test_list_runs_takes_a_path_as_well_as_a_store(store, inproc_client):
+    with pytest.warns(rankdist.ExcludedCellsWarning):  # counts_adata's cell 2 is empty
+        rankdist.neighbors(store, k=3, name="listed", client=inproc_client, progress=False)
+    assert rankdist.list_runs(store) == ["listed"]
+    assert rankdist.list_runs(store.path) == ["listed"]
+    assert rankdist.list_runs(str(store.path)) == ["listed"]
+    with pytest.raises(ValueError, match="nowhere.zarr"):
+        rankdist.list_runs(store.path.parent / "nowhere.zarr")
