@@ -131,7 +131,9 @@ def local_client(
         credentials; any user of this machine can then connect and run code as you.
         Warns. An in-process cluster has no network transport to secure: no effect.
     quiet
-        Do not print the workers and the dashboard link.
+        Do not print the workers and the dashboard link, nor Dask's start-up chatter:
+        the warning that the dashboard's port is taken (another one is used) and
+        distributed's log warnings (its errors still show).
 
     Yields
     ------
@@ -153,10 +155,12 @@ def local_client(
     if dashboard_address is not None and dashboard_address.startswith(":"):
         dashboard_address = LOOPBACK + dashboard_address
     if n_workers == 1:
-        cluster = _in_process_cluster(threads, memory_limit, dashboard_address)
+        cluster = _in_process_cluster(threads, memory_limit, dashboard_address, quiet)
     else:
         _check_main_guard(n_workers)
-        cluster = _process_cluster(n_workers, threads, memory_limit, dashboard_address, insecure)
+        cluster = _process_cluster(
+            n_workers, threads, memory_limit, dashboard_address, insecure, quiet
+        )
     with cluster as client:
         if not quiet:
             print(describe_client(client), file=sys.stderr, flush=True)
@@ -164,32 +168,33 @@ def local_client(
 
 
 @contextlib.contextmanager
-def _in_process_cluster(threads, memory_limit, dashboard_address) -> Iterator[Client]:
+def _in_process_cluster(threads, memory_limit, dashboard_address, quiet) -> Iterator[Client]:
     """Scheduler and one worker as threads of this process, on ``inproc://``."""
     # The dashboard link would name the machine's address (an inproc address has no
     # port); the dashboard and the worker's status page listen on 127.0.0.1 only.
     link = f"{{scheme}}://{LOOPBACK}:{{port}}/status"
     with (
-        _quiet_distributed_logs(),
+        _quiet_distributed_logs(quiet),
         single_threaded_blas(),
         dask.config.set({"distributed.dashboard.link": link}),
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=threads,
-            processes=False,
-            protocol="inproc://",
-            memory_limit=memory_limit,
-            dashboard_address=dashboard_address,
-            worker_dashboard_address=f"{LOOPBACK}:0",
-        ) as cluster,
-        Client(cluster) as client,
     ):
-        yield client
+        with _quiet_start(quiet):
+            cluster = LocalCluster(
+                n_workers=1,
+                threads_per_worker=threads,
+                processes=False,
+                protocol="inproc://",
+                memory_limit=memory_limit,
+                dashboard_address=dashboard_address,
+                worker_dashboard_address=f"{LOOPBACK}:0",
+            )
+        with cluster, Client(cluster) as client:
+            yield client
 
 
 @contextlib.contextmanager
 def _process_cluster(
-    n_workers, threads, memory_limit, dashboard_address, insecure
+    n_workers, threads, memory_limit, dashboard_address, insecure, quiet
 ) -> Iterator[Client]:
     """Worker processes on 127.0.0.1: TLS with per-run credentials, or plain TCP."""
     if insecure:
@@ -200,21 +205,20 @@ def _process_cluster(
             InsecureClusterWarning,
             stacklevel=5,
         )
-    with (
-        _quiet_distributed_logs(),
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads,
-            processes=True,
-            memory_limit=memory_limit,
-            host=LOOPBACK,
-            protocol="tcp://" if insecure else "tls://",
-            security=None if insecure else Security.temporary(),
-            dashboard_address=dashboard_address,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    with _quiet_distributed_logs(quiet):
+        with _quiet_start(quiet):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads,
+                processes=True,
+                memory_limit=memory_limit,
+                host=LOOPBACK,
+                protocol="tcp://" if insecure else "tls://",
+                security=None if insecure else Security.temporary(),
+                dashboard_address=dashboard_address,
+            )
+        with cluster, Client(cluster) as client:
+            yield client
 
 
 def _check_main_guard(n_workers: int) -> None:
@@ -272,15 +276,31 @@ def _is_main_test(test: ast.expr) -> bool:
     return names == ["__name__"] and values == ["__main__"]
 
 
+#: Dask's warning when the dashboard's port is taken (it then serves on another port).
+_PORT_IN_USE = r"Port \d+ is already in use"
+
+
 @contextlib.contextmanager
-def _quiet_distributed_logs():
-    """Keep LocalCluster start/stop chatter out of the user's terminal (warnings still show)."""
+def _quiet_start(quiet: bool):
+    """While a cluster starts: with ``quiet``, no warning that the dashboard port is taken."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.filterwarnings("ignore", message=_PORT_IN_USE, category=UserWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_distributed_logs(quiet: bool = False):
+    """Keep LocalCluster start/stop chatter out of the user's terminal.
+
+    Its warnings still show, unless ``quiet``: then only its errors do.
+    """
     loggers = [
         logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.scheduler")
     ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
         yield
     finally:

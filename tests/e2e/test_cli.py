@@ -197,3 +197,29 @@ def test_a_bad_security_file_is_one_line(tmp_path):
         "distributed.comm.tls.client.cert; write distributed: {comm: {tls: {ca-file: ca.pem, "
         "client: {cert: client.pem, key: client.key}}}}\n"
     )
+
+
+@pytest.fixture
+def dashboard_port_taken():
+    """Port 8787 on 127.0.0.1 (the dashboard's default) held by someone else."""
+    import contextlib
+    import socket
+
+    with socket.socket() as sock:
+        with contextlib.suppress(OSError):  # already taken: just as good
+            sock.bind(("127.0.0.1", 8787))
+            sock.listen()
+        yield
+
+
+def test_quiet_silences_dasks_port_warning(h5ad, tmp_path, dashboard_port_taken):
+    store = tmp_path / "q.zarr"
+    run("ingest", h5ad, store, "--quiet")
+    quiet = run("neighbors", store, "--k", "5", "--quiet", "--name", "quiet")
+    assert quiet.stderr == ""
+    lines = quiet.stdout.splitlines()
+    assert lines[0].startswith("NeighborResult(900 cells, k=5") and len(lines) == 2
+    # without --quiet, Dask's warning is shown as before (another port is used)
+    loud = run("neighbors", store, "--k", "5", "--name", "loud")
+    assert "rankdist neighbors: warning: Port 8787 is already in use." in loud.stderr
+    assert "Dask: 1 worker(s)" in loud.stderr
