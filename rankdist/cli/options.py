@@ -128,7 +128,8 @@ OUTPUT_OPTIONS = (
     option(
         "--quiet",
         action="store_true",
-        help="print no progress bar (nor the dashboard link of a cluster it starts)",
+        help="print no progress bar, nor the dashboard link of a cluster it starts, nor Dask's "
+        "start-up warnings (a taken dashboard port)",
     ),
     option("--overwrite", action="store_true", help="replace the output if it exists"),
     option(
