@@ -39,7 +39,8 @@ EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 def main(argv: list[str] | None = None) -> int:
     """Run ``rankdist`` with ``argv`` (default: the process's arguments); the exit code.
 
-    An error a user can fix (a missing file, a bad value, a full disk) is printed as
+    An error a user can fix (a missing file, a bad value, a full disk, a permission
+    denied, a Dask scheduler unreachable or lost) is printed as
     ``rankdist COMMAND: error: ...`` and gives exit code 2, as argparse's own errors do.
     Any other error, such as one a Dask task raised, is printed the same way with its
     type's name and gives exit code 1. ``--debug`` also prints the traceback. A warning
@@ -98,6 +99,11 @@ def _one_line(err: Exception) -> str:
     """The message of ``err`` as the CLI prints it; other than ERRORS, with the type's name."""
     if isinstance(err, KeyError) and err.args:
         return str(err.args[0])
+    if isinstance(err, PermissionError) and err.filename is not None:
+        return (
+            f"{err.filename}: {err.strerror or 'permission denied'}; check its owner and "
+            f"permissions (ls -ld {err.filename}) or use a path you may read and write"
+        )
     if isinstance(err, ERRORS):
         return str(err)
     text = str(err) or "(no message)"

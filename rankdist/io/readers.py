@@ -64,6 +64,8 @@ def open_source(path_or_adata, *, use_raw: bool = False, layer: str | None = Non
     SourceError
         The input is missing, of an unrecognised format, corrupt, or lacks the requested
         raw/layer. The message names the input.
+    PermissionError
+        The input, or a file of it, cannot be read (``filename`` names it).
     """
     import anndata
 
@@ -162,6 +164,8 @@ def _open_zarr(path: Path, *, use_raw: bool, layer: str | None) -> Source:
     try:
         root = zarr.open_group(path, mode="r")
         keys = list(root)
+    except PermissionError:
+        raise  # unreadable, not corrupt: the error names the file
     except (zarr.errors.BaseZarrError, OSError, ValueError) as err:
         msg = f"{path} looks like a zarr store but cannot be opened ({err}): it is corrupt"
         raise SourceError(msg) from err

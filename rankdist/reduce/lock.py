@@ -55,13 +55,24 @@ def hold(store_path: str | os.PathLike, name: str, *, wait: bool = False) -> Ite
     ------
     RunLockedError
         Without ``wait``, if another live process holds the lock.
+    PermissionError
+        The store's ``results/`` cannot be written; the message names the store.
     """
     path = lock_path(store_path, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_debris(store_path, name)
     mine = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_debris(store_path, name)
+        created = _create(path, mine)
+    except PermissionError as err:
+        msg = (
+            f"cannot write run {name!r} into the store {store_path}: {err.strerror} on "
+            f"{err.filename}; a run writes its results (and its encoding) into the store: run "
+            "as a user who may write there, or copy the store (cp -r) and run on the copy"
+        )
+        raise PermissionError(msg) from err
     said = False
-    while not _create(path, mine):
+    while not created and not _create(path, mine):
         holder = _read(path)
         if holder is None:
             continue  # released between our attempt and our look

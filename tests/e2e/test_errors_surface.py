@@ -6,16 +6,28 @@ cases check the exception the CLI turns into that line.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
+import zarr
 
 import rankdist
 from rankdist.cli import main
+from rankdist.reduce import lock as runlock
 
 from _data import counts_adata
+
+EXE = Path(sys.executable).with_name("rankdist")
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +121,83 @@ def test_list_runs_takes_a_path_as_well_as_a_store(store, inproc_client):
     assert rankdist.list_runs(str(store.path)) == ["listed"]
     with pytest.raises(ValueError, match="nowhere.zarr"):
         rankdist.list_runs(store.path.parent / "nowhere.zarr")
+
+
+# --- permissions ------------------------------------------------------------------------------
+
+
+def _deny(path: Path) -> PermissionError:
+    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+
+@pytest.mark.parametrize("kind", ["h5ad", "zarr"])
+def test_an_unreadable_source_is_one_line_naming_it(tmp_path, capsys, monkeypatch, kind):
+    # injected: the tests may run as root, who can read any file
+    adata = counts_adata(40, 12, seed=2)
+    if kind == "h5ad":
+        src = tmp_path / "locked.h5ad"
+        adata.write_h5ad(src)
+        culprit, real_open = src, pathlib.Path.open
+
+        def open_(self, *args, **kwargs):
+            if self == src:
+                raise _deny(self)
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "open", open_)
+    else:
+        src = tmp_path / "locked.zarr"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # anndata: zarr v2 by default
+            adata.write_zarr(src)
+        culprit = src / "zarr.json"
+
+        def open_group(*args, **kwargs):
+            raise _deny(culprit)
+
+        monkeypatch.setattr(zarr, "open_group", open_group)
+    out = tmp_path / "s.zarr"
+    assert main(["ingest", str(src), str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rankdist ingest: error: {culprit}: Permission denied; check its owner and permissions "
+        f"(ls -ld {culprit}) or use a path you may read and write"
+    )
+    assert not out.exists()
+
+
+@contextlib.contextmanager
+def _read_only(*folders: Path):
+    """No entry can be created in ``folders``: chmod, or for root (whom modes do not stop)
+    the immutable attribute."""
+    if os.geteuid() != 0:
+        modes = [f.stat().st_mode for f in folders]
+        for f in folders:
+            f.chmod(0o555)
+        try:
+            yield
+        finally:
+            for f, mode in zip(folders, modes, strict=True):
+                f.chmod(mode)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", *folders]).returncode != 0:
+        pytest.skip("root without chattr +i here: no way to make a folder read-only")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", *folders], check=True)
+
+
+def test_a_read_only_store_is_one_line_naming_it(store, capsys):
+    results = store.path / "results"
+    with _read_only(store.path, results):
+        code = main(["neighbors", str(store.path), "--k", "3", "--name", "ro", "--quiet"])
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"rankdist neighbors: error: cannot write run 'ro' into the store {store.path}: "
+    )
+    assert line.endswith("or copy the store (cp -r) and run on the copy")
+    assert f" on {results / '.ro.lock.'}" in line  # the file it could not create
+    assert not runlock.lock_path(store.path, "ro").exists()
+    assert "ro" not in rankdist.list_runs(store)
