@@ -9,7 +9,10 @@ hands over.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
 
 from distributed import Client
 from distributed.security import Security
@@ -73,7 +76,9 @@ def cluster_client(
     -------
     contextlib.AbstractContextManager[distributed.Client]
         Entering it starts or joins the cluster and gives a client connected to at least
-        one worker.
+        one worker. A scheduler joined by address that is lost during the block (it
+        stopped, or its machine became unreachable) raises one ``ConnectionError`` naming
+        its address.
     """
     _check_security(cluster, insecure=insecure, security=security)
     if cluster in SYSTEMS:
@@ -112,7 +117,7 @@ def cluster_client(
                 f"({cluster}) has the workers it has"
             )
             raise ValueError(msg)
-        return scheduler_client(cluster, security=security, quiet=quiet)
+        return _joined_scheduler(cluster, security=security, quiet=quiet)
     msg = (
         f"unknown --cluster {cluster!r}; use 'local', a batch system "
         f"({', '.join(SYSTEMS)}) or a scheduler address like tls://host:8786"
@@ -187,6 +192,46 @@ def doctor_report(
         else f"no job script: the scheduler at {cluster} has the workers it has"
     )
     return "\n".join(lines)
+
+
+#: The reason Dask gives a future cancelled because the client lost its scheduler.
+_CONNECTION_LOST = "scheduler-connection-lost"
+
+
+@contextlib.contextmanager
+def _joined_scheduler(address: str, *, security, quiet: bool) -> Iterator[Client]:
+    """:func:`scheduler_client`, with a scheduler lost during the block as one error.
+
+    When the scheduler stops or becomes unreachable, Dask cancels every future (the
+    block then raises a ``CancelledError`` naming one task key) and, closing the
+    client, logs the traceback of its reconnection attempt. Both become one
+    ``ConnectionError`` naming the address and what to do.
+
+    Raises
+    ------
+    ConnectionError
+        The scheduler was lost while the block ran.
+    """
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    try:
+        with scheduler_client(address, security=security, quiet=quiet) as client:
+            try:
+                yield client
+            except (CancelledError, OSError, TimeoutError) as err:
+                lost = getattr(err, "reason", None) == _CONNECTION_LOST
+                if not lost and client.status == "running":
+                    raise
+                logger.setLevel(logging.CRITICAL)  # the reconnection the close cuts short
+                msg = (
+                    f"lost the Dask scheduler at {address} while the work ran (it stopped or "
+                    "became unreachable); check that it runs (restart it and its workers if "
+                    "not), then rerun the same command: a neighbors run resumes from the tiles "
+                    "it finished"
+                )
+                raise ConnectionError(msg) from err
+    finally:
+        logger.setLevel(level)
 
 
 def _check_security(cluster: str, *, insecure: bool, security) -> None:

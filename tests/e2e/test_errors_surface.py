@@ -11,8 +11,10 @@ import errno
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -20,9 +22,11 @@ import anndata as ad
 import numpy as np
 import pytest
 import zarr
+from distributed import Client
 
 import rankdist
 from rankdist.cli import main
+from rankdist.datasets.toy import synthetic_counts
 from rankdist.reduce import lock as runlock
 
 from _data import counts_adata
@@ -201,3 +205,113 @@ def test_a_read_only_store_is_one_line_naming_it(store, capsys):
     assert f" on {results / '.ro.lock.'}" in line  # the file it could not create
     assert not runlock.lock_path(store.path, "ro").exists()
     assert "ro" not in rankdist.list_runs(store)
+
+
+# --- a Dask scheduler unreachable or lost ---------------------------------------------------
+
+#: Worker preload: tile (0, 1) touches $RANKDIST_TEST_READY and never returns, so the test
+#: kills the scheduler while the run is in its tiles, at a point it knows.
+PAUSE_TILE = """
+import os
+import threading
+from pathlib import Path
+
+import rankdist.tiles.scheduler as scheduler
+
+_real = scheduler.tile_task
+
+
+def tile_task(job, i, j):
+    if (i, j) == (0, 1):
+        Path(os.environ["RANKDIST_TEST_READY"]).touch()
+        threading.Event().wait()
+    return _real(job, i, j)
+
+
+scheduler.tile_task = tile_task
+"""
+
+
+def _wait_for(path: Path, *procs: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        for proc in procs:
+            assert proc.poll() is None, f"{proc.args} exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _dask(command: str, *args: str) -> list[str]:
+    """``dask scheduler ...`` / ``dask worker ...`` of this Python, without a dashboard."""
+    return [sys.executable, "-m", f"distributed.cli.dask_{command}", *args, "--no-dashboard"]
+
+
+@contextlib.contextmanager
+def _started(argv: list, **kwargs):
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_a_scheduler_lost_mid_run_is_one_line_naming_it(tmp_path):
+    store = rankdist.ingest(
+        synthetic_counts(n_cells=1100, n_genes=60, seed=3), tmp_path / "s.zarr", progress=False
+    )
+    (tmp_path / "pause_tile.py").write_text(PAUSE_TILE)
+    file, ready = tmp_path / "scheduler.json", tmp_path / "tile-0-1.started"
+    env = dict(os.environ, RANKDIST_TEST_READY=str(ready))
+    serve = ["--scheduler-file", str(file), "--host", "127.0.0.1", "--port", "0"]
+    work = ["--scheduler-file", str(file), "--nthreads", "2"]
+    with (
+        _started(_dask("scheduler", *serve), stderr=subprocess.DEVNULL) as scheduler,
+        _started(
+            _dask("worker", *work, "--preload", str(tmp_path / "pause_tile.py")),
+            stderr=subprocess.DEVNULL,
+            env=env,
+        ) as worker,
+    ):
+        _wait_for(file, scheduler, worker)
+        with Client(scheduler_file=str(file), timeout="60s") as probe:
+            address = probe.scheduler.address
+            probe.wait_for_workers(1, timeout=120)
+        argv = ["neighbors", store.path, "--k", "5", "--cluster", address, "--name", "lost"]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        with _started([str(EXE), *map(str, argv), "--quiet"], **pipes) as cli:
+            _wait_for(ready, cli)
+            os.killpg(scheduler.pid, signal.SIGKILL)  # the scheduler dies mid-run
+            out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 2, err
+    assert err.splitlines() == [
+        f"rankdist neighbors: error: lost the Dask scheduler at {address} while the work ran "
+        "(it stopped or became unreachable); check that it runs (restart it and its workers if "
+        "not), then rerun the same command: a neighbors run resumes from the tiles it finished"
+    ]
+    assert out == ""
+    assert rankdist.list_runs(store) == [] and not runlock.lock_path(store.path, "lost").exists()
+
+
+@pytest.mark.slow
+def test_a_scheduler_unreachable_at_start_is_one_line_naming_it(store, capsys):
+    with socket_bound() as port:  # a port nothing will answer on
+        address = f"tcp://127.0.0.1:{port}"
+        code = main(["neighbors", str(store.path), "--k", "3", "--cluster", address, "--quiet"])
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    expected = f"rankdist neighbors: error: could not reach the Dask scheduler at {address} ("
+    assert line.startswith(expected)
+    assert line.endswith("is it running?")
+
+
+@contextlib.contextmanager
+def socket_bound():
+    """A port on 127.0.0.1 that is bound but never listened on: connections are refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
