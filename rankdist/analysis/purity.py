@@ -22,8 +22,8 @@ from rankdist.reduce.relations import TOTAL, same_name
 from rankdist.reduce.result import NeighborResult
 
 TOPK = "top-k"
-#: Cells per block read at once: 2**18 cells x (k = 30 + a few cutoffs) is about 100 MB.
-BLOCK_CELLS = 1 << 18
+#: Cells per block read at once: 2**16 cells x k = 30 neighbours are 16 MB of indices.
+BLOCK_CELLS = 1 << 16
 
 
 def scope_name(cutoff: float) -> str:
@@ -123,12 +123,14 @@ def pooled_relations(
     for start in range(0, res.n_cells, block_cells):
         stop = min(start + block_cells, res.n_cells)
         own, valid = codes[start:stop].astype(np.int64), ~res.excluded[start:stop]
-        partner = np.where(valid[:, None], codes[np.maximum(res.indices[start:stop], 0)], -1)
+        partner = codes[res.indices[start:stop]]  # an excluded row's -1s pick any code
+        partner[~valid] = -1  # ... and are no label
         same = (partner == own[:, None]).sum(axis=1)
         total = np.where(valid, res.k, 0)
         sibling = None
         if f2c is not None:
-            in_class = np.where(partner >= 0, f2c[np.maximum(partner, 0)], -1)
+            in_class = f2c[partner]
+            in_class[~valid] = -1
             sibling = (in_class == f2c[own][:, None]).sum(axis=1) - same
         sums.add(0, total, same, sibling, own, valid)
         if not stored:
