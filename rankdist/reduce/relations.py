@@ -139,7 +139,8 @@ def write_relations(run: zarr.Group, codes: Mapping[str, np.ndarray]) -> None:
     """Write ``relations/total`` and ``relations/same_<role>`` beside ``counts/<role>``.
 
     The counts are read back one chunk of cells at a time, so memory stays one row block
-    of counts whatever the number of cells; the relations are chunked like them.
+    of counts whatever the number of cells; the relations are chunked like them. Arrays
+    left by an interrupted earlier call are replaced.
 
     Parameters
     ----------
@@ -163,6 +164,7 @@ def write_relations(run: zarr.Group, codes: Mapping[str, np.ndarray]) -> None:
             dtype="int32",
             chunks=(rows, n_cutoffs),
             compressors=compressor(),
+            overwrite=True,
         )
         for name in names
     }

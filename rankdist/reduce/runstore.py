@@ -248,18 +248,18 @@ def write_block(
 def publish_run(work: Path, final: Path, metadata: dict, *, codes: dict | None = None) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
-    Drops the checkpoints and job.json, folds the per-block histograms into
-    ``pair_hist``, writes ``relations/`` (label ``codes`` by role, default ``obs/<role>``
-    of the store holding ``work``), the version attrs and ``attrs["run"] = metadata``,
-    then replaces ``final`` atomically (:func:`rankdist.io.store.publish_directory`).
+    Writes ``relations/`` (label ``codes`` by role; default the store's ``obs/<role>``)
+    while job.json keeps ``work`` resumable, drops the checkpoints and job.json, folds the
+    per-block histograms into ``pair_hist``, writes the version attrs and
+    ``attrs["run"]``, then replaces ``final`` atomically (``io.store.publish_directory``).
     """
-    shutil.rmtree(checkpoint_path(work))
-    (work / _JOB_FILE).unlink()
     out = zarr.open_group(work, mode="r+")
-    if "pair_hist_blocks" in out:
-        _finish_pair_hist(out)
     if "counts" in out and (roles := [role for role, _ in out["counts"].arrays()]):
         write_relations(out, codes if codes is not None else store_codes(work.parents[1], roles))
+    shutil.rmtree(checkpoint_path(work))
+    (work / _JOB_FILE).unlink()
+    if "pair_hist_blocks" in out:
+        _finish_pair_hist(out)
     out.attrs["encoding-type"] = RUN_TYPE
     out.attrs["encoding-version"] = RUN_VERSION
     out.attrs["run"] = metadata

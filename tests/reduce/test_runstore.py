@@ -232,6 +232,43 @@ def test_publish_reads_the_codes_from_the_store_and_names_missing_labels(tmp_pat
     assert str(tmp_path) in str(err.value)
 
 
+def test_publish_interrupted_in_the_relations_stays_resumable(tmp_path, monkeypatch):
+    """A kill while relations/ is written leaves job.json and the checkpoints: the run
+    resumes, and the next publish replaces the half-written relations."""
+    from rankdist.reduce import relations
+
+    work = runstore.work_path(tmp_path, "r")
+    sizes = {"cell_type": 2}
+    runstore.create_work_dir(
+        work, FINGERPRINT, block_rows=4, role_sizes=sizes, excluded=np.array([], int), hist_bins=3
+    )
+    for b, (start, rows) in enumerate([(0, 4), (4, 1)]):
+        part = Partial.empty(b, rows, 2, 2, 2)
+        part.counts[:] = [[1, 2], [3, 4]]
+        runstore.write_block(work, part, start, np.ones(rows, bool), sizes)
+    codes = {"cell_type": np.array([0, 1, 0, 1, 0])}
+    calls = []
+
+    def killed_after_one_block(counts, block_codes):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        block = relations.relations_block(counts, block_codes)
+        return {name: arr + 99 for name, arr in block.items()}
+
+    monkeypatch.setattr(relations, "relations_block", killed_after_one_block)
+    final = runstore.run_path(tmp_path, "r")
+    with pytest.raises(KeyboardInterrupt):
+        runstore.publish_run(work, final, {"cutoffs": [0.1]}, codes=codes)
+    assert runstore.resumable_block_rows(work, FINGERPRINT, None) == 4
+    assert runstore.checkpoint_path(work).is_dir()
+    monkeypatch.undo()
+    runstore.publish_run(work, final, {"cutoffs": [0.1]}, codes=codes)
+    stored = runstore.read_run(tmp_path, "r")
+    assert stored.relations["total"][:].tolist() == [[10, 7]] * 5
+    assert stored.relations["same_cell_type"][:].tolist() == [[4, 3], [6, 4]] * 2 + [[4, 3]]
+
+
 def test_work_dir_resumes_only_the_same_job(tmp_path):
     work = tmp_path / ".r.partial"
     make = dict(block_rows=4, role_sizes={"cell_type": 2}, excluded=np.array([], int), hist_bins=3)
