@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from rankdist.analysis.hierarchy import Hierarchy, resolve
-from rankdist.analysis.tables import group_sum
+from rankdist.analysis.tables import cell_rows, group_sum
 from rankdist.reduce.relations import TOTAL, same_name
 from rankdist.reduce.result import NeighborResult
 
@@ -29,14 +29,6 @@ BLOCK_CELLS = 1 << 16
 def scope_name(cutoff: float) -> str:
     """The ``scope`` label of a cutoff: ``'>=0.5'``."""
     return f">={cutoff:g}"
-
-
-def _rows(var: xr.DataArray, dims: tuple[str, ...], start: int, stop: int) -> np.ndarray:
-    """Cells ``start:stop`` of a result variable, in memory (Dask-backed ones read here)."""
-    data = var.transpose(*dims).data[start:stop]
-    if isinstance(data, np.ndarray):
-        return data
-    return np.asarray(data.compute(scheduler="synchronous"))
 
 
 class PooledRelations:
@@ -135,14 +127,14 @@ def pooled_relations(
         sums.add(0, total, same, sibling, own, valid)
         if not stored:
             continue
-        total = _rows(res.relations["total"], rel_dims, start, stop)
-        same = _rows(res.relations[same_name(role)], rel_dims, start, stop)
+        total = cell_rows(res.relations["total"], rel_dims, start, stop)
+        same = cell_rows(res.relations[same_name(role)], rel_dims, start, stop)
         in_class = None
         if from_coarse:
-            in_class = _rows(res.relations[same_name("coarse_type")], rel_dims, start, stop)
+            in_class = cell_rows(res.relations[same_name("coarse_type")], rel_dims, start, stop)
         elif f2c is not None:
             dims = (*rel_dims, f"neighbor_{role}")
-            by_type = _rows(res.counts[role], dims, start, stop)
+            by_type = cell_rows(res.counts[role], dims, start, stop)
             mask = f2c[None, :] == f2c[own][:, None]
             in_class = (by_type * mask[:, None, :]).sum(axis=2)
         for c in range(len(res.cutoffs)):

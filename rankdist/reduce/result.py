@@ -59,7 +59,8 @@ class NeighborResult:
         cutoff, the sum over any role of ``counts``) and ``same_<role>`` per role (those
         with the cell's own label value), int32, zero for excluded cells. From
         :func:`load`, backed by Dask arrays like ``counts``. None (the default) derives it
-        from ``counts`` and ``labels``.
+        from ``counts`` and ``labels``; ``dataclasses.replace`` keeps it, so pass
+        ``relations=None`` with new counts or labels.
     """
 
     indices: np.ndarray
