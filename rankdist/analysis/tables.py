@@ -10,6 +10,31 @@ import pandas as pd
 import xarray as xr
 
 
+def cell_rows(var: xr.DataArray, dims: tuple[str, ...], start: int, stop: int) -> np.ndarray:
+    """Cells ``start:stop`` of a per-cell result variable, as a numpy array.
+
+    Parameters
+    ----------
+    var
+        A variable of ``res.counts`` or ``res.relations`` (numpy- or Dask-backed), with a
+        ``cell`` dim.
+    dims
+        Its dims in the order wanted, ``cell`` first: ``('cell', 'cutoff')``.
+    start, stop
+        The cells.
+
+    Returns
+    -------
+    numpy.ndarray
+        The rows, read here from the stored chunks they fall in when ``var`` is
+        Dask-backed (in this process, not on a cluster: a block is small).
+    """
+    data = var.transpose(*dims).data[start:stop]
+    if isinstance(data, np.ndarray):
+        return data
+    return np.asarray(data.compute(scheduler="synchronous"))
+
+
 def group_sum(values, codes: np.ndarray, mask: np.ndarray, n_groups: int) -> np.ndarray:
     """``(n_groups + 1,)``: sums of ``values`` over the masked cells of each group, then all.
 
