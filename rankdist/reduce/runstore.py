@@ -31,6 +31,7 @@ import numpy as np
 import zarr
 
 from rankdist.io.store import Store, atomic_file, compressor, publish_directory
+from rankdist.io.verified import open_group
 from rankdist.reduce.partial import Partial
 
 #: ``encoding-type`` of a finished run's group.
@@ -168,7 +169,7 @@ def create_work_dir(
     """
     n, k, rows = fingerprint["n_cells"], fingerprint["k"], block_rows
     n_cutoffs = len(fingerprint["cutoffs"])
-    out = zarr.open_group(work, mode="w")
+    out = open_group(work, mode="w")
     checkpoint_path(work).mkdir()
     for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
         out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
@@ -231,7 +232,7 @@ def write_block(
     idx = part.top_idx.copy()
     sim[~valid] = np.nan
     idx[~valid] = -1
-    out = zarr.open_group(work, mode="r+")
+    out = open_group(work, mode="r+")
     out["similarities"][start:stop] = sim
     out["indices"][start:stop] = idx
     at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
@@ -252,7 +253,7 @@ def publish_run(work: Path, final: Path, metadata: dict) -> None:
     """
     shutil.rmtree(checkpoint_path(work))
     (work / _JOB_FILE).unlink()
-    out = zarr.open_group(work, mode="r+")
+    out = open_group(work, mode="r+")
     if "pair_hist_blocks" in out:
         _finish_pair_hist(out)
     out.attrs["encoding-type"] = RUN_TYPE
@@ -359,7 +360,7 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
     StoredRun
         Every array of the run, read into memory, and its metadata.
     """
-    group = zarr.open_group(run_path(store_path, run), mode="r")
+    group = open_group(run_path(store_path, run), mode="r")
     version = run_version(group.attrs, store_path, run)
     counts = {}
     if "counts" in group:
