@@ -222,3 +222,15 @@ def test_repair_removes_a_damaged_encoding_and_debris_but_keeps_x_and_finished_r
     assert main(argv) == 0
     shutil.rmtree(live)
     assert main(["verify", str(store)]) == 0
+
+
+def test_verify_reports_a_store_of_format_1_as_without_checksums(tmp_path, capsys):
+    import zarr
+
+    old = zarr.open_group(tmp_path / "old.zarr", mode="w")  # as rankdist wrote format 1
+    old.attrs["rankdist"] = {"format": 1, "provenance": {"source": "/d/a.h5ad"}}
+    old.create_array("X", shape=(4, 2), dtype="float32", chunks=(4, 2))
+    assert main(["verify", str(tmp_path / "old.zarr")]) == 1
+    out = capsys.readouterr().out
+    assert any(line.startswith("X ") and line.endswith("no checksums") for line in out.splitlines())
+    assert f"rankdist ingest /d/a.h5ad {tmp_path / 'old.zarr'} --overwrite" in out
