@@ -26,6 +26,7 @@ _EXPORTS = {
     "load": "rankdist.reduce.result",
     "neighbors": "rankdist.api",
     "purity_table": "rankdist.analysis.purity",
+    "verify": "rankdist.reduce.verify",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -194,3 +194,40 @@ def test_architecture_doc_lists_every_module():
     if doubled:
         problems.append(f"modules listed more than once: {doubled}")
     assert not problems, f"{ARCHITECTURE}: " + "; ".join(problems)
+
+
+# --- Zarr is opened in one place, so every read of a chunk is checked --------------------
+
+#: The module that owns how rankdist opens Zarr (checksums, required chunks).
+ZARR_OPENER = "rankdist.io.verified"
+_ZARR_OPENS = ("open_group", "open_array", "open", "open_consolidated")
+
+
+def _direct_zarr_opens(path: Path) -> list[str]:
+    """``zarr.open*(...)`` calls and ``from zarr import open*`` in ``path``, as text."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module in ("zarr", "zarr.api.synchronous"):
+            names = [a.name for a in node.names if a.name in _ZARR_OPENS]
+            found += [f"from {node.module} import {name}" for name in names]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _ZARR_OPENS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "zarr"
+        ):
+            found.append(f"line {node.lineno}: zarr.{node.func.attr}(...)")
+    return found
+
+
+def test_zarr_is_opened_only_through_the_verified_module():
+    direct = {
+        _module_name(p): calls
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if _module_name(p) != ZARR_OPENER and (calls := _direct_zarr_opens(p))
+    }
+    assert not direct, (
+        f"open Zarr with {ZARR_OPENER}.open_group / open_array (chunks checked, every chunk "
+        f"written), not zarr's own: {direct}"
+    )

@@ -10,6 +10,8 @@ Commands (:data:`COMMANDS`; ``rankdist COMMAND --help`` for each one's options):
 * ``report``: tables, figures and one HTML page of a store's runs;
 * ``synth``: generate a synthetic prefrontal-cortex atlas (store or .h5ad);
 * ``plan``: size a run (block size, wall time, storage) and print the command for it;
+* ``verify``: check every chunk of a store against its checksum; ``--repair`` removes
+  what can be recomputed;
 * ``demo``: synthetic labelled data, neighbours and a purity table.
 
 ``parser.py`` builds the parser, one small function per command, from the shared option

@@ -168,6 +168,14 @@ def _plan(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from rankdist import verify
+
+    report = verify(args.store, run=args.run, repair=args.repair)
+    print(report.table())
+    return 0 if report.intact else 1
+
+
 def _demo(args) -> int:
     from rankdist.demo import run_demo
 
@@ -184,5 +192,6 @@ COMMANDS = {
     "report": _report,
     "synth": _synth,
     "plan": _plan,
+    "verify": _verify,
     "demo": _demo,
 }

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         _report_parser,
         _synth_parser,
         _plan_parser,
+        _verify_parser,
         _demo_parser,
     ):
         add_command(sub)
@@ -284,6 +285,25 @@ def _plan_parser(sub) -> None:
         help="measure this machine's constants on a real tile workload (about a minute) "
         "and write them to your own file (see --calibration), unless --calibration FILE "
         "is given; the file shipped with rankdist is never written",
+    )
+
+
+def _verify_parser(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        parents=[options.store(), options.output("--debug")],
+        help="check every chunk of a store against its checksum (exit 1 on damage)",
+        description="Check that every chunk of every array of a store (or of one run) is "
+        "present and matches its crc32c; print a table and exit 1 if any is missing or "
+        "damaged. --repair removes what rankdist can recompute (damaged encoding caches, "
+        "debris of killed runs and ingests), never X, obs, var or a finished run.",
+    )
+    p.add_argument("--run", metavar="NAME", help="check only this run (default: the whole store)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove damaged encoding caches (recomputed by the next neighbors) and the "
+        "leftovers of killed runs and ingests",
     )
 
 

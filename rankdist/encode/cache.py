@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
 from rankdist.encode.registry import ENCODINGS, get_encoding
 from rankdist.encode.sparse import SPARSE_DIR, write_chunks
 from rankdist.io.store import Store, atomic_directory
+from rankdist.io.verified import open_group, raw_codecs
 from rankdist.layout import SUBTILE
 
 
@@ -116,14 +116,15 @@ def encode(
     elif not (path / "zarr.json").exists():
         rows = store.chunk_cells
         with atomic_directory(path, replace=True) as tmp:
-            group = zarr.open_group(tmp, mode="w")
-            # Z is read many times per run: stored uncompressed so a block read is a copy.
+            group = open_group(tmp, mode="w")
+            # Z is read many times per run: stored uncompressed (only the crc32c appended)
+            # so a block read is a copy.
             group.create_array(
                 "Z",
                 shape=(store.n_cells, store.n_genes),
                 dtype="float32",
                 chunks=(SUBTILE, store.n_genes),
-                compressors=None,
+                compressors=raw_codecs(),
             )
             group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
             starts = list(range(0, store.n_cells, rows))
@@ -151,7 +152,7 @@ def encode(
                 "key": key,
                 "prepared": {k: array_digest(v) for k, v in sorted(prepared.items())},
             }
-    group = zarr.open_group(path, mode="r")
+    group = open_group(path, mode="r")
     valid = np.asarray(group["valid"][:])
     return Encoded(
         path=path,
@@ -170,7 +171,7 @@ def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
     # Tasks span whole sub-tile chunks, so no two tasks write the same file.
     rows = max(SUBTILE, store.chunk_cells // SUBTILE * SUBTILE)
     with atomic_directory(path, replace=True) as tmp:
-        group = zarr.open_group(tmp, mode="w")
+        group = open_group(tmp, mode="w")
         group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
         (tmp / SPARSE_DIR).mkdir()
         starts = list(range(0, store.n_cells, rows))
@@ -203,13 +204,13 @@ def _encode_sparse_chunk(
     start: int, *, store_path: str, out_path: str, rows: int, name: str, params: dict
 ) -> int:
     """Worker task: encode cells ``start:start+rows`` in sparse form; returns the nnz."""
-    root = zarr.open_group(store_path, mode="r")
+    root = open_group(store_path, mode="r")
     stop = min(start + rows, root["X"].shape[0])
     block = np.asarray(root["X"][start:stop])
     totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
     indptr, indices, data, c, valid = get_encoding(name).sparse(block, totals, **params)
     write_chunks(out_path, start, indptr, indices, data, c)
-    zarr.open_group(out_path, mode="r+")["valid"][start:stop] = valid
+    open_group(out_path, mode="r+")["valid"][start:stop] = valid
     return int(indptr[-1])
 
 
@@ -224,12 +225,12 @@ def _encode_chunk(
     prepared: dict,
 ):
     """Worker task: encode cells ``start:start+rows`` and write their Z and valid rows."""
-    root = zarr.open_group(store_path, mode="r")
+    root = open_group(store_path, mode="r")
     stop = min(start + rows, root["X"].shape[0])
     block = np.asarray(root["X"][start:stop])  # each encoding casts as it needs
     totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
     z, valid = get_encoding(name).fn(block, totals, **params, **prepared)
-    out = zarr.open_group(out_path, mode="r+")
+    out = open_group(out_path, mode="r+")
     out["Z"][start:stop] = z
     out["valid"][start:stop] = valid
     return int((~valid).sum())

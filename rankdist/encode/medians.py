@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import zarr
 from distributed import Client, as_completed
 
 from rankdist import _progress
 from rankdist.io.store import Store, atomic_directory
+from rankdist.io.verified import open_group, raw_codecs
 
 #: Version of the median definition below; bumping it recomputes every cached median.
 MEDIANS_VERSION = 1
@@ -70,7 +70,7 @@ def gene_nonzero_medians(store: Store, client: Client, *, progress: bool = True)
     path = store.path / "encodings" / f"_gene_medians-{key}"
     if not (path / "zarr.json").exists():
         with atomic_directory(path, replace=True) as tmp:
-            group = zarr.open_group(tmp, mode="w")
+            group = open_group(tmp, mode="w")
             spool = tmp / "spool"
             spool.mkdir()
             medians = _medians_map_reduce(store, client, spool, key, progress)
@@ -80,7 +80,7 @@ def gene_nonzero_medians(store: Store, client: Client, *, progress: bool = True)
                 shape=medians.shape,
                 dtype="float64",
                 chunks=(max(1, len(medians)),),
-                compressors=None,
+                compressors=raw_codecs(),
             )
             arr[:] = medians
             group.attrs["gene_medians"] = {
@@ -89,7 +89,7 @@ def gene_nonzero_medians(store: Store, client: Client, *, progress: bool = True)
                 "version": MEDIANS_VERSION,
                 "key": key,
             }
-    return np.asarray(zarr.open_group(path, mode="r")["medians"][:], dtype=np.float64)
+    return np.asarray(open_group(path, mode="r")["medians"][:], dtype=np.float64)
 
 
 def _medians_map_reduce(store: Store, client: Client, spool: Path, key: str, progress: bool):
@@ -143,7 +143,7 @@ def gene_groups(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
 
 def _median_map(start: int, *, store_path: str, spool: str, span: int) -> np.ndarray:
     """Worker task: spool the non-zero CP10k values of cells ``start:start+span``, gene-major."""
-    root = zarr.open_group(store_path, mode="r")
+    root = open_group(store_path, mode="r")
     stop = min(start + span, root["X"].shape[0])
     block = np.asarray(root["X"][start:stop], dtype=np.float64)
     totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)

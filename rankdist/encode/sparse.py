@@ -8,6 +8,7 @@ Every zero of a cell shares one average rank, so its standardised ranks are a co
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,22 +193,38 @@ def write_chunks(out_path, start: int, indptr, indices, data, c) -> None:
 
 
 def read_sparse_rows(z_path: str, start: int, stop: int, n_genes: int) -> SparseRows:
-    """Cells ``start:stop`` (``start`` a multiple of SUBTILE) of a sparse encoding."""
+    """Cells ``start:stop`` (``start`` a multiple of SUBTILE) of a sparse encoding.
+
+    Each chunk file is a zip, whose members carry a CRC-32 that reading them checks: a
+    missing file raises :class:`~rankdist.io.verified.MissingChunkError`, an unreadable
+    or mismatching one :class:`~rankdist.io.verified.DamagedChunkError`.
+    """
     if start % SUBTILE:
         msg = f"sparse Z rows are read from multiples of {SUBTILE}, not {start}"
         raise ValueError(msg)
     parts = []
     for chunk in range(start // SUBTILE, -(-stop // SUBTILE)):
-        path = chunk_file(z_path, chunk)
-        try:
-            with np.load(path) as f:
-                part = SparseRows(f["indptr"], f["indices"], f["data"], f["c"], n_genes)
-        except FileNotFoundError:
-            msg = f"{path}: sparse Z chunk missing; delete {z_path} to recompute the encoding"
-            raise OSError(msg) from None
+        part = read_sparse_chunk(z_path, chunk, n_genes)
         lo = chunk * SUBTILE
         parts.append(part.rows(max(start - lo, 0), min(stop - lo, len(part))))
     return SparseRows.concatenate(parts)
+
+
+def read_sparse_chunk(z_path: str, chunk: int, n_genes: int) -> SparseRows:
+    """The rows of sub-tile chunk ``chunk`` of a sparse encoding, its CRC-32s checked."""
+    # here, not at the top: the CLI's parser imports this module and must not load zarr
+    from rankdist.io.verified import MISSING, DamagedChunkError, MissingChunkError, chunk_error
+
+    path = chunk_file(z_path, chunk)
+    sparse_dir, name = Path(z_path) / SPARSE_DIR, path.name
+    try:
+        with np.load(path) as f:
+            return SparseRows(f["indptr"], f["indices"], f["data"], f["c"], n_genes)
+    except FileNotFoundError:
+        raise chunk_error(MissingChunkError, sparse_dir, (chunk,), MISSING, name=name) from None
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as err:
+        problem = f"is damaged (its zip CRC-32 or structure: {err})"
+        raise chunk_error(DamagedChunkError, sparse_dir, (chunk,), problem, name=name) from None
 
 
 def sample_gene_density(store_path: str, cells: int = SAMPLE_CELLS) -> np.ndarray:
@@ -216,9 +233,9 @@ def sample_gene_density(store_path: str, cells: int = SAMPLE_CELLS) -> np.ndarra
     The cells are the first rows of evenly spaced X chunks, so the sample spans the
     store (ingest order often follows donors or cell types) and reads whole chunks only.
     """
-    import zarr
+    from rankdist.io.verified import open_group
 
-    x = zarr.open_group(store_path, mode="r")["X"]
+    x = open_group(store_path, mode="r")["X"]
     n, rows = x.shape[0], x.chunks[0]
     chunks = -(-n // rows)
     take = max(1, min(chunks, -(-cells // rows)))

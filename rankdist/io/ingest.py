@@ -40,6 +40,7 @@ from rankdist.io.store import (
     drop_unused_categories,
     finish_store,
 )
+from rankdist.io.verified import open_group
 from rankdist.layout import chunk_rows
 
 __all__ = ["SOURCE_BATCH_COLUMN", "ingest"]
@@ -138,7 +139,7 @@ def ingest(
         # so a fresh id per ingest is all a cache key needs.
         content_id = uuid.uuid4().hex[:16]
         with atomic_directory(store_path, replace=overwrite) as tmp:
-            root = zarr.open_group(tmp, mode="w")
+            root = open_group(tmp, mode="w")
             totals = _write_matrix(combined, root, gene_idx, progress)
             finish_store(
                 root,

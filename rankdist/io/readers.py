@@ -161,8 +161,10 @@ def _open_hdf5(path: Path, *, use_raw: bool, layer: str | None) -> Source:
 def _open_zarr(path: Path, *, use_raw: bool, layer: str | None) -> Source:
     import zarr
 
+    from rankdist.io.verified import open_group
+
     try:
-        root = zarr.open_group(path, mode="r")
+        root = open_group(path, mode="r")
         keys = list(root)
     except PermissionError:
         raise  # unreadable, not corrupt: the error names the file

@@ -28,14 +28,12 @@ from rankdist.io.atomic import (  # noqa: F401
     atomic_file,
     publish_directory,
 )
+from rankdist.io.verified import StoreError, compressed_codecs, open_group
 
-STORE_FORMAT = 1
+#: 2: every chunk checksummed (crc32c) and written (docs/store.md, "Integrity").
+STORE_FORMAT = 2
 #: Label roles a store can carry, in the order their counts are laid out.
 LABEL_ROLES = ("cell_type", "coarse_type", "batch")
-
-
-class StoreError(ValueError):
-    """A path is not a usable rankdist store."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +46,12 @@ class Labels:
     categories: tuple[str, ...]
 
 
-def compressor():
-    """The codec rankdist writes arrays with: blosc-zstd with byte shuffle.
+def compressor() -> list:
+    """The codecs rankdist writes compressed arrays with: blosc-zstd, then crc32c.
 
-    Measured on zero-heavy float32 counts: smaller than plain zstd (9.2 vs 10.0 MB per
-    66 MB) and three times faster to read (0.07 vs 0.21 s), which ingest and encode feel.
+    See :func:`rankdist.io.verified.compressed_codecs`.
     """
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    return compressed_codecs()
 
 
 class Store:
@@ -72,7 +69,7 @@ class Store:
             msg = f"store {self.path} does not exist; create it with `rankdist ingest`"
             raise StoreError(msg)
         try:
-            self.root = zarr.open_group(self.path, mode="r")
+            self.root = open_group(self.path, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as err:
             if self.path.is_file():
                 msg = (
@@ -96,9 +93,12 @@ class Store:
             )
             raise StoreError(msg)
         if meta["format"] != STORE_FORMAT:
+            source = (meta.get("provenance") or {}).get("source")
+            source = source if isinstance(source, str) else "SOURCE"
             msg = (
                 f"{self.path} has store format {meta['format']}, this rankdist reads format "
-                f"{STORE_FORMAT}; re-run `rankdist ingest`"
+                f"{STORE_FORMAT} (chunks checksummed); re-ingest it: rankdist ingest "
+                f"{source} {self.path} --overwrite"
             )
             raise StoreError(msg)
         self.meta = meta
@@ -173,7 +173,7 @@ def check_store_path(store_path: str | os.PathLike, overwrite: bool) -> None:
         return
     try:
         # any rankdist store, including one of an older format that must be re-ingested
-        is_store = "rankdist" in zarr.open_group(store_path, mode="r").attrs
+        is_store = "rankdist" in open_group(store_path, mode="r").attrs
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, ValueError):
         is_store = False
     if not is_store:

@@ -150,11 +150,11 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
     import dataclasses
 
     import numpy as np
-    import zarr
     from distributed import get_task_stream
     from threadpoolctl import threadpool_limits
 
     from rankdist.encode.cache import encode
+    from rankdist.io.verified import open_group
     from rankdist.layout import SUBTILE
     from rankdist.planning.simulate import prepare_simulation
     from rankdist.reduce.runstore import checkpoint_path
@@ -193,7 +193,7 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
                 if n:
                     passes.append(sum(busy))
 
-    z = zarr.open_group(enc.path, mode="r")["Z"]
+    z = open_group(enc.path, mode="r")["Z"]
 
     def timed_gemm(ij):
         zi, zj = (np.ascontiguousarray(z[slice(*plans[0].block_range(b))]) for b in ij)
@@ -234,12 +234,12 @@ def _tile_rates(store, block_rows: int, tmp: Path, measured: dict) -> dict:
 def _encode_rate(store, measured: dict) -> float:
     """ns per cell x gene of the spearman encoding, one chunk per core at a time."""
     import numpy as np
-    import zarr
 
     from rankdist.encode.registry import get_encoding
+    from rankdist.io.verified import open_group
 
     fn = get_encoding("spearman").fn
-    root = zarr.open_group(store.path, mode="r")
+    root = open_group(store.path, mode="r")
     rows = store.chunk_cells
     starts = list(range(0, store.n_cells, rows))
 

@@ -148,13 +148,13 @@ def prepare_simulation(
         (:func:`rankdist.reduce.runstore.work_path`; its checkpoints are in
         :func:`rankdist.reduce.runstore.checkpoint_path`).
     """
-    import zarr
+    from rankdist.io.verified import open_group
 
     rows = partial_rows or real_plan.block_rows
     plan = TilePlan(real_plan.n_blocks * rows, rows)
     workdir = Path(workdir)
     enc_path = workdir / "enc"
-    enc = zarr.open_group(enc_path, mode="w")
+    enc = open_group(enc_path, mode="w")
     enc.create_array("valid", shape=(plan.n_cells,), dtype="bool", chunks=(rows,))
     enc["valid"][:] = True
     cutoffs = tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs))

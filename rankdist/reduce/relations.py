@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from rankdist.io.store import LABEL_ROLES, compressor
+from rankdist.io.verified import open_group
 
 #: Name of the total in ``relations/`` and in ``NeighborResult.relations``.
 TOTAL = "total"
@@ -124,7 +125,7 @@ def store_codes(store_path: str | os.PathLike, roles: list[str]) -> dict[str, np
     ValueError
         If the store lacks one of them, naming the store and the missing labels.
     """
-    root = zarr.open_group(store_path, mode="r")
+    root = open_group(store_path, mode="r")
     missing = [f"obs/{role}" for role in roles if f"obs/{role}" not in root]
     if missing:
         msg = (

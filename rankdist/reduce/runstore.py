@@ -32,6 +32,7 @@ import numpy as np
 import zarr
 
 from rankdist.io.store import Store, atomic_file, compressor, publish_directory
+from rankdist.io.verified import open_group
 from rankdist.reduce.partial import Partial
 from rankdist.reduce.relations import store_codes, write_relations
 
@@ -170,7 +171,7 @@ def create_work_dir(
     """
     n, k, rows = fingerprint["n_cells"], fingerprint["k"], block_rows
     n_cutoffs = len(fingerprint["cutoffs"])
-    out = zarr.open_group(work, mode="w")
+    out = open_group(work, mode="w")
     checkpoint_path(work).mkdir()
     for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
         out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
@@ -233,7 +234,7 @@ def write_block(
     idx = part.top_idx.copy()
     sim[~valid] = np.nan
     idx[~valid] = -1
-    out = zarr.open_group(work, mode="r+")
+    out = open_group(work, mode="r+")
     out["similarities"][start:stop] = sim
     out["indices"][start:stop] = idx
     at_or_above = np.flip(np.cumsum(np.flip(part.counts, axis=1), axis=1), axis=1)
@@ -253,7 +254,7 @@ def publish_run(work: Path, final: Path, metadata: dict, *, codes: dict | None =
     per-block histograms into ``pair_hist``, writes the version attrs and
     ``attrs["run"]``, then replaces ``final`` atomically (``io.store.publish_directory``).
     """
-    out = zarr.open_group(work, mode="r+")
+    out = open_group(work, mode="r+")
     if "counts" in out and (roles := [role for role, _ in out["counts"].arrays()]):
         write_relations(out, codes if codes is not None else store_codes(work.parents[1], roles))
     shutil.rmtree(checkpoint_path(work))
@@ -368,7 +369,7 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
     StoredRun
         Top-k and excluded read, counts and relations opened (read when indexed), metadata.
     """
-    group = zarr.open_group(run_path(store_path, run), mode="r")
+    group = open_group(run_path(store_path, run), mode="r")
     version = run_version(group.attrs, store_path, run)
     counts = dict(group["counts"].arrays()) if "counts" in group else {}
     relations = dict(group["relations"].arrays()) if "relations" in group else {}

@@ -12,10 +12,19 @@ import threading
 from collections import OrderedDict
 from functools import lru_cache
 
+import google_crc32c
 import numpy as np
-import zarr
 
 from rankdist.encode.sparse import read_sparse_rows
+from rankdist.io.verified import (
+    CRC_BYTES,
+    DAMAGED,
+    MISSING,
+    DamagedChunkError,
+    MissingChunkError,
+    chunk_error,
+    open_group,
+)
 from rankdist.tiles.grid import CACHED_BLOCKS
 
 _cache: OrderedDict = OrderedDict()
@@ -45,13 +54,13 @@ def read_block(
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    enc = zarr.open_group(z_path, mode="r")
+    enc = open_group(z_path, mode="r")
     if form == "sparse":
         z = read_sparse_rows(z_path, start, stop, n_genes)
     else:
         z = read_z_rows(z_path, start, stop)
     valid = np.asarray(enc["valid"][start:stop], dtype=np.bool_)
-    root = zarr.open_group(store_path, mode="r") if roles else None
+    root = open_group(store_path, mode="r") if roles else None
     codes = np.empty((len(roles), stop - start), dtype=np.int32)
     for r, (role, off) in enumerate(zip(roles, offsets, strict=True)):
         codes[r] = np.asarray(root[f"obs/{role}"][start:stop], dtype=np.int32) + off
@@ -67,43 +76,92 @@ def read_z_rows(z_path: str, start: int, stop: int) -> np.ndarray:
     """float32 rows ``start:stop`` of the encoding's Z, read straight from its chunk files.
 
     Z is written uncompressed, so each chunk file holds the raw little-endian rows of its
-    chunk (zarr's ``bytes`` codec): reading them into one buffer is about twice as fast
-    as going through zarr, which matters because every tile reads a block. A chunk that
-    zarr did not write (all zeros, the fill value) reads as zeros. Any other layout falls
-    back to zarr.
+    chunk (zarr's ``bytes`` codec) followed by their crc32c: reading them into one buffer
+    is about twice as fast as going through zarr, which matters because every tile reads
+    a block. Each chunk's crc32c is checked over the bytes read (all of the chunk's rows,
+    those past ``stop`` into a scratch buffer): a missing file raises
+    :class:`~rankdist.io.verified.MissingChunkError`, a short, long or mismatching one
+    :class:`~rankdist.io.verified.DamagedChunkError`. In a Z written without checksums
+    (before store format 2) a chunk zarr did not write reads as zeros, as zarr reads it.
+    Any other layout falls back to zarr.
     """
     layout = _raw_layout(z_path)
     if layout is None or start % layout[0]:
-        return np.ascontiguousarray(zarr.open_group(z_path, mode="r")["Z"][start:stop])
+        return np.ascontiguousarray(open_group(z_path, mode="r")["Z"][start:stop])
     chunk_rows, n_rows, n_genes = layout
+    checked = _z_checksummed(z_path)
     out = np.empty((stop - start, n_genes), dtype=np.float32)
     for c0 in range(start, stop, chunk_rows):
         rows = min(c0 + chunk_rows, stop) - c0
-        path = os.path.join(z_path, "Z", "c", str(c0 // chunk_rows), "0")
-        view = memoryview(out[c0 - start : c0 - start + rows]).cast("B")
+        chunk = c0 // chunk_rows
+        path = os.path.join(z_path, "Z", "c", str(chunk), "0")
+        block = out[c0 - start : c0 - start + rows]
         try:
-            with open(path, "rb", buffering=0) as fh:
-                got = fh.readinto(view)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            out[c0 - start : c0 - start + rows] = 0.0
+            if checked:
+                raise chunk_error(MissingChunkError, _z_dir(z_path), (chunk, 0), MISSING) from None
+            block[:] = 0.0
             continue
-        if got != len(view):
-            msg = f"{path}: expected {len(view)} bytes of Z, read {got}; recompute the encoding"
+        try:
+            if checked:
+                _read_checked(fd, block, chunk_rows - rows, z_path, chunk)
+                continue
+            got = os.readv(fd, [block.reshape(-1).view(np.uint8)])
+        finally:
+            os.close(fd)
+        if got != block.nbytes:
+            msg = f"{path}: expected {block.nbytes} bytes of Z, read {got}; recompute the encoding"
             raise OSError(msg)
     return out
 
 
+def _read_checked(fd: int, block: np.ndarray, rows_after: int, z_path: str, chunk: int) -> None:
+    """Read a chunk file into ``block`` (its rows after it into scratch), check its crc32c."""
+    after = np.empty((rows_after, block.shape[1]), dtype=np.float32)
+    tail = np.empty(CRC_BYTES + 1, dtype=np.uint8)  # one byte more: a longer file is damaged
+    want = block.nbytes + after.nbytes + CRC_BYTES
+    buffers = [block.reshape(-1).view(np.uint8), after.reshape(-1).view(np.uint8), tail]
+    got = os.readv(fd, buffers)
+    crc = google_crc32c.value(block)
+    if rows_after:
+        crc = google_crc32c.extend(crc, after)
+    if got != want or crc != int.from_bytes(tail[:CRC_BYTES].tobytes(), "little"):
+        raise chunk_error(DamagedChunkError, _z_dir(z_path), (chunk, 0), DAMAGED)
+
+
+def _z_dir(z_path: str) -> str:
+    return os.path.join(z_path, "Z")
+
+
+@lru_cache(maxsize=16)
+def _z_meta(z_path: str) -> dict | None:
+    try:
+        return json.loads(open(os.path.join(z_path, "Z", "zarr.json")).read())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _z_checksummed(z_path: str) -> bool:
+    """Whether Z's raw chunks end in a crc32c (``[bytes, crc32c]``, store format 2)."""
+    codecs = (_z_meta(z_path) or {}).get("codecs", [])
+    return len(codecs) == 2 and codecs[1].get("name") == "crc32c"
+
+
 @lru_cache(maxsize=16)
 def _raw_layout(z_path: str) -> tuple[int, int, int] | None:
-    """(chunk rows, rows, genes) if Z is stored as raw float32 row chunks, else None."""
-    try:
-        meta = json.loads(open(os.path.join(z_path, "Z", "zarr.json")).read())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """(chunk rows, rows, genes) if Z is stored as raw float32 row chunks, else None.
+
+    Raw: the ``bytes`` codec (little-endian), optionally followed by ``crc32c``.
+    """
+    meta = _z_meta(z_path)
+    if meta is None:
         return None
     codecs = meta.get("codecs", [])
     raw = (
         meta.get("data_type") == "float32"
-        and len(codecs) == 1
+        and len(codecs) in (1, 2)
+        and (len(codecs) == 1 or _z_checksummed(z_path))
         and codecs[0].get("name") == "bytes"
         and codecs[0].get("configuration", {}).get("endian") == "little"
         and meta.get("chunk_key_encoding", {}).get("name") == "default"
@@ -122,7 +180,7 @@ def read_valid(z_path: str, start: int, stop: int) -> np.ndarray:
         for (path, s0, s1), (_, valid, _) in _cache.items():
             if path == z_path and s0 == start and s1 == stop:
                 return valid
-    return np.asarray(zarr.open_group(z_path, mode="r")["valid"][start:stop], dtype=np.bool_)
+    return np.asarray(open_group(z_path, mode="r")["valid"][start:stop], dtype=np.bool_)
 
 
 # Per-row lower bounds of each cell's final k-th best similarity, learnt from the tiles

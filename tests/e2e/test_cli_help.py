@@ -17,7 +17,7 @@ from rankdist.encode.registry import ENCODINGS
 from rankdist.tiles.sparse import FORMS
 
 #: Options that mean different things in different commands, each with its own help.
-DIFFERENT_MEANINGS = {"--cells", "--genes", "--seed", "--out", "store"}
+DIFFERENT_MEANINGS = {"--cells", "--genes", "--seed", "--out", "store", "--run"}
 #: plan's --cluster chooses among batch systems (no scheduler address): its own option.
 OWN_OPTIONS = {("plan", "--cluster")}
 

@@ -175,9 +175,8 @@ def _default_chunk(n_keep: int, multiple: int) -> int:
 
 
 def _write_store(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, progress):
-    import zarr
-
     from rankdist.io.store import Store, atomic_directory, compressor, finish_store
+    from rankdist.io.verified import open_group
     from rankdist.layout import chunk_rows
 
     spec = model.spec
@@ -185,7 +184,7 @@ def _write_store(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, pro
     rows = chunk_rows(len(keep), spec.n_cells)
     chunk = _round_up(chunk, rows) if chunk else _default_chunk(len(keep), rows)
     with atomic_directory(out, replace=overwrite) as tmp:
-        root = zarr.open_group(tmp, mode="w")
+        root = open_group(tmp, mode="w")
         root.create_array(
             "X",
             shape=(spec.n_cells, len(keep)),
@@ -262,13 +261,13 @@ def _write_h5ad(cl, model: AtlasModel, n_keep, out: Path, chunk, overwrite, comp
 
 def _store_task(spec: AtlasSpec, n_keep, x_path: str, start: int, stop: int):
     """Generate cells ``start:stop`` and write them into the store's X (runs on a worker)."""
-    import zarr
+    from rankdist.io.verified import open_array
 
     model = atlas_model(spec)
     counts, totals = generate_cells(model, start, stop, model.kept_genes(n_keep))
     # r+: if a failed run already removed the store's temporary directory, fail here
     # rather than recreate part of it
-    x = zarr.open_array(x_path, mode="r+")
+    x = open_array(x_path, mode="r+")
     x[start:stop] = counts.toarray()
     return totals, int(counts.nnz)
 
