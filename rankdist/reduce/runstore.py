@@ -249,10 +249,9 @@ def write_block(
 def publish_run(work: Path, final: Path, metadata: dict, *, codes: dict | None = None) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
-    Writes ``relations/`` (label ``codes`` by role; default the store's ``obs/<role>``)
-    while job.json keeps ``work`` resumable, drops the checkpoints and job.json, folds the
-    per-block histograms into ``pair_hist``, writes the version attrs and
-    ``attrs["run"]``, then replaces ``final`` atomically (``io.store.publish_directory``).
+    Writes ``relations/`` (label ``codes`` by role, default ``obs/<role>``) while job.json
+    keeps ``work`` resumable, drops checkpoints and job.json, folds the block histograms into
+    ``pair_hist``, writes the attrs, then replaces ``final`` (``io.store.publish_directory``).
     """
     out = open_group(work, mode="r+")
     if "counts" in out and (roles := [role for role, _ in out["counts"].arrays()]):

@@ -15,6 +15,7 @@ import pytest
 import rankdist
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
+from rankdist.io.verified import ChunkError
 from rankdist.reduce import lock as runlock
 from rankdist.reduce.runstore import work_path
 
@@ -113,7 +114,6 @@ READ_BY_LOAD = [
     "obs/cell_type",
     "results/r/indices",
     "results/r/similarities",
-    "results/r/counts/cell_type",
     "results/r/excluded",
     "results/r/pair_hist",
 ]
@@ -137,6 +137,34 @@ def test_export_info_and_report_stop_on_a_bad_chunk_and_write_nothing(
     report = out / "report"
     _run_fails(["report", str(store), "--out", str(report), "--runs", "r"], array, index, capsys)
     assert sorted(p.name for p in out.iterdir()) == []  # no file, folder or temporary
+
+
+#: arrays a loaded run reads only when used: the report reads the relations
+READ_BY_REPORT = ["results/r/relations/total", "results/r/relations/same_cell_type"]
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+@pytest.mark.parametrize("array", READ_BY_REPORT)
+def test_report_stops_on_a_bad_relations_chunk_and_writes_nothing(
+    store, array, how, tmp_path, capsys
+):
+    path, index = _chunk(store, array)
+    _damage(path, how)
+    report = tmp_path / "report"
+    _run_fails(["report", str(store), "--out", str(report), "--runs", "r"], array, index, capsys)
+    assert not report.exists() and list(tmp_path.iterdir()) == [tmp_path / "cells.zarr"]
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+def test_counts_read_lazily_stop_on_a_bad_chunk(store, how):
+    """The per-value counts are read only when asked for (no command reads them whole);
+    reading a bad chunk then is the same named error, never zeros."""
+    array = "results/r/counts/cell_type"
+    path, index = _chunk(store, array)
+    _damage(path, how)
+    res = rankdist.load(store, "r")
+    with pytest.raises(ChunkError, match=rf"array {array}, chunk \({index[1:-1]}\)"):
+        res.counts["cell_type"].to_numpy()
 
 
 # --- rankdist verify -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 import rankdist
+from rankdist.io.verified import MissingChunkError
 
 from _data import tricky_adata
 
@@ -49,8 +50,8 @@ def _chunk_files(folder):
 
 
 def test_load_reads_counts_and_relations_only_when_used(stored):
-    """Loaded, then the stored chunks removed: the counts read afterwards are the gaps' zeros,
-    so load read none of them; the top-k were read whole at load."""
+    """Loaded, then the stored chunks removed: reading the counts afterwards finds the gaps
+    (a missing-chunk error), so load read none of them; the top-k were read whole at load."""
     store, res = stored
     run = _copy(store, "gone")
     lazy = rankdist.load(store, "gone")
@@ -64,9 +65,11 @@ def test_load_reads_counts_and_relations_only_when_used(stored):
     assert np.array_equal(lazy.indices, res.indices)
     assert np.array_equal(lazy.similarities, res.similarities, equal_nan=True)
     assert res.counts["batch"].to_numpy().any() and res.relations["total"].to_numpy().any()
-    # zarr fills a missing chunk with zeros: these values were read after the removal
-    assert not lazy.counts["batch"].to_numpy().any()
-    assert not lazy.relations["total"].to_numpy().any()
+    # a missing chunk is an error: these values are read only now, after the removal
+    with pytest.raises(MissingChunkError, match="counts/batch"):
+        lazy.counts["batch"].to_numpy()
+    with pytest.raises(MissingChunkError, match="relations/total"):
+        lazy.relations["total"].to_numpy()
 
 
 def test_counts_and_relations_keep_their_dims_coords_and_attrs(stored):
