@@ -210,9 +210,7 @@ def test_verify_one_run(store, capsys):
     assert "no run 'nope'" in capsys.readouterr().err
 
 
-def test_repair_removes_a_damaged_encoding_and_debris_but_keeps_x_and_finished_runs(
-    store, capsys
-):
+def test_repair_removes_a_damaged_encoding_and_debris_but_keeps_x_and_finished_runs(store, capsys):
     dense = _encoding(store)
     _damage(_chunk(store, f"encodings/{dense}/Z")[0], "damaged")
     _damage(_chunk(store, "results/r/indices")[0], "missing")

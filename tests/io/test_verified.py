@@ -99,8 +99,11 @@ def test_a_damaged_chunk_is_an_error_where_plain_zarr_gives_a_bare_value_error(t
     root.create_array("obs/cell_type", shape=(6,), dtype="int32", chunks=(6,))
     root["obs/cell_type"][:] = np.arange(6)
     _flip(store / "obs" / "cell_type" / "c" / "0")
-    with pytest.raises(DamagedChunkError, match=r"array obs/cell_type, chunk \(0\): file "
-                       r"obs/cell_type/c/0 does not match its crc32c checksum; re-ingest"):
+    with pytest.raises(
+        DamagedChunkError,
+        match=r"array obs/cell_type, chunk \(0\): file "
+        r"obs/cell_type/c/0 does not match its crc32c checksum; re-ingest",
+    ):
         open_group(store)["obs/cell_type"][:]
     # what zarr's own codec says, without the store's check: no array, no chunk named
     with pytest.raises(ValueError, match="Stored and computed checksum do not match"):
@@ -114,8 +117,14 @@ def test_encoding_and_run_chunks_say_how_to_recompute(tmp_path):
     enc.create_array("valid", shape=(4,), dtype="bool", chunks=(4,))
     enc["valid"][:] = True
     run = root.create_group("results").create_group("r1")
-    run.attrs["run"] = {"encoding": "pearson", "k": 5, "cutoffs": [0.3, 0.5],
-                        "encoding_params": {}, "type_hist": True, "form_requested": "auto"}
+    run.attrs["run"] = {
+        "encoding": "pearson",
+        "k": 5,
+        "cutoffs": [0.3, 0.5],
+        "encoding_params": {},
+        "type_hist": True,
+        "form_requested": "auto",
+    }
     run.create_array("indices", shape=(4, 5), dtype="int64", chunks=(4, 5))
     run["indices"][:] = 1
     (store / "encodings" / "spearman-abc" / "valid" / "c" / "0").unlink()
