@@ -179,6 +179,16 @@ def test_a_resumed_run_says_how_much_it_reuses(tmp_path, inproc_client, capsys):
     written = len(scan(work / "checkpoint").written)
     assert durable >= 5 and written >= 1  # block 0's five tiles at least
 
+    # tasks already running when the tile failed may still checkpoint, so the counts are read
+    # again once the cluster is idle; the resumed run must report exactly those
+    deadline = time.monotonic() + 120
+    while any(inproc_client.run(lambda dask_worker: len(dask_worker.active_threads)).values()):
+        assert time.monotonic() < deadline, "the stopped run's tasks never finished"
+        time.sleep(0.05)
+    durable, written = (
+        _durable_tiles(work / "checkpoint", 5),
+        len(scan(work / "checkpoint").written),
+    )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         res = api._run(request, inproc_client, time.perf_counter())
     err = capsys.readouterr().err
