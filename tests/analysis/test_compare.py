@@ -136,3 +136,12 @@ def test_write_tables(runs, tmp_path):
     assert per_type["cells"].tolist() == tables["compare"]["cells"].to_numpy().tolist()
     with pytest.raises(ValueError, match="plain file name"):
         write_tables({"../x": tables["purity"]}, tmp_path)
+
+
+def test_blocks_of_rows_give_the_same_dataset(runs, monkeypatch):
+    """Blocks of 7 rows (some with cells excluded in one run only) change nothing."""
+    a, b = runs
+    b = exclude(b, 20)
+    whole = compare_encodings(a, b)
+    monkeypatch.setattr("rankdist.analysis.compare._BLOCK_ROWS", 7)
+    assert compare_encodings(a, b).identical(whole)
