@@ -2,7 +2,8 @@
 
 A finished run is stored as ``results/<run>/`` in the store; :mod:`rankdist.reduce.runstore`
 writes and reads that format (docs/results.md). This module turns it into a
-:class:`NeighborResult`: numpy arrays, counts as an xarray Dataset labelled with the
+:class:`NeighborResult`: the top-k as numpy arrays, the counts and relations as xarray
+Datasets over Dask arrays of the stored chunks (read only when used), labelled with the
 store's categories, and the exports (AnnData, scib-metrics).
 """
 
@@ -13,11 +14,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
 
 from rankdist.io.store import Labels, Store
 from rankdist.reduce import graph
+from rankdist.reduce.relations import TOTAL, lazy_relations
 from rankdist.reduce.runstore import list_runs, read_run
 
 
@@ -41,7 +44,8 @@ class NeighborResult:
     counts
         xarray Dataset: one variable per label role (``cell_type``, ...), dims
         ``(cell, cutoff, neighbor_<role>)``: the number of other cells related at or
-        above each cutoff, by their label.
+        above each cutoff, by their label. From :func:`load`, backed by Dask arrays over
+        the stored chunks: read when used (``.values``, ``.sel(...)``, a sum computed).
     labels
         The store's label columns by role.
     metadata
@@ -50,6 +54,12 @@ class NeighborResult:
         With ``type_hist=True``: int64 counts of cell pairs by (``type_a``, ``type_b``,
         ``bin``), 400 bins of 0.005 on [-1, 1]; symmetric in the two types, each pair of
         cells counted once. None otherwise.
+    relations
+        xarray Dataset, dims ``(cell, cutoff)``: ``total`` (relations at or above each
+        cutoff, the sum over any role of ``counts``) and ``same_<role>`` per role (those
+        with the cell's own label value), int32, zero for excluded cells. From
+        :func:`load`, backed by Dask arrays like ``counts``. None (the default) derives it
+        from ``counts`` and ``labels``.
     """
 
     indices: np.ndarray
@@ -61,6 +71,7 @@ class NeighborResult:
     labels: dict[str, Labels] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     pair_hist: xr.DataArray | None = None
+    relations: xr.Dataset | None = None
 
     def __post_init__(self):
         n, k = self.indices.shape
@@ -70,6 +81,8 @@ class NeighborResult:
         if self.excluded.shape != (n,) or len(self.cell_names) != n:
             msg = f"excluded {self.excluded.shape} / cell_names {len(self.cell_names)} != {n} cells"
             raise ValueError(msg)
+        if self.relations is None:
+            self.relations = derive_relations(self.counts, self.labels)
 
     def __repr__(self) -> str:
         return (
@@ -203,24 +216,34 @@ def load(store_path: str | os.PathLike | Store, run: str | None = None) -> Neigh
 
 
 def read_result(store: Store, run: str) -> NeighborResult:
-    """The finished run ``run`` of ``store`` as a :class:`NeighborResult` (see :func:`load`)."""
+    """The finished run ``run`` of ``store`` as a :class:`NeighborResult` (see :func:`load`).
+
+    ``indices``, ``similarities`` and ``excluded`` are read; ``counts`` and ``relations``
+    are Dask-backed Datasets over the stored chunks, read when used. A run without
+    stored ``relations/`` (format 1) derives them from the counts, chunk by chunk, when
+    they are used.
+    """
+    import dask.array as da
+
     stored = read_run(store.path, run)
     cutoffs = tuple(float(c) for c in stored.metadata["cutoffs"])
-    names = store.cell_names
-    data_vars = {}
+    # one pandas index over the stored names' own str objects, shared by both Datasets
+    cells = pd.Index(store.cell_names, dtype=object, name="cell", copy=False)
+    dims = ("cell", "cutoff")
+    counts = xr.Dataset(coords={"cell": cells, "cutoff": list(cutoffs)})
     for role, lab in store.labels.items():
         if role in stored.counts:
-            data_vars[role] = xr.DataArray(
-                stored.counts[role],
-                dims=("cell", "cutoff", f"neighbor_{role}"),
-                coords={
-                    "cell": names.astype(str),
-                    "cutoff": list(cutoffs),
-                    f"neighbor_{role}": list(lab.categories),
-                },
+            counts[role] = xr.Variable(
+                (*dims, f"neighbor_{role}"),
+                da.from_zarr(stored.counts[role]),
                 attrs={"column": lab.column, "meaning": "relations with similarity >= cutoff"},
             )
-    counts = xr.Dataset(data_vars, coords={"cell": names.astype(str), "cutoff": list(cutoffs)})
+            counts.coords[f"neighbor_{role}"] = list(lab.categories)
+    if stored.relations:
+        arrays = {name: da.from_zarr(arr) for name, arr in stored.relations.items()}
+        relations = _relations_dataset(arrays, counts)
+    else:
+        relations = derive_relations(counts, store.labels)
     pair_hist = None
     if stored.pair_hist is not None:
         edges = stored.bin_edges
@@ -235,10 +258,50 @@ def read_result(store: Store, run: str) -> NeighborResult:
         indices=stored.indices,
         similarities=stored.similarities,
         excluded=stored.excluded,
-        cell_names=names,
+        cell_names=store.cell_names,
         cutoffs=cutoffs,
         counts=counts,
         labels=store.labels,
         metadata=stored.metadata,
         pair_hist=pair_hist,
+        relations=relations,
     )
+
+
+def derive_relations(counts: xr.Dataset, labels: dict[str, Labels]) -> xr.Dataset:
+    """``relations`` of a result from its per-value ``counts`` (lazily if they are Dask-backed).
+
+    Parameters
+    ----------
+    counts
+        :attr:`NeighborResult.counts`.
+    labels
+        The label columns by role; roles of ``counts`` without labels get no
+        ``same_<role>``.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :attr:`NeighborResult.relations`; no variables when ``counts`` has none.
+    """
+    roles = [str(r) for r in counts.data_vars if r in labels]
+    arrays = lazy_relations(
+        {r: counts[r].transpose("cell", "cutoff", f"neighbor_{r}").data for r in roles},
+        {r: labels[r].codes for r in roles},
+    )
+    return _relations_dataset(arrays, counts)
+
+
+def _relations_dataset(arrays: dict, counts: xr.Dataset) -> xr.Dataset:
+    """``relations`` with the cell and cutoff coords of ``counts``."""
+    meaning = {TOTAL: "relations with similarity >= cutoff"}
+    variables = {
+        name: xr.Variable(
+            ("cell", "cutoff"),
+            data,
+            attrs={"meaning": meaning.get(name, f"of them with the cell's own {name[5:]}")},
+        )
+        for name, data in arrays.items()
+    }
+    coords = {c: counts.coords[c] for c in ("cell", "cutoff") if c in counts.coords}
+    return xr.Dataset(variables, coords=coords)

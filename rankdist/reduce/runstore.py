@@ -10,12 +10,14 @@ A run is computed in a hidden work directory and renamed into place when complet
       job.json                    what the arrays belong to; written last, atomically
     results/<run>/                the finished run
       indices, similarities, excluded, counts/<role>, pair_hist (with type_hist)
+      relations/total, relations/same_<role>   (format 2) written when the run is published
       attrs: encoding-type, encoding-version, run (the run's metadata)
 
 The finished run is versioned as anndata versions its elements: the group's attrs
 carry ``encoding-type`` (:data:`RUN_TYPE`) and ``encoding-version``
 (:data:`RUN_VERSION`). A run written before the version was recorded reads as
-version ``"1"``.
+version ``"1"``. Version 1 has no ``relations/``; readers derive it from the counts
+(:mod:`rankdist.reduce.relations`).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import zarr
 
 from rankdist.io.store import Store, atomic_file, compressor, publish_directory
 from rankdist.reduce.partial import Partial
+from rankdist.reduce.relations import store_codes, write_relations
 
 #: ``encoding-type`` of a finished run's group.
 RUN_TYPE = "rankdist-run"
-#: ``encoding-version`` this rankdist writes.
-RUN_VERSION = "1"
+#: ``encoding-version`` this rankdist writes: 2 adds ``relations/`` to version 1.
+RUN_VERSION = "2"
 #: Versions this rankdist reads; a run without the attrs predates them and is version 1.
-READ_VERSIONS = ("1",)
+READ_VERSIONS = ("1", "2")
 #: Format of a work directory's job.json; a work directory of another format is discarded.
 JOB_FORMAT = 2
 #: The attrs["run"] keys that decide whether a work directory's checkpoints can be resumed.
@@ -243,18 +246,25 @@ def write_block(
         out["pair_hist_blocks"][part.block] = part.pair_hist
 
 
-def publish_run(work: Path, final: Path, metadata: dict) -> None:
+def publish_run(
+    work: Path, final: Path, metadata: dict, *, codes: dict[str, np.ndarray] | None = None
+) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
     Drops the checkpoints and job.json, folds the per-block histograms into
-    ``pair_hist``, writes the version attrs and ``attrs["run"] = metadata``, then
-    replaces ``final`` atomically (:func:`rankdist.io.store.publish_directory`).
+    ``pair_hist``, writes ``relations/`` from the counts and ``codes`` (role -> label
+    codes; default: ``obs/<role>`` of the store holding ``work``), the version attrs and
+    ``attrs["run"] = metadata``, then replaces ``final`` atomically
+    (:func:`rankdist.io.store.publish_directory`).
     """
     shutil.rmtree(checkpoint_path(work))
     (work / _JOB_FILE).unlink()
     out = zarr.open_group(work, mode="r+")
     if "pair_hist_blocks" in out:
         _finish_pair_hist(out)
+    roles = [role for role, _ in out["counts"].arrays()] if "counts" in out else []
+    if roles:
+        write_relations(out, codes if codes is not None else store_codes(work.parents[1], roles))
     out.attrs["encoding-type"] = RUN_TYPE
     out.attrs["encoding-version"] = RUN_VERSION
     out.attrs["run"] = metadata
@@ -291,11 +301,15 @@ class StoredRun:
     Attributes
     ----------
     indices, similarities
-        ``(n_cells, k)`` int64 and float32.
+        ``(n_cells, k)`` int64 and float32, read.
     excluded
-        ``(n_cells,)`` bool.
+        ``(n_cells,)`` bool, read.
     counts
-        Label role -> ``(n_cells, n_cutoffs, n_categories)`` int32, at or above each cutoff.
+        Label role -> ``(n_cells, n_cutoffs, n_categories)`` int32 zarr array, at or
+        above each cutoff: opened, read only where indexed.
+    relations
+        ``total`` and ``same_<role>`` -> ``(n_cells, n_cutoffs)`` int32 zarr arrays
+        (opened, not read); empty for a version-1 run, which has no ``relations/``.
     pair_hist
         ``(types, types, bins)`` int64, or None without ``type_hist``.
     bin_edges
@@ -309,7 +323,8 @@ class StoredRun:
     indices: np.ndarray
     similarities: np.ndarray
     excluded: np.ndarray
-    counts: dict[str, np.ndarray]
+    counts: dict[str, zarr.Array]
+    relations: dict[str, zarr.Array]
     pair_hist: np.ndarray | None
     bin_edges: np.ndarray | None
     metadata: dict
@@ -357,13 +372,13 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
     Returns
     -------
     StoredRun
-        Every array of the run, read into memory, and its metadata.
+        The run's top-k and excluded cells read into memory, its counts and relations
+        opened (read when indexed), and its metadata.
     """
     group = zarr.open_group(run_path(store_path, run), mode="r")
     version = run_version(group.attrs, store_path, run)
-    counts = {}
-    if "counts" in group:
-        counts = {role: np.asarray(arr[:]) for role, arr in group["counts"].arrays()}
+    counts = dict(group["counts"].arrays()) if "counts" in group else {}
+    relations = dict(group["relations"].arrays()) if "relations" in group else {}
     pair_hist = bin_edges = None
     if "pair_hist" in group:
         pair_hist = np.asarray(group["pair_hist"][:])
@@ -373,6 +388,7 @@ def read_run(store_path: str | os.PathLike, run: str) -> StoredRun:
         similarities=np.asarray(group["similarities"][:]),
         excluded=np.asarray(group["excluded"][:]),
         counts=counts,
+        relations=relations,
         pair_hist=pair_hist,
         bin_edges=bin_edges,
         metadata=dict(group.attrs["run"]),

@@ -76,7 +76,7 @@ def test_finished_run_carries_its_format_version(stored):
     store, res = stored
     attrs = zarr.open_group(store.path / "results" / "run", mode="r").attrs
     assert attrs["encoding-type"] == "rankdist-run"
-    assert attrs["encoding-version"] == runstore.RUN_VERSION == "1"
+    assert attrs["encoding-version"] == runstore.RUN_VERSION == "2"
     assert dict(attrs["run"]) == res.metadata
     assert res.pair_hist is not None
 
@@ -105,13 +105,51 @@ def test_run_without_version_reads_as_version_1(stored):
     assert old.metadata == res.metadata
 
 
+def test_stored_relations_are_the_counts_summed_and_at_the_own_label(stored):
+    store, res = stored
+    group = zarr.open_group(store.path / "results" / "run", mode="r")
+    assert sorted(group["relations"].array_keys()) == [
+        "same_batch",
+        "same_cell_type",
+        "same_coarse_type",
+        "total",
+    ]
+    rows = np.arange(res.n_cells)
+    for role, lab in res.labels.items():
+        counts = res.counts[role].to_numpy()
+        assert np.array_equal(group["relations/total"][:], counts.sum(axis=2))
+        want = counts[rows, :, lab.codes]
+        assert np.array_equal(group[f"relations/same_{role}"][:], want), role
+        assert group[f"relations/same_{role}"].dtype == np.int32
+        assert group[f"relations/same_{role}"].chunks == (512, 2)
+    assert (group["relations/total"][:][res.excluded] == 0).all()
+    assert (group["relations/total"][:][~res.excluded] > 0).any()
+
+
+def test_version_1_run_without_relations_derives_them_from_the_counts(stored):
+    store, res = stored
+
+    def version_1(attrs):
+        attrs["encoding-version"] = "1"
+
+    _copy_run(store, "v1", version_1)
+    shutil.rmtree(store.path / "results" / "v1" / "relations")
+    meta = json.loads((store.path / "results" / "v1" / "zarr.json").read_text())
+    assert meta["attributes"]["encoding-version"] == "1"
+    old = rankdist.load(store, "v1")
+    assert runstore.read_run(store.path, "v1").relations == {}
+    assert old.relations.identical(res.relations.compute())
+    assert old.counts.identical(res.counts)
+
+
 def test_unknown_version_is_refused_naming_store_run_and_versions(stored):
     store, _ = stored
     _copy_run(store, "future", lambda attrs: attrs.update({"encoding-version": "7"}))
     with pytest.raises(ValueError, match="results format") as err:
         rankdist.load(store, "future")
     msg = str(err.value)
-    assert str(store.path) in msg and "'future'" in msg and "'7'" in msg and "['1']" in msg
+    assert str(store.path) in msg and "'future'" in msg and "'7'" in msg
+    assert "['1', '2']" in msg
     _copy_run(store, "alien", lambda attrs: attrs.update({"encoding-type": "other"}))
     with pytest.raises(ValueError, match="encoding-type 'other'"):
         rankdist.load(store, "alien")
@@ -157,19 +195,41 @@ def test_work_dir_blocks_and_publish_round_trip(tmp_path):
         part.pair_hist = np.full((2, 2, 3), b + 1)
         part.pair_hist[0, 1] = 10 if b == 0 else 0  # counted under (lower cell's type, other)
         runstore.write_block(work, part, start, np.arange(rows) != 1, sizes)
-    runstore.publish_run(work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]})
+    codes = {"cell_type": np.array([1, 0, 0, 1, 1]), "batch": np.zeros(5, int)}
+    runstore.publish_run(
+        work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]}, codes=codes
+    )
     assert not work.exists()
     stored = runstore.read_run(tmp_path, "r")
-    assert stored.version == "1" and stored.metadata == {"cutoffs": [0.1, 0.5]}
+    assert stored.version == "2" and stored.metadata == {"cutoffs": [0.1, 0.5]}
     assert stored.excluded.tolist() == [False, True, False, False, False]
     assert stored.indices[:, 0].tolist() == [3, -1, 3, 3, 3]
     assert np.isnan(stored.similarities[1]).all() and stored.similarities[0, 0] == np.float32(0.9)
     at_or_above = np.array([[3, 5, 7], [3, 4, 5]])  # bins summed from the top cutoff down
     assert np.array_equal(stored.counts["cell_type"][0], at_or_above[:, :2])
     assert np.array_equal(stored.counts["batch"][4], at_or_above[:, 2:])
+    total = stored.relations["total"][:]
+    assert total.dtype == np.int32 and total.shape == (5, 2)
+    assert total.tolist() == [[8, 7]] * 5  # cell_type's row sum (a real run's roles agree)
+    # the own label's column: cell_type 1 -> [5, 4], 0 -> [3, 3]; batch 0 -> [7, 5]
+    assert stored.relations["same_cell_type"][:].tolist() == [[5, 4], [3, 3], [3, 3], *[[5, 4]] * 2]
+    assert stored.relations["same_batch"][:].tolist() == [[7, 5]] * 5
     want = np.array([[3, 13], [13, 3]])  # summed over blocks; (0, 1) and (1, 0) folded
     assert np.array_equal(stored.pair_hist[..., 0], want)
     assert np.array_equal(stored.bin_edges, np.linspace(-1, 1, 4))
+
+
+def test_publish_reads_the_codes_from_the_store_and_names_missing_labels(tmp_path):
+    work = runstore.work_path(tmp_path, "r")
+    sizes = {"cell_type": 2, "batch": 1}
+    runstore.create_work_dir(
+        work, FINGERPRINT, block_rows=4, role_sizes=sizes, excluded=np.array([], int), hist_bins=3
+    )
+    store = zarr.open_group(tmp_path, mode="a")
+    store.create_array("obs/cell_type", data=np.array([1, 0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"has no labels \['obs/batch'\]") as err:
+        runstore.publish_run(work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]})
+    assert str(tmp_path) in str(err.value)
 
 
 def test_work_dir_resumes_only_the_same_job(tmp_path):
