@@ -336,3 +336,15 @@ def test_every_variable_is_the_same_in_blocks(res, monkeypatch):
     whole = batch_mixing(res)
     monkeypatch.setattr("rankdist.analysis.batch._LISI_ROWS", 7)
     assert batch_mixing(res).identical(whole)
+
+
+def test_lazy_and_eager_results_give_identical_tables(res):
+    """The result as loaded (counts over Dask, read when used) and one held in memory agree."""
+    import dask
+
+    assert any(dask.is_dask_collection(v.data) for v in res.counts.values())
+    eager = dataclasses.replace(res, counts=res.counts.compute(), relations=None)
+    assert not any(dask.is_dask_collection(v.data) for v in eager.counts.values())
+    mixing = batch_mixing(res)
+    assert mixing.identical(batch_mixing(eager))
+    assert batch_summary(res, mixing=mixing).identical(batch_summary(eager))

@@ -145,3 +145,15 @@ def test_blocks_of_rows_give_the_same_dataset(runs, monkeypatch):
     whole = compare_encodings(a, b)
     monkeypatch.setattr("rankdist.analysis.compare._BLOCK_ROWS", 7)
     assert compare_encodings(a, b).identical(whole)
+
+
+def test_lazy_and_eager_results_give_identical_tables(runs):
+    """The runs as loaded (counts over Dask) and held in memory give the same Dataset."""
+    import dask
+
+    a, b = runs
+    assert any(dask.is_dask_collection(v.data) for v in a.counts.values())
+    eager_a, eager_b = (
+        dataclasses.replace(r, counts=r.counts.compute(), relations=None) for r in runs
+    )
+    assert compare_encodings(a, b).identical(compare_encodings(eager_a, eager_b))
