@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -269,11 +268,14 @@ def run_step(step: str, store_path: str, out: Path) -> None:
         raise SystemExit(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
 
 
-def child_main(step: str, store_path: str, out: str) -> None:
+def child_main(step: str, store_path: str, out: str, fixture: dict) -> None:
     import rankdist.analysis  # noqa: F401  (imports are not the step's time)
 
     t0 = time.perf_counter()
-    run_step(step, store_path, Path(out))
+    if step == "fixture":
+        build_fixture(Path(store_path), **fixture)
+    else:
+        run_step(step, store_path, Path(out))
     print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
 
 
@@ -313,10 +315,17 @@ class TreeWatch(threading.Thread):
             self.done.wait(self.interval)
 
 
-def measure_step(step: str, store_path: Path, out: Path, cap_gb: float) -> dict:
-    """Run ``step`` in a child process; its seconds, peak RSS and whether it completed."""
+def measure_step(
+    step: str, store_path: Path, out: Path, cap_gb: float, fixture: dict | None = None
+) -> dict:
+    """Run ``step`` in a child process; its seconds, peak RSS and whether it completed.
+
+    This process stays small (it builds nothing itself): on Linux a child's ``ru_maxrss``
+    starts from the RSS of the process it was forked from.
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", step]
     cmd += ["--store", str(store_path), "--out", str(out)]
+    cmd += ["--fixture", json.dumps(fixture or {})]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     started = time.perf_counter()
     with tempfile.TemporaryFile() as log:
@@ -373,20 +382,14 @@ def run_benchmark(
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         store_path = workdir / f"atlas-{cells}.zarr"
-        t0 = time.perf_counter()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        build_fixture(store_path, cells, k=k, cutoffs=cutoffs, genes=genes, seed=seed)
-        fixture = {
-            "step": "fixture",
-            "seconds": round(time.perf_counter() - t0, 2),
-            "peak_rss_gb": round(
-                max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024 / GB, 3
-            ),
-            "status": "ok",
-        }
-        echo(f"fixture: {cells:,} cells, 2 runs, k={k}: {fixture['seconds']:.0f} s")
+        spec = {"n_cells": cells, "k": k, "cutoffs": list(cutoffs), "genes": genes, "seed": seed}
+        fixture = measure_step("fixture", store_path, workdir, cap_gb, spec)
+        echo(
+            f"fixture: {cells:,} cells, 2 runs, k={k}: {fixture['seconds']} s, "
+            f"{fixture['peak_rss_gb']:.2f} GB ({fixture['status']})"
+        )
         rows = [fixture]
-        for step in steps:
+        for step in steps if fixture["status"] == "ok" else ():
             out = workdir / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
@@ -430,9 +433,10 @@ def main(argv=None) -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--fixture", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child_main(args.child, args.store, args.out)
+        child_main(args.child, args.store, args.out, json.loads(args.fixture))
         return
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]

@@ -30,24 +30,38 @@ def _blocks(n: int, rows: int | None):
         yield slice(start, min(n, start + rows))
 
 
-def _csr_from_rows(n: int, pieces, nnz: int) -> sp.csr_matrix:
-    """A canonical ``(n, n)`` CSR from per-block ``(row counts, columns, values)`` pieces."""
-    idx_dtype = _index_dtype(n, nnz)
-    indptr = np.zeros(n + 1, dtype=idx_dtype)
-    indices = np.empty(nnz, dtype=idx_dtype)
-    data = np.empty(nnz, dtype=np.float32)
-    row = pos = 0
-    for counts, cols, vals in pieces:
-        np.cumsum(counts, out=indptr[row + 1 : row + 1 + len(counts)])
-        indptr[row + 1 : row + 1 + len(counts)] += pos
-        indices[pos : pos + len(cols)] = cols
-        data[pos : pos + len(vals)] = vals
-        row += len(counts)
-        pos += len(cols)
-    graph = sp.csr_matrix((data, indices, indptr), shape=(n, n))
-    graph.has_sorted_indices = True
-    graph.has_canonical_format = True
-    return graph
+class _RowsWriter:
+    """Fills a ``(n, n)`` CSR's arrays block of rows by block of rows, allocated once.
+
+    The arrays are sized for ``capacity`` entries up front, so a graph is never held
+    twice (as pieces and as their concatenation); the matrix uses the filled part.
+    """
+
+    def __init__(self, n: int, capacity: int):
+        index = _index_dtype(n, capacity)
+        self.n = n
+        self.indptr = np.zeros(n + 1, dtype=index)
+        self.indices = np.empty(capacity, dtype=index)
+        self.data = np.empty(capacity, dtype=np.float32)
+        self.row = self.pos = 0
+
+    def add(self, counts: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        """Append rows: entries per row, then their columns and values, row after row."""
+        stop = self.pos + len(cols)
+        self.indptr[self.row + 1 : self.row + 1 + len(counts)] = self.pos + np.cumsum(counts)
+        self.indices[self.pos : stop] = cols
+        self.data[self.pos : stop] = vals
+        self.row += len(counts)
+        self.pos = stop
+
+    def matrix(self) -> sp.csr_matrix:
+        graph = sp.csr_matrix(
+            (self.data[: self.pos], self.indices[: self.pos], self.indptr),
+            shape=(self.n, self.n),
+        )
+        graph.has_sorted_indices = True
+        graph.has_canonical_format = True
+        return graph
 
 
 def _sorted_rows(cols: np.ndarray, vals: np.ndarray, keep: np.ndarray):
@@ -86,11 +100,11 @@ def distance_graph(
     """
     n, k = indices.shape
     nnz = int((~excluded).sum()) * k
-    pieces = []
+    out = _RowsWriter(n, nnz)
     for rows in _blocks(n, block_rows):
         keep = np.broadcast_to(~excluded[rows, None], (len(excluded[rows]), k))
-        pieces.append(_sorted_rows(indices[rows], distances[rows], keep))
-    return _csr_from_rows(n, pieces, nnz)
+        out.add(*_sorted_rows(indices[rows], distances[rows], keep))
+    return out.matrix()
 
 
 def membership_strengths(
@@ -123,14 +137,14 @@ def membership_strengths(
     from umap.umap_ import compute_membership_strengths, smooth_knn_dist
 
     n, k = indices.shape
-    pieces, nnz = [], 0
+    out = _RowsWriter(n, int((~excluded).sum()) * k)
     for rows in _blocks(n, block_rows):
         keep_rows = ~excluded[rows]
         nbr = indices[rows][keep_rows]
         m = len(nbr)
         counts = np.zeros(rows.stop - rows.start, dtype=np.int64)
         if m == 0:
-            pieces.append((counts, nbr[:, :0].ravel(), np.empty(0, np.float32)))
+            out.add(counts, nbr[:, :0].ravel(), np.empty(0, np.float32))
             continue
         knn_dists = np.zeros((m, k + 1), dtype=np.float32)
         knn_dists[:, 1:] = distances[rows][keep_rows]
@@ -144,9 +158,8 @@ def membership_strengths(
         vals = vals.reshape(m, k + 1)[:, 1:]
         kept, cols, strengths = _sorted_rows(nbr, vals, vals != 0)
         counts[keep_rows] = kept
-        pieces.append((counts, cols, strengths))
-        nnz += len(cols)
-    return _csr_from_rows(n, pieces, nnz)
+        out.add(counts, cols, strengths)
+    return out.matrix()
 
 
 def fuzzy_union(graph: sp.csr_matrix, *, block_rows: int | None = None) -> sp.csr_matrix:
@@ -172,16 +185,13 @@ def fuzzy_union(graph: sp.csr_matrix, *, block_rows: int | None = None) -> sp.cs
     n = graph.shape[0]
     transposed = graph.T.tocsr()
     transposed.sort_indices()
-    pieces, nnz = [], 0
+    out = _RowsWriter(n, 2 * graph.nnz)  # at most every edge and its reverse
     for rows in _blocks(n, block_rows):
         a, at = graph[rows], transposed[rows]
-        union = (a + at) - a.multiply(at)
-        union = sp.csr_matrix(union)
+        union = sp.csr_matrix((a + at) - a.multiply(at))
         union.sort_indices()
-        pieces.append((np.diff(union.indptr), union.indices, union.data.astype(np.float32)))
-        nnz += union.nnz
-    del transposed
-    return _csr_from_rows(n, pieces, nnz)
+        out.add(np.diff(union.indptr), union.indices, union.data.astype(np.float32))
+    return out.matrix()
 
 
 def connectivities(
