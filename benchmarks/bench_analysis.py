@@ -370,10 +370,15 @@ def run_benchmark(
     steps=STEPS,
     cap_gb: float = 20.0,
     workdir: Path | None = None,
+    reuse: bool = False,
     seed: int = 0,
     echo=print,
 ) -> list[dict]:
-    """Build the fixture, run and measure each step; the rows of the table."""
+    """Build the fixture, run and measure each step; the rows of the table.
+
+    With ``reuse``, a fixture already in ``workdir`` built with the same parameters is
+    used as it is.
+    """
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_analysis-")
@@ -383,13 +388,19 @@ def run_benchmark(
     try:
         store_path = workdir / f"atlas-{cells}.zarr"
         spec = {"n_cells": cells, "k": k, "cutoffs": list(cutoffs), "genes": genes, "seed": seed}
-        fixture = measure_step("fixture", store_path, workdir, cap_gb, spec)
+        spec_file = store_path / "bench_fixture.json"
+        if reuse and spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
+            fixture = {"step": "fixture", "seconds": None, "peak_rss_gb": 0.0, "status": "reused"}
+        else:
+            fixture = measure_step("fixture", store_path, workdir, cap_gb, spec)
+            if fixture["status"] == "ok":
+                spec_file.write_text(json.dumps(spec))
         echo(
             f"fixture: {cells:,} cells, 2 runs, k={k}: {fixture['seconds']} s, "
             f"{fixture['peak_rss_gb']:.2f} GB ({fixture['status']})"
         )
         rows = [fixture]
-        for step in steps if fixture["status"] == "ok" else ():
+        for step in steps if fixture["status"] in ("ok", "reused") else ():
             out = workdir / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
@@ -412,7 +423,7 @@ def run_benchmark(
 def table(rows: list[dict]) -> str:
     lines = ["| step | seconds | peak RSS (GB) | status |", "|---|---|---|---|"]
     for r in rows:
-        secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"  # killed, or reused
         lines.append(f"| {r['step']} | {secs} | {r['peak_rss_gb']:.2f} | {r['status']} |")
     return "\n".join(lines)
 
@@ -428,6 +439,11 @@ def main(argv=None) -> None:
     )
     p.add_argument("--cap-gb", type=float, default=20.0, help="kill a step past this RSS (GB)")
     p.add_argument("--workdir", type=Path, help="keep the store here (default: a temporary folder)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the fixture already in --workdir if built with the same parameters",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as a JSON list")
     p.add_argument("--results", type=Path, default=HERE / "results", help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -450,6 +466,7 @@ def main(argv=None) -> None:
         steps=steps,
         cap_gb=args.cap_gb,
         workdir=args.workdir,
+        reuse=args.reuse,
     )
     info = {"machine": machine(), "versions": versions()}
     print(table(rows))
