@@ -2,7 +2,10 @@
 
 A *relation* of a cell is one of its top-k neighbours (scope ``top-k``) or any other valid
 cell whose similarity to it is at or above a cutoff c (scope ``>=c``). Everything here is
-read from ``res.indices`` and ``res.counts``: no pair is recomputed. See docs/analysis.md.
+read from ``res.indices`` and ``res.relations`` (per cell and cutoff: the total and the
+same-label count), a block of cells at a time, so memory does not grow with the cells
+beyond the N x k top-k: no pair is recomputed, no cell x label array is formed. See
+docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import pandas as pd
 import xarray as xr
 
 from rankdist.analysis.hierarchy import Hierarchy, resolve
-from rankdist.analysis.tables import group_mean, group_sum
+from rankdist.analysis.tables import group_sum
+from rankdist.reduce.relations import TOTAL, same_name
 from rankdist.reduce.result import NeighborResult
 
 TOPK = "top-k"
+#: Cells per block read at once: 2**16 cells x k = 30 neighbours are 16 MB of indices.
+BLOCK_CELLS = 1 << 16
 
 
 def scope_name(cutoff: float) -> str:
@@ -25,8 +31,59 @@ def scope_name(cutoff: float) -> str:
     return f">={cutoff:g}"
 
 
-def relations_by_label(res: NeighborResult, role: str) -> list[tuple[str, float, np.ndarray]]:
-    """Per scope, every cell's relations counted by the partner's label.
+def _rows(var: xr.DataArray, dims: tuple[str, ...], start: int, stop: int) -> np.ndarray:
+    """Cells ``start:stop`` of a result variable, in memory (Dask-backed ones read here)."""
+    data = var.transpose(*dims).data[start:stop]
+    if isinstance(data, np.ndarray):
+        return data
+    return np.asarray(data.compute(scheduler="synchronous"))
+
+
+class PooledRelations:
+    """Per scope and label group, the sums purity and purity_table pool, a block at a time.
+
+    Every attribute is ``(n_groups + 1, n_scopes)`` float64, the overall value last:
+    ``relations``, ``without`` (cells without a relation), ``same`` (relations with the
+    cell's own label), ``sibling`` (with another fine type of its coarse class; zeros
+    without a hierarchy), ``share_sum`` and ``share_cells`` (per-cell same-label shares
+    summed, and the cells with a share). Integer sums are exact in float64 below 2**53.
+    """
+
+    def __init__(self, names: list[tuple[str, float]], n_groups: int):
+        self.names = names
+        shape = (n_groups + 1, len(names))
+        for key in ("relations", "without", "same", "sibling", "share_sum", "share_cells"):
+            setattr(self, key, np.zeros(shape))
+        self.n_groups = n_groups
+
+    def add(self, s: int, total, same, sibling, codes, valid) -> None:
+        """Add one block's per-cell ``total``, ``same`` and ``sibling`` of scope ``s``."""
+        n = self.n_groups
+        self.relations[:, s] += group_sum(total, codes, valid, n)
+        self.without[:, s] += group_sum(total == 0, codes, valid, n)
+        self.same[:, s] += group_sum(same, codes, valid, n)
+        if sibling is not None:
+            self.sibling[:, s] += group_sum(sibling, codes, valid, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_cell = np.where(total > 0, same / np.maximum(total, 1), np.nan)
+        shared = valid & np.isfinite(per_cell)
+        self.share_sum[:, s] += group_sum(per_cell, codes, shared, n)
+        self.share_cells[:, s] += group_sum(1.0, codes, shared, n)
+
+    def share(self, part: np.ndarray) -> np.ndarray:
+        """``part / relations``, NaN where a group has no relation."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.relations > 0, part / self.relations, np.nan)
+
+
+def pooled_relations(
+    res: NeighborResult,
+    role: str,
+    hierarchy: Hierarchy | None = None,
+    *,
+    block_cells: int | None = None,
+) -> PooledRelations:
+    """Every scope's relations of each label group, read a block of cells at a time.
 
     Parameters
     ----------
@@ -34,43 +91,87 @@ def relations_by_label(res: NeighborResult, role: str) -> list[tuple[str, float,
         A neighbours result with labels ``role``.
     role
         ``'cell_type'``, ``'coarse_type'`` or ``'batch'``.
+    hierarchy
+        With ``role='cell_type'``: the coarse classes for the sibling counts.
+    block_cells
+        Cells read at once (default :data:`BLOCK_CELLS`): memory is ``block_cells x
+        (k + n_cutoffs)`` numbers (with a hierarchy other than the stored
+        ``coarse_type`` labels, also ``block_cells x n_cutoffs x n_types`` counts),
+        whatever the number of cells.
 
     Returns
     -------
-    list of (scope, cutoff, counts)
-        ``('top-k', nan, (n_cells, n_labels) int64)`` from ``res.indices``, then one
-        ``('>=c', c, ...)`` per cutoff from ``res.counts[role]`` (if stored). Rows of
-        excluded cells are zero.
+    PooledRelations
+        Scope ``'top-k'`` from ``res.indices``, then ``'>=c'`` per cutoff from
+        ``res.relations`` (where ``same_<role>`` is there). Excluded cells count nowhere.
     """
     if role not in res.labels:
         msg = f"no {role!r} labels in this result; stored roles: {sorted(res.labels)}"
         raise KeyError(msg)
-    lab = res.labels[role]
-    n_labels = len(lab.categories)
-    valid = ~res.excluded
-    rows = np.flatnonzero(valid)
-    partner = lab.codes[res.indices[rows]].astype(np.int64)
-    flat = (np.arange(len(rows))[:, None] * n_labels + partner).ravel()
-    topk = np.zeros((res.n_cells, n_labels), dtype=np.int64)
-    topk[rows] = np.bincount(flat, minlength=len(rows) * n_labels).reshape(len(rows), n_labels)
-    out = [(TOPK, float("nan"), topk)]
-    if role in res.counts:
-        # counts[role] is read by position: its last axis follows lab.categories
-        arr = (
-            res.counts[role]
-            .transpose("cell", "cutoff", f"neighbor_{role}")
-            .to_numpy()
-            .astype(np.int64)
-        )
-        if arr.shape != (res.n_cells, len(res.cutoffs), n_labels):
+    codes = res.labels[role].codes
+    n_groups = len(res.labels[role].categories)
+    stored = same_name(role) in res.relations
+    if stored:
+        _check_relations(res, role)
+    names = [(TOPK, float("nan"))]
+    names += [(scope_name(c), float(c)) for c in res.cutoffs] if stored else []
+    sums = PooledRelations(names, n_groups)
+    f2c = None if hierarchy is None else hierarchy.fine_to_coarse
+    from_coarse = f2c is not None and _stored_coarse_matches(res, f2c[codes])
+    rel_dims = ("cell", "cutoff")
+    block_cells = block_cells or BLOCK_CELLS
+    for start in range(0, res.n_cells, block_cells):
+        stop = min(start + block_cells, res.n_cells)
+        own, valid = codes[start:stop].astype(np.int64), ~res.excluded[start:stop]
+        partner = codes[res.indices[start:stop]]  # an excluded row's -1s pick any code
+        partner[~valid] = -1  # ... and are no label
+        same = (partner == own[:, None]).sum(axis=1)
+        total = np.where(valid, res.k, 0)
+        sibling = None
+        if f2c is not None:
+            in_class = f2c[partner]
+            in_class[~valid] = -1
+            sibling = (in_class == f2c[own][:, None]).sum(axis=1) - same
+        sums.add(0, total, same, sibling, own, valid)
+        if not stored:
+            continue
+        total = _rows(res.relations["total"], rel_dims, start, stop)
+        same = _rows(res.relations[same_name(role)], rel_dims, start, stop)
+        in_class = None
+        if from_coarse:
+            in_class = _rows(res.relations[same_name("coarse_type")], rel_dims, start, stop)
+        elif f2c is not None:
+            dims = (*rel_dims, f"neighbor_{role}")
+            by_type = _rows(res.counts[role], dims, start, stop)
+            mask = f2c[None, :] == f2c[own][:, None]
+            in_class = (by_type * mask[:, None, :]).sum(axis=2)
+        for c in range(len(res.cutoffs)):
+            sibling = None if in_class is None else in_class[:, c] - same[:, c]
+            sums.add(c + 1, total[:, c], same[:, c], sibling, own, valid)
+    return sums
+
+
+def _check_relations(res: NeighborResult, role: str) -> None:
+    want = (res.n_cells, len(res.cutoffs))
+    for name in (TOTAL, same_name(role)):
+        shape = res.relations[name].transpose("cell", "cutoff").shape
+        if shape != want:
             msg = (
-                f"counts[{role!r}] has shape {arr.shape}; expected "
-                f"{(res.n_cells, len(res.cutoffs), n_labels)} (cells, cutoffs, labels)"
+                f"relations[{name!r}] has shape {shape}; expected {want} (cells, cutoffs): "
+                "the relations do not belong to this result"
             )
             raise ValueError(msg)
-        for c, cut in enumerate(res.cutoffs):
-            out.append((scope_name(cut), float(cut), arr[:, c, :]))
-    return out
+
+
+def _stored_coarse_matches(res: NeighborResult, coarse_codes: np.ndarray) -> bool:
+    """Whether the stored coarse labels are the hierarchy's classes, cell for cell.
+
+    Then ``relations['same_coarse_type']`` is each cell's relations in its class; else
+    (a CSV hierarchy grouping the types otherwise) they are summed from the counts.
+    """
+    if "coarse_type" not in res.labels or same_name("coarse_type") not in res.relations:
+        return False
+    return np.array_equal(res.labels["coarse_type"].codes, coarse_codes)
 
 
 def purity(
@@ -109,33 +210,14 @@ def purity(
     codes = lab.codes.astype(np.int64)
     n_types = len(lab.categories)
     valid = ~res.excluded
-    scopes = relations_by_label(res, "cell_type")
-    rows = np.arange(res.n_cells)
-    shape = (n_types + 1, len(scopes))
-    same_type = np.full(shape, np.nan)
-    similar = np.full(shape, np.nan)
-    cell_mean = np.full(shape, np.nan)
-    relations = np.zeros(shape, dtype=np.int64)
-    without = np.zeros(shape, dtype=np.int64)
-    for s, (_, _, by_type) in enumerate(scopes):
-        total = by_type.sum(axis=1)
-        same = by_type[rows, codes]
-        n_rel = group_sum(total, codes, valid, n_types)
-        relations[:, s] = n_rel
-        without[:, s] = group_sum(total == 0, codes, valid, n_types)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            same_type[:, s] = np.where(
-                n_rel > 0, group_sum(same, codes, valid, n_types) / n_rel, np.nan
-            )
-            per_cell = np.where(total > 0, same / np.maximum(total, 1), np.nan)
-            cell_mean[:, s] = group_mean(per_cell, codes, valid, n_types)
-            if hier is not None:
-                onehot = np.eye(len(hier.coarse), dtype=np.int64)[hier.fine_to_coarse]
-                by_coarse = by_type @ onehot
-                sibling = by_coarse[rows, hier.fine_to_coarse[codes]] - same
-                similar[:, s] = np.where(
-                    n_rel > 0, group_sum(sibling, codes, valid, n_types) / n_rel, np.nan
-                )
+    sums = pooled_relations(res, "cell_type", hier)
+    scopes = sums.names
+    same_type = sums.share(sums.same)
+    similar = np.full_like(same_type, np.nan) if hier is None else sums.share(sums.sibling)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cell_mean = np.where(sums.share_cells > 0, sums.share_sum / sums.share_cells, np.nan)
+    relations = sums.relations.astype(np.int64)
+    without = sums.without.astype(np.int64)
     expected = _chance(codes, valid, n_types, hier)
     type_names = [*lab.categories, "all"]
     coarse_names = (
@@ -177,8 +259,8 @@ def purity(
         },
         coords={
             "cell_type": type_names,
-            "scope": [name for name, _, _ in scopes],
-            "cutoff": ("scope", [cut for _, cut, _ in scopes]),
+            "scope": [name for name, _ in scopes],
+            "cutoff": ("scope", [cut for _, cut in scopes]),
             "coarse_type": ("cell_type", coarse_names),
         },
         attrs={
@@ -238,26 +320,20 @@ def purity_table(res: NeighborResult, role: str = "cell_type") -> pd.DataFrame:
 
         For ``role='cell_type'`` these are columns of :func:`purity`.
     """
-    scopes = relations_by_label(res, role)
+    sums = pooled_relations(res, role)
     lab = res.labels[role]
     codes = lab.codes.astype(np.int64)
     n_labels = len(lab.categories)
-    valid = ~res.excluded
-    chance = _chance(codes, valid, n_labels, None)
-    rows = np.arange(res.n_cells)
+    chance = _chance(codes, ~res.excluded, n_labels, None)
     table = pd.DataFrame(
         {"cells": chance["cells"], "expected": chance["same"]},
         index=pd.Index([*lab.categories, "all"], name=role),
     )
-    for name, cut, by_label in scopes:
-        total = by_label.sum(axis=1)
-        n_rel = group_sum(total, codes, valid, n_labels)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shares = group_sum(by_label[rows, codes], codes, valid, n_labels) / n_rel
-        shares[n_rel == 0] = np.nan
+    shares = sums.share(sums.same)
+    for s, (name, cut) in enumerate(sums.names):
         if name == TOPK:
-            table["topk_same"] = shares
+            table["topk_same"] = shares[:, s]
         else:
-            table[f"same@{cut:g}"] = shares
-            table[f"none@{cut:g}"] = group_sum(total == 0, codes, valid, n_labels).astype(np.int64)
+            table[f"same@{cut:g}"] = shares[:, s]
+            table[f"none@{cut:g}"] = sums.without[:, s].astype(np.int64)
     return table

@@ -225,13 +225,15 @@ def read_result(store: Store, run: str) -> NeighborResult:
     """
     import dask.array as da
 
+    # the names first, so that their read's transient peak does not add to the top-k's;
+    # one pandas index over the names' own str objects, shared by both Datasets
+    cells = pd.Index(store.cell_names, dtype=object, name="cell", copy=False)
+    labels = store.labels
     stored = read_run(store.path, run)
     cutoffs = tuple(float(c) for c in stored.metadata["cutoffs"])
-    # one pandas index over the stored names' own str objects, shared by both Datasets
-    cells = pd.Index(store.cell_names, dtype=object, name="cell", copy=False)
     dims = ("cell", "cutoff")
     counts = xr.Dataset(coords={"cell": cells, "cutoff": list(cutoffs)})
-    for role, lab in store.labels.items():
+    for role, lab in labels.items():
         if role in stored.counts:
             counts[role] = xr.Variable(
                 (*dims, f"neighbor_{role}"),
@@ -243,11 +245,11 @@ def read_result(store: Store, run: str) -> NeighborResult:
         arrays = {name: da.from_zarr(arr) for name, arr in stored.relations.items()}
         relations = _relations_dataset(arrays, counts)
     else:
-        relations = derive_relations(counts, store.labels)
+        relations = derive_relations(counts, labels)
     pair_hist = None
     if stored.pair_hist is not None:
         edges = stored.bin_edges
-        types = list(store.labels["cell_type"].categories)
+        types = list(labels["cell_type"].categories)
         pair_hist = xr.DataArray(
             stored.pair_hist,
             dims=("type_a", "type_b", "bin"),
@@ -261,7 +263,7 @@ def read_result(store: Store, run: str) -> NeighborResult:
         cell_names=store.cell_names,
         cutoffs=cutoffs,
         counts=counts,
-        labels=store.labels,
+        labels=labels,
         metadata=stored.metadata,
         pair_hist=pair_hist,
         relations=relations,

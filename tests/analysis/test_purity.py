@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
+import dask
 import numpy as np
+import pandas as pd
 import pytest
 
 import rankdist
 from rankdist.analysis import Hierarchy, load_hierarchy, purity, purity_table
+from rankdist.analysis.purity import pooled_relations
 
 from _data import oracle_spearman, safe_cutoffs, tricky_adata
 
@@ -16,8 +20,11 @@ K = 8
 
 
 @pytest.fixture(scope="module")
-def tricky(tmp_path_factory, client):
-    """300 tricky cells (2 constant, 3 duplicates), cutoffs where some cells lose all relations."""
+def tricky_run(tmp_path_factory, client):
+    """300 tricky cells (2 constant, 3 duplicates), cutoffs where some cells lose all relations.
+
+    The store, the data and its oracle correlations, and the run (as neighbors returns it).
+    """
     adata = tricky_adata(n_cells=300)
     rho = oracle_spearman(adata.X)
     cutoffs = safe_cutoffs(rho, [0.3, 0.6, 0.7])
@@ -31,6 +38,12 @@ def tricky(tmp_path_factory, client):
     )
     with pytest.warns(rankdist.ExcludedCellsWarning, match="c7"):
         res = rankdist.neighbors(store, k=K, cutoffs=cutoffs, client=client, progress=False)
+    return store, adata, rho, res
+
+
+@pytest.fixture(scope="module")
+def tricky(tricky_run):
+    _, adata, rho, res = tricky_run
     return adata, rho, res
 
 
@@ -246,3 +259,111 @@ def test_purity_table_agrees(tricky):
     assert batch.loc["d1", f"same@{cut:g}"] == pytest.approx(same / total, rel=1e-12)
     with pytest.raises(KeyError, match="stored roles"):
         purity_table(dataclasses.replace(res, labels={}), "batch")
+
+
+def dense_pooled(res, role, fine_to_coarse=None):
+    """The pooled sums the straightforward way: whole (cells, labels) arrays in numpy.
+
+    Per scope, ``(relations, same, sibling, cells without relation, per-cell share sum,
+    cells with a share)``, each ``(n_labels + 1,)`` with the overall value last.
+    """
+    codes = res.labels[role].codes.astype(np.int64)
+    n = len(res.labels[role].categories)
+    valid = ~res.excluded
+    rows = np.arange(res.n_cells)
+    topk = np.zeros((res.n_cells, n), np.int64)
+    for i in np.flatnonzero(valid):
+        np.add.at(topk[i], codes[res.indices[i]], 1)
+    counts = res.counts[role].transpose("cell", "cutoff", f"neighbor_{role}").to_numpy()
+    scopes = [topk] + [counts[:, c].astype(np.int64) for c in range(len(res.cutoffs))]
+    out = []
+    for by_label in scopes:
+        total = by_label.sum(axis=1)
+        same = by_label[rows, codes]
+        sibling = np.zeros_like(same)
+        if fine_to_coarse is not None:
+            in_class = fine_to_coarse[None, :] == fine_to_coarse[codes][:, None]
+            sibling = (by_label * in_class).sum(axis=1) - same
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, same / total, np.nan)
+        has = valid & (total > 0)
+
+        def per_group(values, mask):
+            values = np.broadcast_to(np.asarray(values, float), mask.shape)[mask]
+            return np.append(np.bincount(codes[mask], values, minlength=n), values.sum())
+
+        out.append(
+            (
+                per_group(total, valid),
+                per_group(same, valid),
+                per_group(sibling, valid),
+                per_group(total == 0, valid),
+                per_group(share, has),
+                per_group(1.0, has),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("block_cells", [None, 64, 77])
+@pytest.mark.parametrize(
+    ("role", "csv"),
+    [("cell_type", None), ("cell_type", "B,g1\nNK,g1\nT,g2\nMono,g2\n"), ("batch", None)],
+)
+def test_streamed_sums_match_the_dense_computation(tricky, tmp_path, block_cells, role, csv):
+    """Blocks of 64 and 77 cells (not the run's 512-cell chunks) give the dense sums; with a
+    CSV hierarchy unlike the stored classes the siblings come from the counts."""
+    _, _, res = tricky
+    hier = None
+    if role == "cell_type":
+        path = None
+        if csv is not None:
+            path = tmp_path / "h.csv"
+            path.write_text(csv)
+        hier = load_hierarchy(res, csv=path)
+    sums = pooled_relations(res, role, hier, block_cells=block_cells)
+    want = dense_pooled(res, role, None if hier is None else hier.fine_to_coarse)
+    assert [name for name, _ in sums.names] == ["top-k"] + [f">={c:g}" for c in res.cutoffs]
+    for s, (relations, same, sibling, without, share_sum, share_cells) in enumerate(want):
+        assert np.array_equal(sums.relations[:, s], relations)
+        assert np.array_equal(sums.same[:, s], same)
+        assert np.array_equal(sums.sibling[:, s], sibling)
+        assert np.array_equal(sums.without[:, s], without)
+        assert np.array_equal(sums.share_cells[:, s], share_cells)
+        np.testing.assert_allclose(sums.share_sum[:, s], share_sum, rtol=1e-13)
+    assert sums.without[:, 1:].sum() > 0  # the cutoffs leave cells without relation
+
+
+def test_loaded_lazy_result_gives_the_in_memory_tables(tricky_run, tmp_path):
+    """The run as loaded (counts and relations over the stored chunks) and the same run in
+    memory (relations derived from in-memory counts) give identical tables."""
+    store, _, _, res = tricky_run
+    lazy = rankdist.load(store, res.metadata["name"])
+    assert dask.is_dask_collection(lazy.relations["total"].data)
+    eager = dataclasses.replace(lazy, counts=lazy.counts.compute(), relations=None)
+    assert not dask.is_dask_collection(eager.relations["total"].data)
+    csv = tmp_path / "h.csv"
+    csv.write_text("B,g1\nNK,g1\nT,g2\nMono,g2\n")
+    for hierarchy in (None, csv):
+        assert purity(lazy, hierarchy=hierarchy).identical(purity(eager, hierarchy=hierarchy))
+    for role in ("cell_type", "coarse_type", "batch"):
+        got, want = purity_table(lazy, role), purity_table(eager, role)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_purity_reads_relations_not_counts(tricky_run):
+    """Loaded, then the stored counts removed: purity with the stored classes and every
+    purity_table are unchanged, so they never read the per-value counts."""
+    store, _, _, res = tricky_run
+    run = store.path / "results" / res.metadata["name"]
+    shutil.copytree(run, run.parent / "no-counts")
+    lazy = rankdist.load(store, "no-counts")
+    chunks = [p for p in (run.parent / "no-counts" / "counts").rglob("*") if p.is_file()]
+    for path in chunks:
+        if path.name != "zarr.json":
+            path.unlink()
+    assert not lazy.counts["batch"].to_numpy().any()  # the counts now read as zeros
+    assert purity(lazy).identical(purity(res))
+    for role in ("cell_type", "coarse_type", "batch"):
+        got, want = purity_table(lazy, role), purity_table(res, role)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
