@@ -26,7 +26,8 @@ def bench_analysis():
 def test_small_run_writes_every_step(bench_analysis, tmp_path, capsys):
     out = tmp_path / "rows.json"
     argv = ["--cells", "3000", "--steps", "load,compare", "--workdir", str(tmp_path / "w")]
-    bench_analysis.main([*argv, "--json", str(out), "--results", str(tmp_path / "results")])
+    argv += ["--results", str(tmp_path / "results")]  # not the repository's results/
+    bench_analysis.main([*argv, "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["step"] for r in rows] == ["fixture", "load", "compare"]
     for r in rows:
@@ -35,9 +36,11 @@ def test_small_run_writes_every_step(bench_analysis, tmp_path, capsys):
         assert r["cells"] == 3000 and r["k"] == 30
     lines = (tmp_path / "results" / "analysis.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == ["fixture", "load", "compare"]
+    assert all("machine" in json.loads(line) for line in lines)
     assert "| compare |" in capsys.readouterr().out
     # the fixture is reused when asked and built with the same parameters
     bench_analysis.main([*argv, "--steps", "load", "--reuse", "--json", str(out)])
+    assert len((tmp_path / "results" / "analysis.jsonl").read_text().splitlines()) == 5
     assert [r["status"] for r in json.loads(out.read_text())] == ["reused", "ok"]
 
 
