@@ -17,8 +17,9 @@ from scipy.sparse.csgraph import connected_components
 from rankdist.analysis.tables import group_mean, group_sum
 from rankdist.reduce.result import NeighborResult
 
-#: Cells per LISI calibration batch.
-_LISI_ROWS = 65536
+#: Cells per block: LISI's calibration, kBET, same-batch shares. The largest temporary is
+#: simpson_index's (rows, batches) float64: 56 MB for 427 batches.
+_LISI_ROWS = 16384
 
 
 def batch_mixing(
@@ -53,9 +54,8 @@ def batch_mixing(
     k = _check_k(res, k)
     batch = _labels(res, "batch", "--batch")
     ctype = _labels(res, "cell_type", "--cell-type")
-    valid = np.flatnonzero(~res.excluded)
-    nbr = res.indices[valid, :k]
-    dist = res.distances[valid, :k].astype(np.float64)
+    excluded = np.asarray(res.excluded)
+    valid = np.flatnonzero(~excluded)
     b = batch.codes.astype(np.int64)
     t = ctype.codes.astype(np.int64)
     if perplexity is None:
@@ -64,16 +64,25 @@ def batch_mixing(
         msg = f"LISI needs perplexity >= 1; got {perplexity} (k={k}); use k >= 2 or set it"
         raise ValueError(msg)
 
-    same = (b[nbr] == b[valid, None]).mean(axis=1)
     expected = _expected_same_batch(t[valid], b[valid])
+    frequencies = _batch_frequencies(b, valid)
+    same = np.empty(len(valid))
     ilisi = np.empty(len(valid))
     clisi = np.empty(len(valid))
-    for start in range(0, len(valid), _LISI_ROWS):  # bounds the (rows, k) float64 temporaries
+    pvalues = np.empty(len(valid))
+    # one block of valid cells at a time: the (rows, k) float64 and the (rows, labels)
+    # temporaries stay bounded whatever the number of cells
+    for start in range(0, len(valid), _LISI_ROWS):
         part = slice(start, start + _LISI_ROWS)
-        weights, _ = perplexity_weights(dist[part], perplexity)
-        ilisi[part] = 1.0 / simpson_index(weights, b[nbr[part]])
-        clisi[part] = 1.0 / simpson_index(weights, t[nbr[part]])
-    pvalues = kbet_pvalues(np.hstack([valid[:, None], nbr]), b, valid)
+        cells = valid[part]
+        nbr = res.indices[cells, :k]
+        dist = res.distances[cells, :k].astype(np.float64)
+        same[part] = (b[nbr] == b[cells, None]).mean(axis=1)
+        weights, _ = perplexity_weights(dist, perplexity)
+        ilisi[part] = 1.0 / simpson_index(weights, b[nbr])
+        clisi[part] = 1.0 / simpson_index(weights, t[nbr])
+        pvalues[part] = _kbet_block(np.hstack([cells[:, None], nbr]), b, *frequencies)
+    nbr = res.indices[:, :k] if len(valid) == res.n_cells else res.indices[valid, :k]
 
     n = res.n_cells
 
@@ -270,16 +279,44 @@ def kbet_pvalues(neighbourhoods: np.ndarray, batch: np.ndarray, valid: np.ndarra
     numpy.ndarray
         ``(m,)`` float64 p-values (NaN if the graph holds a single batch).
     """
+    present, expected = _batch_frequencies(batch, valid)
+    out = np.empty(len(neighbourhoods))
+    for start in range(0, len(neighbourhoods), _LISI_ROWS):
+        part = slice(start, start + _LISI_ROWS)
+        out[part] = _kbet_block(neighbourhoods[part], batch, present, expected)
+    return out
+
+
+def _batch_frequencies(batch: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The batches of the valid cells (sorted codes) and their shares of those cells."""
     present, freq = np.unique(batch[valid], return_counts=True)
-    if len(present) < 2:
-        return np.full(len(neighbourhoods), np.nan)
-    freq = freq / freq.sum()
-    slot = np.searchsorted(present, batch[neighbourhoods])
+    return present, freq / freq.sum()
+
+
+def _kbet_block(
+    neighbourhoods: np.ndarray, batch: np.ndarray, present: np.ndarray, freq: np.ndarray
+) -> np.ndarray:
+    """kBET p-values of a block of neighbourhoods, from the batches present in each.
+
+    The chi-square ``sum_l (o_l - e_l)^2 / e_l`` over all batches l is, for the batches a
+    neighbourhood lacks (o_l = 0), ``sum e_l``: so it is ``sum_l e_l`` plus, over the
+    batches present only, ``(o_l - e_l)^2 / e_l - e_l``. The observed counts are the run
+    lengths of each row's sorted batch codes: ``(rows, k + 1)`` values, not
+    ``(rows, n_batches)``. Equal to the dense sum up to float64 rounding.
+    """
     m, size = neighbourhoods.shape
-    flat = (np.arange(m)[:, None] * len(present) + slot).ravel()
-    observed = np.bincount(flat, minlength=m * len(present)).reshape(m, len(present))
+    if len(present) < 2:
+        return np.full(m, np.nan)
     expected = freq * size
-    stat = ((observed - expected) ** 2 / expected).sum(axis=1)
+    slot = np.sort(np.searchsorted(present, batch[neighbourhoods]), axis=1)
+    starts = np.ones((m, size), dtype=bool)
+    starts[:, 1:] = slot[:, 1:] != slot[:, :-1]
+    row, col = np.nonzero(starts)
+    ends = np.append(col[1:], size)
+    ends[np.flatnonzero(np.diff(row))] = size  # a run ends with its row
+    observed = ends - col
+    e = expected[slot[row, col]]
+    stat = np.bincount(row, weights=(observed - e) ** 2 / e - e, minlength=m) + expected.sum()
     return scipy.stats.chi2.sf(stat, len(present) - 1)
 
 
@@ -305,14 +342,29 @@ def graph_connectivity(nbr: np.ndarray, valid: np.ndarray, types: np.ndarray, n:
         The mean over the cell types present among the valid cells.
     """
     m, k = nbr.shape
-    graph = sp.csr_matrix(
-        (np.ones(m * k, dtype=np.int8), nbr.ravel(), np.arange(0, m * k + 1, k)), shape=(m, n)
-    )[:, valid]
+    valid_types = types[valid]
+    position = np.full(n, -1, dtype=np.int64)  # a cell's row in its type's subgraph
     shares = []
-    for t in np.unique(types[valid]):
-        mask = types[valid] == t
-        _, comp = connected_components(graph[mask][:, mask], connection="strong")
-        shares.append(np.bincount(comp).max() / mask.sum())
+    # each type's subgraph is built from its own cells' rows (no N x N matrix is sliced):
+    # its edges are the neighbours of the same type
+    for t in np.unique(valid_types):
+        rows = np.flatnonzero(valid_types == t)
+        cells = valid[rows]
+        position[cells] = np.arange(len(cells))
+        target = position[nbr[rows]]
+        keep = target >= 0
+        index = np.int32 if len(cells) * k < np.iinfo(np.int32).max else np.int64
+        sub = sp.csr_matrix(
+            (
+                np.ones(int(keep.sum()), dtype=np.int8),
+                target[keep].astype(index),
+                np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(index),
+            ),
+            shape=(len(cells), len(cells)),
+        )
+        _, comp = connected_components(sub, connection="strong")
+        shares.append(np.bincount(comp).max() / len(cells))
+        position[cells] = -1
     return float(np.mean(shares))
 
 

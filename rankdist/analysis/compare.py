@@ -8,6 +8,9 @@ import xarray as xr
 from rankdist.analysis.tables import group_mean, group_sum
 from rankdist.reduce.result import NeighborResult
 
+#: Cells per block of rows.
+_BLOCK_ROWS = 65536
+
 
 def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Dataset:
     """Neighbour overlap per cell and batch-driven neighbours per cell type, for two runs.
@@ -38,9 +41,7 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
     ValueError
         The runs differ in cells or k, or lack ``cell_type`` / ``batch`` labels.
     """
-    if res_a.n_cells != res_b.n_cells or not np.array_equal(
-        np.asarray(res_a.cell_names).astype(str), np.asarray(res_b.cell_names).astype(str)
-    ):
+    if res_a.n_cells != res_b.n_cells or not _same_names(res_a.cell_names, res_b.cell_names):
         msg = (
             f"the two results are on different cells ({res_a.n_cells} vs {res_b.n_cells}); "
             "compare runs of the same store"
@@ -61,18 +62,22 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
     both = ~res_a.excluded & ~res_b.excluded
 
     jaccard = np.full(n, np.nan)
-    rows = np.flatnonzero(both)
-    shared = shared_neighbours(res_a.indices[rows], res_b.indices[rows])
-    jaccard[rows] = shared / (2 * k - shared)
+    driven_a = np.full(n, np.nan)
+    driven_b = np.full(n, np.nan)
+    excluded_a, excluded_b = np.asarray(res_a.excluded), np.asarray(res_b.excluded)
+    # a block of rows at a time: the (rows, k) gathers and the (rows, 2k) sort stay bounded
+    for start in range(0, n, _BLOCK_ROWS):
+        block = slice(start, min(n, start + _BLOCK_ROWS))
+        cells = np.arange(block.start, block.stop)
+        nbr_a, nbr_b = res_a.indices[block], res_b.indices[block]
+        in_both = ~excluded_a[block] & ~excluded_b[block]
+        shared = shared_neighbours(nbr_a[in_both], nbr_b[in_both])
+        jaccard[cells[in_both]] = shared / (2 * k - shared)
+        for out, nbr, excluded in ((driven_a, nbr_a, excluded_a), (driven_b, nbr_b, excluded_b)):
+            v = ~excluded[block]
+            rows, nb = cells[v], nbr[v]
+            out[rows] = ((b[nb] == b[rows, None]) & (t[nb] != t[rows, None])).mean(axis=1)
 
-    def batch_driven(res):
-        out = np.full(n, np.nan)
-        v = np.flatnonzero(~res.excluded)
-        nbr = res.indices[v]
-        out[v] = ((b[nbr] == b[v, None]) & (t[nbr] != t[v, None])).mean(axis=1)
-        return out
-
-    driven_a, driven_b = batch_driven(res_a), batch_driven(res_b)
     n_types = len(ctype.categories)
     everyone = np.ones(n, dtype=bool)
     mean_a = group_mean(driven_a, t, everyone, n_types)
@@ -108,6 +113,17 @@ def shared_neighbours(a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.nd
         both = np.sort(np.hstack([a[start : start + chunk], b[start : start + chunk]]), axis=1)
         out[start : start + chunk] = (np.diff(both, axis=1) == 0).sum(axis=1)
     return out
+
+
+def _same_names(a, b, chunk: int = 1 << 20) -> bool:
+    """Whether two arrays of cell names are equal, compared as text a chunk at a time."""
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) != len(b):
+        return False
+    return all(
+        np.array_equal(a[s : s + chunk].astype(str), b[s : s + chunk].astype(str))
+        for s in range(0, len(a), chunk)
+    )
 
 
 def _names(res_a: NeighborResult, res_b: NeighborResult) -> tuple[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from rankdist.io.store import Labels, Store
+from rankdist.reduce import graph
 from rankdist.reduce.relations import TOTAL, lazy_relations
 from rankdist.reduce.runstore import list_runs, read_run
 
@@ -108,42 +108,16 @@ class NeighborResult:
     @cached_property
     def distance_graph(self) -> sp.csr_matrix:
         """``(n, n)`` float32 CSR of ``1 - rho`` to each cell's k neighbours (no self)."""
-        n, k = self.indices.shape
-        keep = ~self.excluded
-        rows = np.repeat(np.arange(n), k).reshape(n, k)[keep].ravel()
-        cols = self.indices[keep].ravel()
-        vals = self.distances[keep].ravel()
-        graph = sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
-        graph.sort_indices()
-        return graph
+        return graph.distance_graph(self.indices, self.distances, self.excluded)
 
     @cached_property
     def connectivities(self) -> sp.csr_matrix:
         """UMAP fuzzy-simplicial-set weights, computed exactly as scanpy does from a kNN.
 
         Excluded cells have no edges; the others are computed on the valid cells alone.
+        Built block by block of rows (:func:`rankdist.reduce.graph.connectivities`).
         """
-        from umap.umap_ import fuzzy_simplicial_set
-
-        n = self.n_cells
-        valid = np.flatnonzero(~self.excluded)
-        knn_idx = np.searchsorted(valid, self.indices[valid])
-        knn_idx = np.hstack([np.arange(len(valid))[:, None], knn_idx])
-        knn_dist = np.hstack([np.zeros((len(valid), 1), np.float32), self.distances[valid]])
-        conn, _, _ = fuzzy_simplicial_set(
-            sp.coo_matrix((len(valid), 1)),
-            self.k + 1,
-            None,
-            None,
-            knn_indices=knn_idx,
-            knn_dists=knn_dist,
-        )
-        conn = conn.tocoo()
-        out = sp.csr_matrix(
-            (conn.data.astype(np.float32), (valid[conn.row], valid[conn.col])), shape=(n, n)
-        )
-        out.sort_indices()
-        return out
+        return graph.connectivities(self.indices, self.distances, self.excluded)
 
     def self_first(self) -> tuple[np.ndarray, np.ndarray]:
         """``(n, k + 1)`` indices and distances with each cell itself in column 0.
@@ -151,12 +125,7 @@ class NeighborResult:
         This is the layout of scib-metrics' ``NeighborsResults``. Excluded cells get their
         own index in every column and distance ``inf``.
         """
-        n, k = self.indices.shape
-        idx = np.hstack([np.arange(n)[:, None], self.indices])
-        dist = np.hstack([np.zeros((n, 1), np.float32), self.distances])
-        idx[self.excluded] = np.arange(n)[self.excluded, None]
-        dist[self.excluded, 1:] = np.inf
-        return idx, dist
+        return graph.self_first(self.indices, self.distances, self.excluded)
 
     def to_scib(self):
         """scib-metrics ``NeighborsResults`` of the valid cells, self in column 0."""
@@ -190,35 +159,7 @@ class NeighborResult:
             ``obsm['rankdist_distances']`` (self in column 0), ``obs['rankdist_excluded']``
             and ``uns['rankdist']`` (run metadata).
         """
-        import anndata as ad
-        import pandas as pd
-
-        if obs is None:
-            obs = pd.DataFrame(index=pd.Index(self.cell_names.astype(str), name=None))
-            for lab in self.labels.values():
-                obs[lab.column] = pd.Categorical.from_codes(lab.codes, lab.categories)
-        adata = ad.AnnData(obs=obs.copy())
-        adata.obs["rankdist_excluded"] = self.excluded
-        dkey = "distances" if key_added is None else f"{key_added}_distances"
-        ckey = "connectivities" if key_added is None else f"{key_added}_connectivities"
-        adata.obsp[dkey] = self.distance_graph
-        adata.obsp[ckey] = self.connectivities
-        adata.uns["neighbors" if key_added is None else key_added] = {
-            "connectivities_key": ckey,
-            "distances_key": dkey,
-            "params": {
-                "n_neighbors": self.k + 1,  # scanpy counts the cell itself
-                "method": "umap",
-                "metric": "correlation",
-                "random_state": 0,
-                "rankdist_encoding": str(self.metadata.get("encoding")),
-            },
-        }
-        idx, dist = self.self_first()
-        adata.obsm["rankdist_indices"] = idx
-        adata.obsm["rankdist_distances"] = dist
-        adata.uns["rankdist"] = _plain(self.metadata) | {"cutoffs": list(self.cutoffs)}
-        return adata
+        return graph.to_anndata(self, key_added=key_added, obs=obs)
 
     def write_h5ad(self, path: str | os.PathLike, *, key_added: str | None = None):
         """Write :meth:`to_anndata` to an ``.h5ad`` file that appears only when complete.
@@ -244,30 +185,7 @@ class NeighborResult:
         FileNotFoundError
             The folder of ``path`` does not exist.
         """
-        from rankdist.io.store import atomic_file
-
-        path = Path(path)
-        folder = path.parent
-        if not folder.is_dir():
-            what = "is not a folder" if folder.exists() else "does not exist"
-            msg = (
-                f"cannot write {path}: the folder {folder} {what}; create it first or "
-                "choose another path"
-            )
-            raise FileNotFoundError(msg)
-        adata = self.to_anndata(key_added=key_added)
-        with atomic_file(path) as tmp:
-            adata.write_h5ad(tmp)
-        return adata
-
-
-def _plain(d):
-    """Metadata as AnnData-writable plain types (no None)."""
-    if isinstance(d, dict):
-        return {str(k): _plain(v) for k, v in d.items() if v is not None}
-    if isinstance(d, list | tuple):
-        return [_plain(v) for v in d if v is not None]
-    return d
+        return graph.write_h5ad(self, path, key_added=key_added)
 
 
 def load(store_path: str | os.PathLike | Store, run: str | None = None) -> NeighborResult:

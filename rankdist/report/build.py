@@ -22,9 +22,8 @@ from pathlib import Path
 
 from rankdist.analysis import load_hierarchy
 from rankdist.io.store import Store, atomic_directory
-from rankdist.reduce.result import load
 from rankdist.report import html as markup
-from rankdist.report.runs import rank_encoding_first, select_runs
+from rankdist.report.runs import rank_encoding_first, run_info, select_runs
 from rankdist.report.sections import ReportContext, page_sections
 
 #: The page's file name inside the report folder.
@@ -70,17 +69,17 @@ def build_report(
     started = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
     names = select_runs(store, runs)
-    results = {name: load(store, name) for name in names}
+    infos = {name: run_info(store, name) for name in names}  # metadata only: no run is held
     if runs is None:
-        results = rank_encoding_first(results)
-        names = list(results)
+        infos = rank_encoding_first(infos)
+        names = list(infos)
     final = Path(out_dir)
     _check_out_dir(final)
     hier = None
     if hierarchy is not None:  # read once, and fail before any file is written
-        hier = load_hierarchy(next(iter(results.values())), csv=hierarchy)
+        hier = load_hierarchy(next(iter(infos.values())), csv=hierarchy)
     with atomic_directory(final, replace=True) as tmp:
-        rep = ReportContext(store=store, results=results, out=tmp, shown_out=final)
+        rep = ReportContext(store=store, runs=infos, out=tmp, shown_out=final)
         rep.hierarchy = hier
         sections = page_sections(rep, names, hierarchy, started)
         (tmp / PAGE).write_text(

@@ -3,10 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from rankdist.io.store import Store
+import numpy as np
+import zarr
+
+from rankdist.io.store import Labels, Store
 from rankdist.reduce.result import NeighborResult
-from rankdist.reduce.runstore import list_runs
+from rankdist.reduce.runstore import list_runs, run_path, run_version
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the report says about a run without reading its arrays: its metadata.
+
+    Attributes
+    ----------
+    name
+        The run's name.
+    metadata
+        The run's stored metadata (``attrs["run"]``).
+    labels
+        The store's label columns by role (what :func:`rankdist.analysis.load_hierarchy`
+        reads).
+    n_excluded
+        Cells the run excluded (constant).
+    """
+
+    name: str
+    metadata: dict
+    labels: dict[str, Labels]
+    n_excluded: int
+
+    @property
+    def k(self) -> int:
+        return int(self.metadata["k"])
+
+    @property
+    def cutoffs(self) -> tuple[float, ...]:
+        return tuple(float(c) for c in self.metadata["cutoffs"])
+
+
+def run_info(store: Store, name: str) -> RunInfo:
+    """The metadata of the finished run ``name`` and its excluded cells, no other array."""
+    group = zarr.open_group(run_path(store.path, name), mode="r")
+    run_version(group.attrs, store.path, name)
+    return RunInfo(
+        name=name,
+        metadata=dict(group.attrs["run"]),
+        labels=store.labels,
+        n_excluded=int(np.count_nonzero(group["excluded"][:])),
+    )
 
 
 def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str]:
@@ -37,7 +84,7 @@ def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str]:
     return runs
 
 
-def spearman_pearson_pair(results: dict[str, NeighborResult]) -> tuple[str, str] | None:
+def spearman_pearson_pair(results: dict[str, NeighborResult | RunInfo]) -> tuple[str, str] | None:
     """The first spearman run and the first pearson run, by name, if both are there."""
     by_encoding: dict[str, str] = {}
     for name, res in results.items():
@@ -47,7 +94,7 @@ def spearman_pearson_pair(results: dict[str, NeighborResult]) -> tuple[str, str]
     return None
 
 
-def rank_encoding_first(results: dict[str, NeighborResult]) -> dict[str, NeighborResult]:
+def rank_encoding_first(results: dict[str, RunInfo]) -> dict[str, RunInfo]:
     """The runs reordered: spearman, then pearson (its raw-expression baseline), then the rest.
 
     The order among runs of one encoding is kept.

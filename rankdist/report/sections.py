@@ -2,6 +2,12 @@
 
 A section that lacks what it needs (labels, a type histogram, a second encoding) returns a
 note that says how to get it instead.
+
+Runs are read when a section needs them and not kept: each run's own analyses (purity,
+type similarity, batch mixing) are computed in one pass over that run
+(:meth:`ReportContext.run_tables`), which keeps only their per-type tables; the
+comparison reads the two runs it compares. So the report never holds more than one run,
+or the two compared.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from rankdist.analysis import (
 )
 from rankdist.analysis.similarity import type_similarity
 from rankdist.io.store import Store
-from rankdist.reduce.result import NeighborResult
+from rankdist.reduce.result import NeighborResult, load
 from rankdist.report import figures as figs
 from rankdist.report import html as markup
-from rankdist.report.runs import spearman_pearson_pair
+from rankdist.report.runs import RunInfo, spearman_pearson_pair
 from rankdist.report.sparsity import sparsity_table, zero_fraction
 
 #: batch_mixing's graph-level scalars, written to ``batch_graph_<run>.csv``.
@@ -36,16 +42,37 @@ GRAPH_SCALARS = ("kbet_acceptance", "graph_connectivity", "ilisi_scaled", "clisi
 
 
 @dataclass
+class RunTables:
+    """One run's per-type tables, computed while the run was read (None: not computable)."""
+
+    purity: xr.Dataset | None = None
+    similarity: xr.Dataset | None = None
+    batch: xr.Dataset | None = None
+    batch_graph: xr.Dataset | None = None
+
+
+@dataclass
 class ReportContext:
     """What the sections share: the store, the runs, where files go and the files written."""
 
     store: Store
-    results: dict[str, NeighborResult]
+    runs: dict[str, RunInfo]
     out: Path
     hierarchy: Hierarchy | None = None
     files: list[Path] = field(default_factory=list)
     #: Where the report will be once complete (``out`` may be a temporary folder).
     shown_out: Path | None = None
+    _tables: dict[str, RunTables] = field(default_factory=dict)
+
+    def load(self, name: str) -> NeighborResult:
+        """The run ``name``, read from the store (not kept)."""
+        return load(self.store, name)
+
+    def run_tables(self, name: str) -> RunTables:
+        """The run's purity, type similarity and batch tables: the run is read once."""
+        if name not in self._tables:
+            self._tables[name] = _analyse(self.load(name), self.store, self.hierarchy)
+        return self._tables[name]
 
     @property
     def tables_dir(self) -> Path:
@@ -66,19 +93,36 @@ class ReportContext:
         return saved
 
 
+def _analyse(res: NeighborResult, store: Store, hierarchy: Hierarchy | None) -> RunTables:
+    """Every per-run table the sections show, from one read of the run."""
+    tables = RunTables()
+    if "cell_type" not in store.labels:
+        return tables
+    tables.purity = purity(res, hierarchy=hierarchy)
+    if res.pair_hist is not None:
+        tables.similarity = type_similarity(res)
+    if "batch" in store.labels:
+        mixing = batch_mixing(res)
+        tables.batch = batch_summary(res, mixing=mixing)
+        tables.batch_graph = xr.Dataset(
+            {v: mixing[v].variable for v in GRAPH_SCALARS}, attrs=mixing.attrs
+        )
+    return tables
+
+
 def overview_section(rep: ReportContext) -> markup.Section:
     """The runs reported: encoding, k, cutoffs and excluded cells, one line each."""
     sec = markup.Section("Overview", "overview")
     sec.add(markup.explanation(markup.OVERVIEW))
     rows = {
         name: (
-            f"{res.metadata.get('encoding')}, k={res.k}, cutoffs "
-            f"{', '.join(f'{c:g}' for c in res.cutoffs)}, {int(res.excluded.sum())} cells excluded"
+            f"{run.metadata.get('encoding')}, k={run.k}, cutoffs "
+            f"{', '.join(f'{c:g}' for c in run.cutoffs)}, {run.n_excluded} cells excluded"
         )
-        for name, res in rep.results.items()
+        for name, run in rep.runs.items()
     }
     sec.add(markup.key_values(rows))
-    excluded = {n: int(r.excluded.sum()) for n, r in rep.results.items() if r.excluded.any()}
+    excluded = {n: run.n_excluded for n, run in rep.runs.items() if run.n_excluded}
     if excluded:
         sec.add(markup.note(markup.excluded_note(excluded)))
     return sec
@@ -91,7 +135,7 @@ def purity_section(rep: ReportContext) -> markup.Section:
         sec.add(markup.note(markup.NO_CELL_TYPE))
         return sec
     sec.add(markup.explanation(markup.PURITY))
-    by_run = {name: purity(res, hierarchy=rep.hierarchy) for name, res in rep.results.items()}
+    by_run = {name: rep.run_tables(name).purity for name in rep.runs}
     paths = rep.tables({f"purity_{name}": ds for name, ds in by_run.items()})
     saved = rep.figure(figs.purity_panels(by_run), "purity")
     sec.add(markup.figure(saved, "same-type share against cutoff, per cell type"))
@@ -132,12 +176,12 @@ def similarity_section(rep: ReportContext) -> markup.Section:
         sec.add(markup.note(markup.NO_CELL_TYPE))
         return sec
     sec.add(markup.explanation(markup.SIMILARITY))
-    for name, res in rep.results.items():
+    for name, run in rep.runs.items():
         sec.add(f"<h3>{markup.esc(name)}</h3>")
-        if res.pair_hist is None:
-            sec.add(markup.note(markup.no_histogram(rep.store.path, name, res)))
+        sim = rep.run_tables(name).similarity
+        if sim is None:
+            sec.add(markup.note(markup.no_histogram(rep.store.path, name, run)))
             continue
-        sim = type_similarity(res)
         paths = rep.tables({f"similarity_{name}": sim})
         saved = rep.figure(figs.similarity_heatmap(sim, name), f"similarity_{name}")
         sec.add(markup.figure(saved, f"median similarity of cell types, {name}"))
@@ -166,11 +210,8 @@ def batch_section(rep: ReportContext) -> markup.Section:
         sec.add(markup.note(markup.no_labels(missing, "the batch-mixing figure")))
         return sec
     sec.add(markup.explanation(markup.BATCH))
-    summaries, graph = {}, {}
-    for name, res in rep.results.items():
-        mixing = batch_mixing(res)
-        summaries[name] = batch_summary(res, mixing=mixing)
-        graph[name] = xr.Dataset({v: mixing[v].variable for v in GRAPH_SCALARS}, attrs=mixing.attrs)
+    summaries = {name: rep.run_tables(name).batch for name in rep.runs}
+    graph = {name: rep.run_tables(name).batch_graph for name in rep.runs}
     paths = rep.tables({f"batch_{n}": ds for n, ds in summaries.items()})
     paths += rep.tables({f"batch_graph_{n}": ds for n, ds in graph.items()})
     saved = rep.figure(figs.batch_scatter(summaries), "batch")
@@ -192,9 +233,9 @@ def batch_section(rep: ReportContext) -> markup.Section:
 def compare_section(rep: ReportContext) -> markup.Section:
     """The first spearman run against the first pearson run: neighbour overlap per cell."""
     sec = markup.Section("Rank vs raw expression", "compare")
-    pair = spearman_pearson_pair(rep.results)
+    pair = spearman_pearson_pair(rep.runs)
     if pair is None:
-        encodings = {n: r.metadata.get("encoding") for n, r in rep.results.items()}
+        encodings = {n: r.metadata.get("encoding") for n, r in rep.runs.items()}
         sec.add(markup.note(markup.no_pair(rep.store.path, encodings)))
         return sec
     a, b = pair
@@ -202,11 +243,11 @@ def compare_section(rep: ReportContext) -> markup.Section:
     if missing:
         sec.add(markup.note(markup.no_labels(missing, "the rank-vs-raw comparison")))
         return sec
-    if rep.results[a].k != rep.results[b].k:
-        sec.add(markup.note(markup.k_differs(a, b, rep.results[a].k, rep.results[b].k)))
+    if rep.runs[a].k != rep.runs[b].k:
+        sec.add(markup.note(markup.k_differs(a, b, rep.runs[a].k, rep.runs[b].k)))
         return sec
     sec.add(markup.explanation(markup.COMPARE))
-    cmp = compare_encodings(rep.results[a], rep.results[b])
+    cmp = compare_encodings(rep.load(a), rep.load(b))  # the two runs, read for this only
     paths = rep.tables({f"compare_{a}_{b}": cmp})
     saved = rep.figure(figs.jaccard_histogram(cmp), f"compare_{a}_{b}")
     sec.add(markup.figure(saved, f"neighbour overlap {a} vs {b}", f"Runs compared: {a} and {b}."))
@@ -261,7 +302,7 @@ def runs_section(rep: ReportContext) -> markup.Section:
         "versions",
     )
     frame = pd.DataFrame(
-        {name: [_plain(r.metadata.get(k, "")) for k in keys] for name, r in rep.results.items()},
+        {name: [_plain(r.metadata.get(k, "")) for k in keys] for name, r in rep.runs.items()},
         index=pd.Index(list(keys), name="run"),
     )
     sec.add(markup.table(frame))

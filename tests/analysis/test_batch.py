@@ -249,3 +249,102 @@ def test_summary_reuses_a_given_mixing(synth, monkeypatch):
 
     monkeypatch.setattr(batch_module, "batch_mixing", no_recompute)
     assert batch_module.batch_summary(res, mixing=mixing).identical(want)
+
+
+def dense_kbet_pvalues(neighbourhoods, batch, valid):
+    """The (cells, batches) computation kbet_pvalues replaced: every batch's count per row."""
+    present, freq = np.unique(batch[valid], return_counts=True)
+    freq = freq / freq.sum()
+    slot = np.searchsorted(present, batch[neighbourhoods])
+    m, size = neighbourhoods.shape
+    flat = (np.arange(m)[:, None] * len(present) + slot).ravel()
+    observed = np.bincount(flat, minlength=m * len(present)).reshape(m, len(present))
+    expected = freq * size
+    stat = ((observed - expected) ** 2 / expected).sum(axis=1)
+    return scipy.stats.chi2.sf(stat, len(present) - 1)
+
+
+@pytest.mark.parametrize("n_batches", [2, 5, 427])
+def test_kbet_from_present_batches_equals_the_dense_sum(n_batches, monkeypatch):
+    """Within float64 rounding: the sum over absent batches is regrouped, not dropped."""
+    from rankdist.analysis.batch import kbet_pvalues
+
+    rng = np.random.default_rng(3)
+    n, k = 3000, 30
+    batch = rng.integers(0, n_batches, n)
+    batch[rng.random(n) < 0.5] = 0  # one large batch: neighbourhoods with repeated batches
+    valid = np.flatnonzero(rng.random(n) < 0.95)
+    hoods = np.hstack([valid[:, None], rng.choice(valid, (len(valid), k))])
+    hoods[::9, 1:] = hoods[::9, :1]  # a single batch in the whole neighbourhood
+    monkeypatch.setattr("rankdist.analysis.batch._LISI_ROWS", 257)
+    got = kbet_pvalues(hoods, batch, valid)
+    want = dense_kbet_pvalues(hoods, batch, valid)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-300)
+    assert (got < 0.05).any() and (got > 0.05).any()
+
+
+def test_kbet_memory_does_not_grow_with_cells_x_batches(monkeypatch):
+    """20,000 neighbourhoods of 427 batches: the dense counts alone would take 68 MB."""
+    import tracemalloc
+
+    from rankdist.analysis.batch import kbet_pvalues
+
+    rng = np.random.default_rng(4)
+    n, k = 20_000, 30
+    batch = rng.integers(0, 427, n)
+    hoods = np.hstack([np.arange(n)[:, None], rng.integers(0, n, (n, k))])
+    monkeypatch.setattr("rankdist.analysis.batch._LISI_ROWS", 1024)
+    tracemalloc.start()
+    try:
+        kbet_pvalues(hoods, batch, np.arange(n))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, peak
+
+
+def sliced_graph_connectivity(nbr, valid, types, n):
+    """The N x N slicing graph_connectivity replaced (the whole graph, then each type's)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    m, k = nbr.shape
+    graph = sp.csr_matrix(
+        (np.ones(m * k, dtype=np.int8), nbr.ravel(), np.arange(0, m * k + 1, k)), shape=(m, n)
+    )[:, valid]
+    shares = []
+    for t in np.unique(types[valid]):
+        mask = types[valid] == t
+        _, comp = connected_components(graph[mask][:, mask], connection="strong")
+        shares.append(np.bincount(comp).max() / mask.sum())
+    return float(np.mean(shares))
+
+
+def test_graph_connectivity_per_type_equals_slicing_the_whole_graph(res):
+    from rankdist.analysis.batch import graph_connectivity
+
+    t = res.labels["cell_type"].codes.astype(np.int64)
+    valid = np.flatnonzero(~res.excluded)
+    for k in (2, 5, res.k):
+        nbr = res.indices[valid, :k]
+        want = sliced_graph_connectivity(nbr, valid, t, res.n_cells)
+        assert graph_connectivity(nbr, valid, t, res.n_cells) == want
+
+
+def test_every_variable_is_the_same_in_blocks(res, monkeypatch):
+    """Blocks of 7 cells give the whole-array result exactly, excluded cells included."""
+    whole = batch_mixing(res)
+    monkeypatch.setattr("rankdist.analysis.batch._LISI_ROWS", 7)
+    assert batch_mixing(res).identical(whole)
+
+
+def test_lazy_and_eager_results_give_identical_tables(res):
+    """The result as loaded (counts over Dask, read when used) and one held in memory agree."""
+    import dask
+
+    assert any(dask.is_dask_collection(v.data) for v in res.counts.values())
+    eager = dataclasses.replace(res, counts=res.counts.compute(), relations=None)
+    assert not any(dask.is_dask_collection(v.data) for v in eager.counts.values())
+    mixing = batch_mixing(res)
+    assert mixing.identical(batch_mixing(eager))
+    assert batch_summary(res, mixing=mixing).identical(batch_summary(eager))

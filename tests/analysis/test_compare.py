@@ -136,3 +136,24 @@ def test_write_tables(runs, tmp_path):
     assert per_type["cells"].tolist() == tables["compare"]["cells"].to_numpy().tolist()
     with pytest.raises(ValueError, match="plain file name"):
         write_tables({"../x": tables["purity"]}, tmp_path)
+
+
+def test_blocks_of_rows_give_the_same_dataset(runs, monkeypatch):
+    """Blocks of 7 rows (some with cells excluded in one run only) change nothing."""
+    a, b = runs
+    b = exclude(b, 20)
+    whole = compare_encodings(a, b)
+    monkeypatch.setattr("rankdist.analysis.compare._BLOCK_ROWS", 7)
+    assert compare_encodings(a, b).identical(whole)
+
+
+def test_lazy_and_eager_results_give_identical_tables(runs):
+    """The runs as loaded (counts over Dask) and held in memory give the same Dataset."""
+    import dask
+
+    a, b = runs
+    assert any(dask.is_dask_collection(v.data) for v in a.counts.values())
+    eager_a, eager_b = (
+        dataclasses.replace(r, counts=r.counts.compute(), relations=None) for r in runs
+    )
+    assert compare_encodings(a, b).identical(compare_encodings(eager_a, eager_b))

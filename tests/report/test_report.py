@@ -249,3 +249,30 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
     assert len(colours) > 500, f"{len(colours)} distinct colours: blank or unstyled page?"
     ink = (rgb < 200).any(axis=2).mean()
     assert ink > 0.03, f"only {ink:.1%} of the screenshot is not near-white"
+
+
+def test_report_reads_each_run_once_and_never_holds_two_for_long(built, tmp_path, monkeypatch):
+    """One read per run for its own tables (nothing else held), then the compared pair.
+
+    A run read earlier must be gone (garbage) by the time the next is read, except the
+    first of the compared pair while the second is read.
+    """
+    import gc
+    import weakref
+
+    import rankdist.report.sections as sections
+
+    _, store, _, _ = built
+    held = []
+    alive_at_read = []
+
+    def tracked_load(store_, name):
+        gc.collect()
+        alive_at_read.append((name, sum(ref() is not None for ref in held)))
+        res = rankdist.load(store_, name)
+        held.append(weakref.ref(res))
+        return res
+
+    monkeypatch.setattr(sections, "load", tracked_load)
+    build_report(store, tmp_path / "out", runs="spearman,pearson")
+    assert alive_at_read == [("spearman", 0), ("pearson", 0), ("spearman", 0), ("pearson", 1)]
