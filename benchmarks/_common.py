@@ -76,11 +76,11 @@ def warm_up_rankdist(work: Path, n_genes: int, k: int) -> None:
 
 def clear_encodings(store) -> None:
     """Delete a store's cached encodings, so the next ``neighbors`` call times encoding."""
-    import zarr
+    from rankdist.io.verified import open_group
 
     shutil.rmtree(store.path / "encodings")
     (store.path / "encodings").mkdir()
-    zarr.open_group(store.path / "encodings", mode="w")
+    open_group(store.path / "encodings", mode="w")
 
 
 def cached_spearman(store) -> tuple[np.ndarray, np.ndarray]:
@@ -94,13 +94,13 @@ def cached_spearman(store) -> tuple[np.ndarray, np.ndarray]:
     valid
         ``(n_cells,)`` bool: False for constant cells (no defined correlation).
     """
-    import zarr
+    from rankdist.io.verified import open_group
 
     paths = sorted((store.path / "encodings").glob("spearman-*"))
     if not paths:
         msg = f"no spearman encoding cached under {store.path / 'encodings'}; run neighbors first"
         raise FileNotFoundError(msg)
-    group = zarr.open_group(paths[-1], mode="r")
+    group = open_group(paths[-1], mode="r")
     return np.asarray(group["Z"][:]), np.asarray(group["valid"][:])
 
 

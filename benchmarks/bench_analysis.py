@@ -162,9 +162,7 @@ def fabricate_block(store, start: int, stop: int, k: int, n_cutoffs: int, same: 
         counts[rr, c, offset["coarse_type"] + own["coarse_type"]] = rng.poisson(600 * scale, m)
         counts[rr, c, offset["batch"] + own["batch"]] = rng.poisson(20 * scale, m)
         other_donors = rng.integers(0, sizes_by_role["batch"], (m, 8))
-        counts[rr[:, None], c, offset["batch"] + other_donors] = rng.poisson(
-            50 * scale, (m, 8)
-        )
+        counts[rr[:, None], c, offset["batch"] + other_donors] = rng.poisson(50 * scale, (m, 8))
     return Partial(
         block=start // BLOCK_ROWS,
         top_sim=sim,
@@ -217,9 +215,7 @@ def fabricate_run(store, name: str, encoding: str, k: int, cutoffs, seed: int) -
         if start == 0:  # one block's histogram stands for the whole run's
             rng = np.random.default_rng(seed)
             n_types = role_sizes["cell_type"]
-            part.pair_hist = rng.poisson(
-                50.0, (n_types, n_types, HIST_BINS)
-            ).astype(np.int64)
+            part.pair_hist = rng.poisson(50.0, (n_types, n_types, HIST_BINS)).astype(np.int64)
         runstore.write_block(work, part, start, valid[: stop - start], role_sizes)
     runstore.publish_run(
         work,

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import zarr
 
 from rankdist.io.store import Labels, Store
+from rankdist.io.verified import open_group
 from rankdist.reduce.result import NeighborResult
 from rankdist.reduce.runstore import list_runs, run_path, run_version
 
@@ -46,7 +46,7 @@ class RunInfo:
 
 def run_info(store: Store, name: str) -> RunInfo:
     """The metadata of the finished run ``name`` and its excluded cells, no other array."""
-    group = zarr.open_group(run_path(store.path, name), mode="r")
+    group = open_group(run_path(store.path, name), mode="r")
     run_version(group.attrs, store.path, name)
     return RunInfo(
         name=name,
