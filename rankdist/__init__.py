@@ -32,4 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=("analysis",))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=("analysis", "pp", "tl"))

@@ -67,7 +67,8 @@ LAYERS = (
     ("reduce",),
     ("tiles",),
     ("api", "analysis", "datasets"),
-    ("planning", "report"),
+    ("pp",),
+    ("planning", "report", "tl"),
     ("demo",),
     ("cli",),
 )
