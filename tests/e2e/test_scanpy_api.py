@@ -126,6 +126,10 @@ def test_purity_from_the_graph_is_the_runs_top_k(pbmc_graphs, pbmc_counts, clien
     table = rankdist.tl.purity(kept, cell_type="bulk_labels")
     want = rankdist.purity_table(rankdist.load(store, "spearman"), "cell_type")
     assert table.equals(want) and "same@0.3" in table.columns
+    kept.write_h5ad(tmp_path / "kept.h5ad")  # what pp.neighbors wrote survives a file
+    assert rankdist.tl.purity(ad.read_h5ad(tmp_path / "kept.h5ad"), cell_type="bulk_labels").equals(
+        want
+    )
     assert np.allclose(from_graph["topk_same"], want["topk_same"], rtol=0, atol=1e-12)
     assert (from_graph[["cells", "expected"]] == want[["cells", "expected"]]).all().all()
     # a column the run did not count by: top-k from the graph, said once
