@@ -262,3 +262,67 @@ def scgpt(block: np.ndarray, totals: np.ndarray, n_bins: int) -> tuple[np.ndarra
 
     return standardised_bins(_non_negative(block, "scgpt"), int(n_bins))
 
+
+def _check_embeddings(params: dict) -> dict:
+    from pathlib import Path
+
+    path, allow = params["embeddings"], params["allow_pickle"]
+    if not isinstance(path, str | Path) or not str(path):
+        msg = (
+            "encoding 'genept' needs a table of gene embeddings: --param embeddings=FILE "
+            "(params={'embeddings': 'genes.npz'}); .npz, .csv or .parquet, see docs/encodings.md"
+        )
+        raise ValueError(msg)
+    if isinstance(allow, str) and allow.lower() in ("true", "false"):
+        allow = allow.lower() == "true"
+    if not isinstance(allow, bool | np.bool_):
+        msg = (
+            f"encoding 'genept': allow_pickle must be true or false, got {allow!r}; "
+            "e.g. --param allow_pickle=true"
+        )
+        raise ValueError(msg)
+    # one absolute path, so the cache key does not depend on the working directory
+    resolved = str(Path(path).expanduser().resolve())
+    return {**params, "embeddings": resolved, "allow_pickle": bool(allow)}
+
+
+def _gene_vectors(store, client, params, *, progress: bool = True) -> dict[str, np.ndarray]:
+    from rankdist.encode.embeddings import gene_vectors
+
+    return gene_vectors(store, client, params, progress=progress)
+
+
+@register(
+    "genept",
+    defaults={"embeddings": None, "allow_pickle": False},
+    summary="GenePT-w: expression-weighted mean of gene text embeddings (cosine)",
+    prepare=_gene_vectors,
+    check=_check_embeddings,
+    columns=lambda prepared: prepared["gene_vectors"].shape[1],
+)
+def genept(
+    block: np.ndarray,
+    totals: np.ndarray,
+    embeddings: str,
+    allow_pickle: bool,
+    gene_vectors: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GenePT-w (Chen & Zou 2024): a cell's expression-weighted mean gene embedding.
+
+    The weights are the cell's normalised expression ``x / total`` (``total`` the library
+    size over every source gene); genes without an embedding have a zero vector, so they
+    are skipped. The embedding ``e = w @ V / sum(w over embedded genes)`` is compared by
+    cosine: ``z = e / ||e||`` (not centred), float64 rounded once to float32. A cell with
+    ``e = 0`` (no expressed gene with an embedding) is excluded.
+    """
+    from rankdist.encode.embeddings import normalised_weights
+
+    weights = normalised_weights(block, totals)
+    e = weights @ gene_vectors
+    embedded = np.abs(gene_vectors).sum(axis=1) > 0
+    mass = weights[:, embedded].sum(axis=1)
+    e = np.divide(e, mass[:, None], out=np.zeros_like(e), where=mass[:, None] > 0)
+    norm = np.linalg.norm(e, axis=1)
+    valid = norm > 0
+    z = np.divide(e, norm[:, None], out=np.zeros_like(e), where=valid[:, None])
+    return z.astype(np.float32), valid
