@@ -276,3 +276,29 @@ def test_neighbors_match_the_cosine_oracle(tmp_path, client):
     want = oracle_counts(cosine, excluded, codes, 4, cutoffs)
     np.testing.assert_array_equal(np.asarray(res.counts["cell_type"]), want)
     assert res.metadata["encoding_params"]["embeddings"] == str((tmp_path / "genes.csv").resolve())
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_cli_reads_the_table_and_the_opt_in(hand_store, client, tmp_path, capsys):
+    from rankdist.cli import main
+
+    pickled = write_pickle(tmp_path / "genept.pkl", HAND_GENES[:2], HAND_VECTORS[:2])
+    argv = ["neighbors", str(hand_store.path), "--encoding", "genept", "--k", "1", "--quiet"]
+    # no table: refused before any cluster starts
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rankdist neighbors: error: encoding 'genept' needs a table")
+    argv += ["--cluster", client.scheduler.address, "--param", f"embeddings={pickled}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("rankdist neighbors: error: embeddings file ")
+    assert "--param allow_pickle=true" in err[-1]
+    assert main([*argv, "--param", "allow_pickle=true", "--name", "gpt"]) == 0
+    err = capsys.readouterr().err
+    assert "rankdist neighbors: warning: genept: 1 of the store's 3 genes" in err
+    res = rankdist.load(hand_store, "gpt")
+    assert res.metadata["encoding_params"]["allow_pickle"] is True
+    # c1 (w = 1/4, 1/4 on g0, g1) lies between c0 (g0) and c2 (g1): each one's neighbour
+    assert res.indices[:3, 0].tolist() == [1, 0, 1]
