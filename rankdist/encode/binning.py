@@ -19,7 +19,8 @@ where ``L`` is the 0-based sorted position of the *last* value equal to ``v``; a
 with a single non-zero puts it in bin ``n_bins - 1`` (every edge equals it). NumPy's
 float64 ``linspace`` can place ``h_j`` a hair above an integer, which lifts an edge
 that should sit on a value just above it; numpy's float result then differs from the
-exact one by one bin for that value (about 1 % of cells of a few hundred non-zeros).
+exact one by one bin for that value (in about 1 % of random cells of up to 300
+non-zeros).
 
 ``log1p(x / total * 1e4)`` is strictly increasing in ``x`` within a cell, so the bins
 depend only on the order of the cell's stored values, and the kernel orders those

@@ -2,7 +2,8 @@
 
 Every encoding maps a ``(cells, genes)`` float64 block (plus per-cell library sizes)
 to standardised float32 rows, so that for any two cells ``z_a @ z_b`` is the
-correlation that encoding defines. Adding an encoding is one decorated function.
+correlation that encoding defines (genept: the cosine of two unit-norm cell embeddings).
+Adding an encoding is one decorated function.
 
 An encoding that needs statistics of the whole dataset (geneformer's per-gene medians)
 declares a ``prepare`` step: ``prepare(store, client, params, progress=...)`` returns
