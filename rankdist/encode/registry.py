@@ -284,6 +284,9 @@ def _check_embeddings(params: dict) -> dict:
         raise ValueError(msg)
     # one absolute path, so the cache key does not depend on the working directory
     resolved = str(Path(path).expanduser().resolve())
+    if not Path(resolved).is_file():  # checked here too, so a run fails before it starts
+        msg = f"encoding 'genept': embeddings file {resolved!r} not found; pass an existing file"
+        raise FileNotFoundError(msg)
     return {**params, "embeddings": resolved, "allow_pickle": bool(allow)}
 
 

@@ -201,6 +201,7 @@ def test_an_npz_without_the_arrays_names_them(tmp_path):
         ({}, r"needs a table of gene embeddings: --param embeddings=FILE"),
         ({"embeddings": "t.npz", "allow_pickle": "yes"}, "allow_pickle must be true or false"),
         ({"embeddings": "t.npz", "allow_pickle": 1}, "allow_pickle must be true or false"),
+        ({"embeddings": 3}, r"needs a table of gene embeddings"),
     ],
 )
 def test_parameters_are_checked(params, match):
@@ -210,6 +211,9 @@ def test_parameters_are_checked(params, match):
 
 def test_parameters_resolve_to_one_form(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"embeddings file '.*t\.npz' not found"):
+        get_encoding("genept").resolve({"embeddings": "t.npz"})
+    write_npz(tmp_path / "t.npz", HAND_GENES, HAND_VECTORS)
     genept = get_encoding("genept")
     a = genept.resolve({"embeddings": "t.npz", "allow_pickle": "True"})
     b = genept.resolve({"embeddings": str(tmp_path / "t.npz"), "allow_pickle": True})
