@@ -241,17 +241,19 @@ def test_cache_key_follows_the_table_content(hand_store, client, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
-def test_neighbors_match_the_cosine_oracle(tmp_path, client):
-    adata = tricky_adata(n_cells=300, n_genes=40, seed=6)
+@pytest.mark.parametrize(("dim", "n_cells", "block_size"), [(7, 300, None), (96, 1100, 512)])
+def test_neighbors_match_the_cosine_oracle(tmp_path, client, dim, n_cells, block_size):
+    # the second case: Z wider than the genes, over a grid of 3 x 3 row blocks
+    adata = tricky_adata(n_cells=n_cells, n_genes=40, seed=6)
     store = rankdist.ingest(adata, tmp_path / "e.zarr", cell_type="celltype", progress=False)
-    rng = np.random.default_rng(6)
-    # 7 dimensions for 40 genes; genes g35..g39 have no embedding, and the table holds
-    # genes the store lacks, in another order
+    rng = np.random.default_rng(dim)
+    # fewer and more dimensions than the 40 genes; genes g35..g39 have no embedding, and
+    # the table holds genes the store lacks, in another order
     genes = [f"g{j}" for j in rng.permutation(35)] + ["X1", "X2"]
-    vectors = rng.normal(size=(len(genes), 7))
+    vectors = rng.normal(size=(len(genes), dim))
     table = write_csv(tmp_path / "genes.csv", genes, vectors)
     x = np.asarray(adata.X, dtype=np.float64)
-    v = np.zeros((40, 7))
+    v = np.zeros((40, dim))
     v[[int(g[1:]) for g in genes[:35]]] = vectors[:35]
     w = x / x.sum(axis=1, keepdims=True).clip(min=1)
     e = w @ v
@@ -272,6 +274,7 @@ def test_neighbors_match_the_cosine_oracle(tmp_path, client):
             cutoffs=cutoffs,
             client=client,
             params={"embeddings": table},
+            block_size=block_size,
             progress=False,
         )
     assert np.array_equal(res.excluded, excluded)
@@ -280,6 +283,7 @@ def test_neighbors_match_the_cosine_oracle(tmp_path, client):
     want = oracle_counts(cosine, excluded, codes, 4, cutoffs)
     np.testing.assert_array_equal(np.asarray(res.counts["cell_type"]), want)
     assert res.metadata["encoding_params"]["embeddings"] == str((tmp_path / "genes.csv").resolve())
+    assert res.metadata["n_blocks"] == (3 if block_size else 1)
 
 
 # --- the command line ---------------------------------------------------------------------
