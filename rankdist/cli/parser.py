@@ -103,7 +103,9 @@ def _neighbors_parser(sub) -> None:
         default=[],
         metavar="NAME=VALUE",
         type=options.encoding_param,
-        help="encoding parameter, repeatable: --param top=4096 (geneformer), --param n=200 (topn)",
+        help="encoding parameter, repeatable: --param top=4096 (geneformer), --param n=200 "
+        "(topn), --param n_bins=51 (scgpt), --param embeddings=FILE (genept: .npz, .csv or "
+        ".parquet; add --param allow_pickle=true for GenePT's pickle, only if you trust it)",
     )
     p.add_argument("--name", help="run name (default: the encoding)")
     p.add_argument(

@@ -40,6 +40,7 @@ class Encoded:
     n_genes: int
     excluded: np.ndarray  # (n_excluded,) int64 indices of constant cells
     form: str = "dense"  # "dense": Z array; "sparse": CSR chunk files (encode/sparse.py)
+    n_columns: int = 0  # Z's width: n_genes, or the embedding dimension (genept)
 
     @property
     def n_valid(self) -> int:
@@ -80,8 +81,10 @@ def encode(
 ) -> Encoded:
     """Compute (or reuse) an encoding of every cell of ``store``.
 
-    An encoding with a prepare step (geneformer's gene medians) first computes or reads
-    its dataset-wide arrays; they enter the cache key and reach every chunk task.
+    An encoding with a prepare step (geneformer's gene medians, genept's gene vectors)
+    first computes or reads its dataset-wide arrays; they enter the cache key and reach
+    every chunk task. Z has one column per gene, or ``Encoding.columns(prepared)``
+    columns (genept: the embedding dimension).
 
     Parameters
     ----------
@@ -106,7 +109,8 @@ def encode(
         msg = f"form {form!r} is not available for encoding {name!r}; sparse form: {have}"
         raise ValueError(msg)
     resolved = enc.resolve(params)
-    prepared = enc.prepare(store, client, progress=progress) if enc.prepare else {}
+    prepared = enc.prepare(store, client, resolved, progress=progress) if enc.prepare else {}
+    width = enc.columns(prepared) if enc.columns else store.n_genes
     key = encoding_key(store, name, resolved, enc.version, prepared)
     path = store.path / "encodings" / f"{name}-{key}"
     if form == "sparse":
@@ -121,9 +125,9 @@ def encode(
             # so a block read is a copy.
             group.create_array(
                 "Z",
-                shape=(store.n_cells, store.n_genes),
+                shape=(store.n_cells, width),
                 dtype="float32",
-                chunks=(SUBTILE, store.n_genes),
+                chunks=(SUBTILE, width),
                 compressors=raw_codecs(),
             )
             group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
@@ -163,6 +167,7 @@ def encode(
         n_genes=store.n_genes,
         excluded=np.flatnonzero(~valid).astype(np.int64),
         form=form,
+        n_columns=width,
     )
 
 

@@ -2,14 +2,17 @@
 
 Every encoding maps a ``(cells, genes)`` float64 block (plus per-cell library sizes)
 to standardised float32 rows, so that for any two cells ``z_a @ z_b`` is the
-correlation that encoding defines. Adding an encoding is one decorated function.
+correlation that encoding defines (genept: the cosine of two unit-norm cell embeddings).
+Adding an encoding is one decorated function.
 
 An encoding that needs statistics of the whole dataset (geneformer's per-gene medians)
-declares a ``prepare`` step: ``prepare(store, client, progress=...)`` returns named
-arrays, computed (or read from the store's cache) once by
+declares a ``prepare`` step: ``prepare(store, client, params, progress=...)`` returns
+named arrays, computed (or read from the store's cache) once by
 :func:`rankdist.encode.cache.encode` before the per-chunk tasks, covered by the
-encoding's cache key, and passed to ``fn`` as keyword arguments. The definitions and
-citations are in docs/encodings.md.
+encoding's cache key, and passed to ``fn`` as keyword arguments. An encoding whose rows
+are not indexed by gene (genept: an embedding of D columns) declares ``columns``, the
+width of z given the prepared arrays. The definitions and citations are in
+docs/encodings.md.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import numpy as np
 from rankdist.encode import kernels
 
 EncodeFn = Callable[..., tuple[np.ndarray, np.ndarray]]
-#: ``prepare(store, client, *, progress) -> {argument name: array}``.
+#: ``prepare(store, client, resolved_params, *, progress) -> {argument name: array}``.
 PrepareFn = Callable[..., dict[str, np.ndarray]]
 #: ``check(resolved_params) -> resolved_params``: raises ValueError, may normalise types.
 CheckFn = Callable[[dict], dict]
+#: ``columns(prepared) -> width of z`` for encodings whose rows are not one value per gene.
+ColumnsFn = Callable[[dict], int]
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class Encoding:
         the same rows as ``fn`` in the sparse form ``z = s + c`` (CSR of ``s``), for
         encodings whose rows are constant outside the expressed genes. Encodings that
         have one can be stored and multiplied sparse (``form='sparse'``).
+    columns
+        Optional ``columns(prepared) -> int``: the width of z when it is not the
+        number of genes (genept: the embedding dimension).
     """
 
     name: str
@@ -64,6 +72,7 @@ class Encoding:
     prepare: PrepareFn | None = None
     check: CheckFn | None = None
     sparse: Callable[..., tuple] | None = None
+    columns: ColumnsFn | None = None
 
     def resolve(self, params: dict | None) -> dict:
         """Defaults updated by ``params``; unknown parameter names are an error."""
@@ -91,12 +100,13 @@ def register(
     prepare: PrepareFn | None = None,
     check: CheckFn | None = None,
     sparse: Callable[..., tuple] | None = None,
+    columns: ColumnsFn | None = None,
 ):
     """Decorator adding an encoding function to :data:`ENCODINGS`."""
 
     def add(fn: EncodeFn) -> EncodeFn:
         ENCODINGS[name] = Encoding(
-            name, fn, dict(defaults or {}), version, summary, prepare, check, sparse
+            name, fn, dict(defaults or {}), version, summary, prepare, check, sparse, columns
         )
         return fn
 
@@ -175,7 +185,7 @@ def _non_negative(block: np.ndarray, encoding: str) -> np.ndarray:
     return block
 
 
-def _gene_nonzero_medians(store, client, *, progress: bool = True) -> dict[str, np.ndarray]:
+def _gene_nonzero_medians(store, client, params, *, progress: bool = True) -> dict[str, np.ndarray]:
     # cache imports this module, so the store-side work is imported when first needed
     from rankdist.encode.medians import gene_nonzero_medians
 
@@ -221,3 +231,102 @@ def topn(block: np.ndarray, totals: np.ndarray, n: int) -> tuple[np.ndarray, np.
     """
     block = _non_negative(block, "topn")
     return kernels.standardised_top_ranks(block, np.ones(block.shape[1]), int(n))
+
+
+def _check_n_bins(params: dict) -> dict:
+    params = _positive_int("scgpt", "n_bins")(params)
+    if params["n_bins"] < 2:
+        msg = (
+            f"encoding 'scgpt': n_bins counts the zero bin and must be at least 2, got "
+            f"{params['n_bins']}; e.g. params={{'n_bins': 51}}"
+        )
+        raise ValueError(msg)
+    return params
+
+
+@register(
+    "scgpt",
+    defaults={"n_bins": 51},
+    summary="scGPT value binning: per-cell quantile bins of log1p CP10k (zeros: bin 0)",
+    check=_check_n_bins,
+)
+def scgpt(block: np.ndarray, totals: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """scGPT's value binning (Cui et al. 2024, Nat Methods 21:1470), Pearson over the bins.
+
+    Each cell's non-zero values are binned by the cell's own quantiles into bins
+    ``1 .. n_bins - 1`` (zeros are bin 0); equal values share a bin, and the rule at the
+    edges is exact (:mod:`rankdist.encode.binning`). The bins depend only on the order
+    of a cell's values, so normalising to 10^4 and log1p (strictly increasing within a
+    cell) leave them unchanged and the stored values are binned as they are.
+    """
+    from rankdist.encode.binning import standardised_bins
+
+    return standardised_bins(_non_negative(block, "scgpt"), int(n_bins))
+
+
+def _check_embeddings(params: dict) -> dict:
+    from pathlib import Path
+
+    path, allow = params["embeddings"], params["allow_pickle"]
+    if not isinstance(path, str | Path) or not str(path):
+        msg = (
+            "encoding 'genept' needs a table of gene embeddings: --param embeddings=FILE "
+            "(params={'embeddings': 'genes.npz'}); .npz, .csv or .parquet, see docs/encodings.md"
+        )
+        raise ValueError(msg)
+    if isinstance(allow, str) and allow.lower() in ("true", "false"):
+        allow = allow.lower() == "true"
+    if not isinstance(allow, bool | np.bool_):
+        msg = (
+            f"encoding 'genept': allow_pickle must be true or false, got {allow!r}; "
+            "e.g. --param allow_pickle=true"
+        )
+        raise ValueError(msg)
+    # one absolute path, so the cache key does not depend on the working directory
+    resolved = str(Path(path).expanduser().resolve())
+    if not Path(resolved).is_file():  # checked here too, so a run fails before it starts
+        msg = f"encoding 'genept': embeddings file {resolved!r} not found; pass an existing file"
+        raise FileNotFoundError(msg)
+    return {**params, "embeddings": resolved, "allow_pickle": bool(allow)}
+
+
+def _gene_vectors(store, client, params, *, progress: bool = True) -> dict[str, np.ndarray]:
+    from rankdist.encode.embeddings import gene_vectors
+
+    return gene_vectors(store, client, params, progress=progress)
+
+
+@register(
+    "genept",
+    defaults={"embeddings": None, "allow_pickle": False},
+    summary="GenePT-w: expression-weighted mean of gene text embeddings (cosine)",
+    prepare=_gene_vectors,
+    check=_check_embeddings,
+    columns=lambda prepared: prepared["gene_vectors"].shape[1],
+)
+def genept(
+    block: np.ndarray,
+    totals: np.ndarray,
+    embeddings: str,
+    allow_pickle: bool,
+    gene_vectors: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GenePT-w (Chen & Zou 2024): a cell's expression-weighted mean gene embedding.
+
+    The weights are the cell's normalised expression ``x / total`` (``total`` the library
+    size over every source gene); genes without an embedding have a zero vector, so they
+    are skipped. The embedding ``e = w @ V / sum(w over embedded genes)`` is compared by
+    cosine: ``z = e / ||e||`` (not centred), float64 rounded once to float32. A cell with
+    ``e = 0`` (no expressed gene with an embedding) is excluded.
+    """
+    from rankdist.encode.embeddings import normalised_weights
+
+    weights = normalised_weights(block, totals)
+    e = weights @ gene_vectors
+    embedded = np.abs(gene_vectors).sum(axis=1) > 0
+    mass = weights[:, embedded].sum(axis=1)
+    e = np.divide(e, mass[:, None], out=np.zeros_like(e), where=mass[:, None] > 0)
+    norm = np.linalg.norm(e, axis=1)
+    valid = norm > 0
+    z = np.divide(e, norm[:, None], out=np.zeros_like(e), where=valid[:, None])
+    return z.astype(np.float32), valid
