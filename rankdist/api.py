@@ -289,8 +289,9 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     if len(enc.excluded):
         names = list(store.cell_names[enc.excluded[:5]])
         warnings.warn(
-            f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
-            f"and have no defined {request.encoding} correlation; they are excluded (indices "
+            f"{len(enc.excluded)} cell(s) have no defined {request.encoding} similarity "
+            f"(constant over the {store.n_genes} selected genes, or no gene the encoding "
+            f"uses); they are excluded (indices "
             f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
             stacklevel=3,
@@ -306,7 +307,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         per_row = partial_bytes_per_row(request.k, len(request.cutoffs), sum(role_sizes.values()))
         block_rows = request.block_size or choose_block_rows(
             store.n_cells,
-            store.n_genes,
+            enc.n_columns or store.n_genes,  # Z's width: the embedding's for genept
             threads=threads,
             worker_memory=worker_memory,
             threads_per_worker=threads_per_worker,
