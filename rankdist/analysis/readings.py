@@ -47,6 +47,11 @@ QUESTIONS: dict[str, tuple[str, bool]] = {
         True,
     ),
     "same_batch": ("{run} draws {value} {ci} of its top-k neighbours from the cell's batch", True),
+    "expected_same_batch": (
+        "{run}'s cells would draw {value} {ci} of their neighbours from their own batch if "
+        "neighbours were random cells of their own type",
+        True,
+    ),
     "excess_same_batch": (
         "{run}'s same-batch share exceeds the share expected from each type's batch mix "
         "by {value} {ci}",
@@ -105,7 +110,8 @@ def reading(
     -------
     str
         The difference clause depends on its interval: above 0 gives *"more than"*
-        (*"higher than"* for a plain number), below 0 *"fewer than"* (*"lower than"*),
+        (*"higher than"* for a plain number), below 0 *"fewer than"* (*"lower than"*;
+        the size and its interval then written as positive numbers),
         an interval that holds 0 *"no clear difference from"*, and no interval (too few
         units to resample) says so.
     """
@@ -118,12 +124,13 @@ def reading(
     d, dlo, dhi = difference
     points = " points" if share else ""
     more, fewer = ("more", "fewer") if share else ("higher", "lower")
-    size = f"{_num(abs(d), share)}{points} {_interval(dlo, dhi, share)}"
     if not (math.isfinite(dlo) and math.isfinite(dhi)):
         return f"{text}; {_num(d, share)}{points} against {versus}, with no interval."
     if dlo > 0:
+        size = f"{_num(d, share)}{points} {_interval(dlo, dhi, share)}"
         return f"{text}, {size} {more} than {versus}."
-    if dhi < 0:
+    if dhi < 0:  # "fewer" carries the sign: the size and its interval are positive
+        size = f"{_num(-d, share)}{points} {_interval(-dhi, -dlo, share)}"
         return f"{text}, {size} {fewer} than {versus}."
     signed = f"{'+' if d >= 0 else '-'}{_num(abs(d), share)}{points} {_interval(dlo, dhi, share)}"
     return f"{text}, no clear difference from {versus} ({signed}: the interval holds 0)."

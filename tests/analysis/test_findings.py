@@ -155,7 +155,7 @@ def test_runs_that_cannot_be_paired_are_refused(runs):
 @pytest.mark.parametrize(
     ("difference", "want"),
     [
-        ((-0.034, -0.046, -0.021), ", 3.4 points [-4.6, -2.1] fewer than pearson."),
+        ((-0.034, -0.046, -0.021), ", 3.4 points [2.1, 4.6] fewer than pearson."),
         ((0.034, 0.021, 0.046), ", 3.4 points [2.1, 4.6] more than pearson."),
         (
             (-0.004, -0.012, 0.005),
@@ -176,7 +176,7 @@ def test_wording_follows_the_sign_and_the_interval(difference, want):
 
 def test_wording_of_plain_numbers_and_no_comparison():
     text = reading("ilisi", "topn", (1.5, 1.4, 1.61), "pearson", (-0.2, -0.3, -0.1))
-    want = "topn has a mean iLISI of 1.50 [1.40, 1.61], 0.20 [-0.30, -0.10] lower than pearson."
+    want = "topn has a mean iLISI of 1.50 [1.40, 1.61], 0.20 [0.10, 0.30] lower than pearson."
     assert text == want
     text = reading("ilisi", "topn", (1.5, 1.4, 1.61), "pearson", (0.2, 0.1, 0.3))
     assert text.endswith("0.20 [0.10, 0.30] higher than pearson.")
