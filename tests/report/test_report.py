@@ -20,6 +20,7 @@ from rankdist.analysis.similarity import type_similarity
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.report import build_report
+from rankdist.report.findings import BOX
 from rankdist.report.runs import rank_encoding_first
 from rankdist.report.sections import GRAPH_SCALARS
 
@@ -357,3 +358,37 @@ def test_cli_baseline_must_be_a_reported_run(built, tmp_path, capsys):
     assert "rankdist report: error: --baseline 'pearson' is not among the runs" in err
     assert not (tmp_path / "o").exists()
 
+
+@pytest.mark.needs("chromium")
+def test_findings_fill_the_first_screen_in_headless_chromium(built, tmp_path):
+    """At 1280 x 800, the first screen shows the findings box (its background colour)."""
+    from PIL import Image
+
+    _, _, _, page = built
+    shot = tmp_path / "first-screen.png"
+    proc = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-3000:]
+    with Image.open(shot) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    assert rgb.shape == (800, 1280, 3)
+    box = np.array([int(BOX[i : i + 2], 16) for i in (1, 3, 5)])
+    share = (rgb == box).all(axis=2).mean()
+    assert share > 0.05, f"findings box covers {share:.1%} of the first screen"
