@@ -1,4 +1,4 @@
-"""Analyses of stored results: purity, batch mixing, encodings, type similarity, tables."""
+"""Analyses of stored results: purity, batch mixing, encodings compared, similarity, findings."""
 
 from rankdist.analysis.batch import batch_mixing, batch_summary
 from rankdist.analysis.compare import compare_encodings

@@ -132,7 +132,9 @@ def reading(
     if dhi < 0:  # "fewer" carries the sign: the size and its interval are positive
         size = f"{_num(-d, share)}{points} {_interval(-dhi, -dlo, share)}"
         return f"{text}, {size} {fewer} than {versus}."
-    signed = f"{'+' if d >= 0 else '-'}{_num(abs(d), share)}{points} {_interval(dlo, dhi, share)}"
+    size = _num(abs(d), share)
+    sign = "" if float(size) == 0 else ("+" if d > 0 else "-")  # no "-0.0"
+    signed = f"{sign}{size}{points} {_interval(dlo, dhi, share)}"
     return f"{text}, no clear difference from {versus} ({signed}: the interval holds 0)."
 
 

@@ -76,7 +76,7 @@ def findings_section(rep, baseline: str | None) -> markup.Section:
         f'<div class="findings" style="background:{BOX}; border-left:4px solid #2e8b57; '
         f'padding:6px 14px; margin:8px 0"><ul>{items}</ul>'
         f"<p>In brackets: 95 % intervals from {first.replicates.shape[0]:,} bootstrap "
-        f"resamples of the {first.n_units:,} {over} (seed {first.seed}); a difference "
+        f"resamples of the {first.n_units:,} {over}, seed {first.seed}; a difference "
         f"between two runs is resampled paired, over the same draws.{against}</p></div>"
     )
     sec.add(markup.table(_value_frame(table)))

@@ -166,6 +166,10 @@ def test_runs_that_cannot_be_paired_are_refused(runs):
             ", no clear difference from pearson (+0.4 points [-0.2, 1.1]: the interval holds 0).",
         ),
         ((0.004, np.nan, np.nan), "; 0.4 points against pearson, with no interval."),
+        (
+            (-0.0004, -0.012, 0.005),
+            ", no clear difference from pearson (0.0 points [-1.2, 0.5]: the interval holds 0).",
+        ),
     ],
 )
 def test_wording_follows_the_sign_and_the_interval(difference, want):
