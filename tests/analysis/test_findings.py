@@ -187,3 +187,108 @@ def test_wording_of_plain_numbers_and_no_comparison():
     assert reading("batch_driven", "geneformer", (0.05, 0.04, 0.06)) == (
         "geneformer has 5.0 % [4.0, 6.0] batch-driven neighbours (same batch, other cell type)."
     )
+
+
+def _by_hand(res, mixing):
+    """Every metric's per-cell numerator and denominator, by loops over cells and neighbours."""
+    t = res.labels["cell_type"].codes
+    c = res.labels["coarse_type"].codes
+    bt = res.labels["batch"].codes
+    n, k = res.n_cells, res.k
+    cols = {}
+
+    def col(metric, scope):
+        return cols.setdefault((metric, scope), (np.zeros(n), np.zeros(n)))
+
+    total = res.relations["total"].transpose("cell", "cutoff").to_numpy()
+    same_t = res.relations["same_cell_type"].transpose("cell", "cutoff").to_numpy()
+    same_c = res.relations["same_coarse_type"].transpose("cell", "cutoff").to_numpy()
+    ms = {v: mixing[v].to_numpy() for v in ("same_batch", "expected_same_batch", "ilisi")}
+    pvalue = mixing["kbet_pvalue"].to_numpy()
+    for i in range(n):
+        if res.excluded[i]:
+            continue
+        nb = res.indices[i]
+        same = sum(t[j] == t[i] for j in nb)
+        klass = sum(c[j] == c[i] for j in nb)
+        for metric, value in (
+            ("same_type", same),
+            ("similar_type", klass - same),
+            ("other_class", k - klass),
+        ):
+            num, den = col(metric, "top-k")
+            num[i], den[i] = value / k, 1
+        for s, cut in enumerate(res.cutoffs):
+            if total[i, s] == 0:
+                continue
+            scope = f">={cut:g}"
+            for metric, value in (
+                ("same_type", same_t[i, s]),
+                ("similar_type", same_c[i, s] - same_t[i, s]),
+                ("other_class", total[i, s] - same_c[i, s]),
+            ):
+                num, den = col(metric, scope)
+                num[i], den[i] = value, total[i, s]
+        for metric, value in (
+            ("same_batch", ms["same_batch"][i]),
+            ("expected_same_batch", ms["expected_same_batch"][i]),
+            ("excess_same_batch", ms["same_batch"][i] - ms["expected_same_batch"][i]),
+            ("batch_driven", np.mean([bt[j] == bt[i] and t[j] != t[i] for j in nb])),
+            ("ilisi", ms["ilisi"][i]),
+            ("kbet_acceptance", float(pvalue[i] >= 0.05)),
+        ):
+            if np.isfinite(value):
+                num, den = col(metric, "top-k")
+                num[i], den[i] = value, 1
+    return cols
+
+
+def test_every_metric_and_its_resamples_against_loops(runs):
+    res = runs["pearson"]
+    mixing = batch_mixing(res)
+    st = run_statistics(res, mixing=mixing, resamples=20, seed=11)
+    cols = _by_hand(res, mixing)
+    assert sorted(st.keys) == sorted(cols)
+    units = res.labels["batch"].codes
+    for key, (num, den) in cols.items():
+        j = st.keys.index(key)
+        assert st.value[j] == pytest.approx(num.sum() / den.sum(), rel=1e-12), key
+        assert st.cells[j] == int((den > 0).sum()), key
+        want = _hand_bootstrap(num, den, units, 11, 20)
+        np.testing.assert_allclose(st.replicates[:, j], want, rtol=1e-12, err_msg=str(key))
+
+
+def test_overlap_resamples_against_a_loop(runs):
+    from rankdist.analysis.findings import neighbour_overlap, overlap_statistics
+
+    a, b = runs["spearman"], runs["pearson"]
+    jac = neighbour_overlap(a, b)
+    want = compare_encodings(a, b)["jaccard"].to_numpy()
+    np.testing.assert_array_equal(np.isnan(jac), np.isnan(want))
+    np.testing.assert_allclose(jac[~np.isnan(jac)], want[~np.isnan(want)], rtol=1e-15)
+    st = overlap_statistics(
+        jac, a.labels["batch"].codes, run="spearman", encoding="spearman", versus="pearson",
+        resamples=20, seed=4,
+    )
+    keep = np.isfinite(jac)
+    num, den = np.where(keep, jac, 0.0), keep.astype(float)
+    np.testing.assert_allclose(
+        st.replicates[:, 0], _hand_bootstrap(num, den, a.labels["batch"].codes, 4, 20), rtol=1e-12
+    )
+
+
+def test_a_csv_hierarchy_counts_siblings_from_the_counts(runs, tmp_path):
+    res = runs["spearman"]
+    csv = tmp_path / "other.csv"  # grouped otherwise than the stored coarse labels
+    csv.write_text("fine,coarse\nB,x\nNK,x\nT,y\nMono,y\n")
+    st = run_statistics(res, hierarchy=csv, resamples=0)
+    pur = purity(res, hierarchy=csv).sel(cell_type="all")
+    stored = run_statistics(res, resamples=0)
+    for scope in pur["scope"].to_numpy():
+        want = pur["similar_type"].sel(scope=scope).item()
+        assert _value(st, "similar_type", scope) == pytest.approx(want, rel=1e-12)
+        assert _value(st, "similar_type", scope) != pytest.approx(
+            _value(stored, "similar_type", scope)
+        )
+        want = pur["different_coarse"].sel(scope=scope).item()
+        assert _value(st, "other_class", scope) == pytest.approx(want, rel=1e-12)
