@@ -112,7 +112,9 @@ def _doctor(args) -> int:
 def _report(args) -> int:
     from rankdist.report import build_report
 
-    page = build_report(args.store, args.out, runs=args.runs, hierarchy=args.hierarchy)
+    page = build_report(
+        args.store, args.out, runs=args.runs, hierarchy=args.hierarchy, baseline=args.baseline
+    )
     print(f"wrote {page}; tables in {page.parent / 'tables'}, figures in {page.parent / 'figures'}")
     return 0
 

@@ -141,6 +141,11 @@ def _report_parser(sub) -> None:
         metavar="CSV",
         help="fine,coarse cell-type CSV (default: the stored coarse_type labels)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="run every other run is compared with (default: the first pearson run)",
+    )
 
 
 def _export_parser(sub) -> None:

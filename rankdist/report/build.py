@@ -7,9 +7,11 @@ Layout of the output directory (see docs/report.md)::
     tables/batch_<run>.csv         rankdist.analysis.batch_summary        (with batch labels)
     tables/batch_graph_<run>.csv   batch_mixing's graph-level scalars     (with batch labels)
     tables/similarity_<run>.csv    type_similarity                        (runs with type_hist)
-    tables/compare_<a>_<b>.csv     compare_encodings                      (spearman + pearson)
+    tables/findings.csv            findings with 95 % intervals, paired differences (cell types)
+    tables/compare_<a>_<b>.csv     compare_encodings of each run a with the baseline b
     tables/sparsity.csv            zero fraction of the cells per cell type
-    figures/<name>.png, .svg       purity, similarity_<run>, batch, compare_<a>_<b>, sparsity
+    figures/<name>.png, .svg       purity, similarity_<run>, batch, compare_<a>_<b>, sparsity,
+                                   findings_ranking (more than two runs)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from rankdist.analysis import load_hierarchy
 from rankdist.io.store import Store, atomic_directory
 from rankdist.report import html as markup
-from rankdist.report.runs import rank_encoding_first, run_info, select_runs
+from rankdist.report.runs import baseline_run, rank_encoding_first, run_info, select_runs
 from rankdist.report.sections import ReportContext, page_sections
 
 #: The page's file name inside the report folder.
@@ -35,6 +37,10 @@ def build_report(
     out_dir: str | os.PathLike,
     runs: str | Sequence[str] | None = None,
     hierarchy: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> Path:
     """Write the tables, figures and HTML page that summarise a store's runs.
 
@@ -52,6 +58,12 @@ def build_report(
     hierarchy
         Optional CSV ``fine,coarse`` for :func:`rankdist.analysis.load_hierarchy`;
         default: the stored ``coarse_type`` labels, if any.
+    baseline
+        The run every other run is compared with (neighbour overlap, paired differences
+        in the findings); default the first ``pearson`` run. It must be one of the runs
+        reported.
+    resamples, seed
+        Bootstrap resamples and seed of the findings' 95 % intervals.
 
     Returns
     -------
@@ -63,8 +75,8 @@ def build_report(
     FileExistsError
         ``out_dir`` is a file, or a non-empty folder that holds no report.
     ValueError
-        The store has no runs, or ``runs`` names one it does not hold (the message lists
-        the available runs).
+        The store has no runs, ``runs`` names one it does not hold, or ``baseline`` is
+        not one of the runs reported (the messages list the runs).
     """
     started = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
@@ -73,6 +85,7 @@ def build_report(
     if runs is None:
         infos = rank_encoding_first(infos)
         names = list(infos)
+    base = baseline_run(infos, baseline)
     final = Path(out_dir)
     _check_out_dir(final)
     hier = None
@@ -80,7 +93,8 @@ def build_report(
         hier = load_hierarchy(next(iter(infos.values())), csv=hierarchy)
     with atomic_directory(final, replace=True) as tmp:
         rep = ReportContext(store=store, runs=infos, out=tmp, shown_out=final)
-        rep.hierarchy = hier
+        rep.hierarchy, rep.baseline = hier, base
+        rep.resamples, rep.seed = resamples, seed
         sections = page_sections(rep, names, hierarchy, started)
         (tmp / PAGE).write_text(
             markup.page(

@@ -250,6 +250,18 @@ COMPARE_TABLE = (
     "that only the batch explains); <b>more batch-driven</b>: the encoding with the larger "
     "share."
 )
+FINDINGS = (
+    "Each number is a share of the cells' <b>k nearest cells</b> (top-k; the CSV also "
+    "has every cutoff), pooled over all cells: <b>same_type</b> (same annotated type), "
+    "<b>similar_type</b> (another type of the same coarse class), <b>other_class</b>, "
+    "<b>same_batch</b> against <b>expected_same_batch</b> (the share that each type's own "
+    "batch mix gives), their difference <b>excess_same_batch</b>, <b>batch_driven</b> (same "
+    "batch, other type: neighbours only the batch explains), the mean <b>iLISI</b> "
+    "(effective number of batches around a cell) and the <b>kBET</b> acceptance, and the "
+    "<b>overlap</b> (mean Jaccard index) of each run's neighbours with the baseline's. A "
+    "sentence says <i>more</i> or <i>fewer</i> only when the 95 % interval of the "
+    "difference excludes 0; otherwise it says there is no clear difference."
+)
 SPARSITY = (
     "The fraction of the stored genes with a zero count in each cell. Single-cell data are "
     "mostly zeros. Under the rank encoding all of a cell's zeros tie at the lowest rank, so "
@@ -303,7 +315,8 @@ def no_pair(store_path, encodings: dict) -> str:
     return (
         "The rank-vs-raw comparison needs a spearman and a pearson run of this store; the "
         f"runs reported here have encodings {encodings}. Add the missing one with: rankdist "
-        f"neighbors {store_path} --encoding pearson (or spearman), with the same --k."
+        f"neighbors {store_path} --encoding pearson (or spearman), with the same --k, or "
+        "name the run to compare with by --baseline RUN."
     )
 
 

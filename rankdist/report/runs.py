@@ -1,4 +1,4 @@
-"""Which of a store's runs a report covers, and which two of them it compares."""
+"""Which of a store's runs a report covers, and which of them is the baseline of the others."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 
 from rankdist.io.store import Labels, Store
 from rankdist.io.verified import open_group
-from rankdist.reduce.result import NeighborResult
 from rankdist.reduce.runstore import list_runs, run_path, run_version
 
 
@@ -84,14 +83,23 @@ def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str]:
     return runs
 
 
-def spearman_pearson_pair(results: dict[str, NeighborResult | RunInfo]) -> tuple[str, str] | None:
-    """The first spearman run and the first pearson run, by name, if both are there."""
-    by_encoding: dict[str, str] = {}
-    for name, res in results.items():
-        by_encoding.setdefault(str(res.metadata.get("encoding")), name)
-    if "spearman" in by_encoding and "pearson" in by_encoding:
-        return by_encoding["spearman"], by_encoding["pearson"]
-    return None
+def baseline_run(runs: dict[str, RunInfo], baseline: str | None) -> str | None:
+    """The run the others are compared with: ``baseline`` if given, else the first pearson run.
+
+    Raises
+    ------
+    ValueError
+        ``baseline`` is not one of the runs reported (the message lists them).
+    """
+    if baseline is not None:
+        if baseline not in runs:
+            msg = (
+                f"--baseline {baseline!r} is not among the runs reported {list(runs)}; "
+                f"name one of them (or add it to --runs)"
+            )
+            raise ValueError(msg)
+        return baseline
+    return next((n for n, r in runs.items() if r.metadata.get("encoding") == "pearson"), None)
 
 
 def rank_encoding_first(results: dict[str, RunInfo]) -> dict[str, RunInfo]:

@@ -25,16 +25,19 @@ from rankdist.analysis import (
     Hierarchy,
     batch_mixing,
     batch_summary,
-    compare_encodings,
     purity,
     write_tables,
 )
+from rankdist.analysis.bootstrap import RunStatistics
+from rankdist.analysis.findings import run_statistics
 from rankdist.analysis.similarity import type_similarity
 from rankdist.io.store import Store
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.report import figures as figs
 from rankdist.report import html as markup
-from rankdist.report.runs import RunInfo, spearman_pearson_pair
+from rankdist.report.comparison import compare_section
+from rankdist.report.findings import findings_section
+from rankdist.report.runs import RunInfo
 from rankdist.report.sparsity import sparsity_table, zero_fraction
 
 #: batch_mixing's graph-level scalars, written to ``batch_graph_<run>.csv``.
@@ -49,6 +52,7 @@ class RunTables:
     similarity: xr.Dataset | None = None
     batch: xr.Dataset | None = None
     batch_graph: xr.Dataset | None = None
+    findings: RunStatistics | None = None
 
 
 @dataclass
@@ -62,6 +66,13 @@ class ReportContext:
     files: list[Path] = field(default_factory=list)
     #: Where the report will be once complete (``out`` may be a temporary folder).
     shown_out: Path | None = None
+    #: The run the others are compared with (``--baseline``, else the first pearson run).
+    baseline: str | None = None
+    #: Bootstrap resamples and seed of the findings.
+    resamples: int = 1000
+    seed: int = 0
+    #: Each run's neighbour overlap with the baseline (filled by the comparison).
+    overlaps: list[RunStatistics] = field(default_factory=list)
     _tables: dict[str, RunTables] = field(default_factory=dict)
 
     def load(self, name: str) -> NeighborResult:
@@ -71,7 +82,7 @@ class ReportContext:
     def run_tables(self, name: str) -> RunTables:
         """The run's purity, type similarity and batch tables: the run is read once."""
         if name not in self._tables:
-            self._tables[name] = _analyse(self.load(name), self.store, self.hierarchy)
+            self._tables[name] = _analyse(self.load(name), self)
         return self._tables[name]
 
     @property
@@ -87,26 +98,41 @@ class ReportContext:
         self.files += paths
         return paths
 
+    def tables_frame(self, frames: dict[str, pd.DataFrame]) -> list[Path]:
+        """Write pandas tables as ``tables/<key>.csv`` (no index)."""
+        self.tables_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for key, frame in frames.items():
+            paths.append(self.tables_dir / f"{key}.csv")
+            frame.to_csv(paths[-1], index=False)
+        self.files += paths
+        return paths
+
     def figure(self, fig, stem: str) -> figs.SavedFigure:
         saved = figs.save_figure(fig, self.figures_dir, stem)
         self.files += [saved.png, saved.svg]
         return saved
 
 
-def _analyse(res: NeighborResult, store: Store, hierarchy: Hierarchy | None) -> RunTables:
+def _analyse(res: NeighborResult, rep: ReportContext) -> RunTables:
     """Every per-run table the sections show, from one read of the run."""
     tables = RunTables()
-    if "cell_type" not in store.labels:
+    if "cell_type" not in rep.store.labels:
         return tables
-    tables.purity = purity(res, hierarchy=hierarchy)
+    tables.purity = purity(res, hierarchy=rep.hierarchy)
     if res.pair_hist is not None:
         tables.similarity = type_similarity(res)
-    if "batch" in store.labels:
+    mixing = None
+    if "batch" in rep.store.labels:
         mixing = batch_mixing(res)
         tables.batch = batch_summary(res, mixing=mixing)
         tables.batch_graph = xr.Dataset(
             {v: mixing[v].variable for v in GRAPH_SCALARS}, attrs=mixing.attrs
         )
+    tables.findings = run_statistics(
+        res, hierarchy=rep.hierarchy, mixing=mixing, resamples=rep.resamples, seed=rep.seed
+    )
+    tables.findings.run = str(res.metadata.get("name") or tables.findings.run)
     return tables
 
 
@@ -230,38 +256,6 @@ def batch_section(rep: ReportContext) -> markup.Section:
     return sec
 
 
-def compare_section(rep: ReportContext) -> markup.Section:
-    """The first spearman run against the first pearson run: neighbour overlap per cell."""
-    sec = markup.Section("Rank vs raw expression", "compare")
-    pair = spearman_pearson_pair(rep.runs)
-    if pair is None:
-        encodings = {n: r.metadata.get("encoding") for n, r in rep.runs.items()}
-        sec.add(markup.note(markup.no_pair(rep.store.path, encodings)))
-        return sec
-    a, b = pair
-    missing = [r for r in ("cell_type", "batch") if r not in rep.store.labels]
-    if missing:
-        sec.add(markup.note(markup.no_labels(missing, "the rank-vs-raw comparison")))
-        return sec
-    if rep.runs[a].k != rep.runs[b].k:
-        sec.add(markup.note(markup.k_differs(a, b, rep.runs[a].k, rep.runs[b].k)))
-        return sec
-    sec.add(markup.explanation(markup.COMPARE))
-    cmp = compare_encodings(rep.load(a), rep.load(b))  # the two runs, read for this only
-    paths = rep.tables({f"compare_{a}_{b}": cmp})
-    saved = rep.figure(figs.jaccard_histogram(cmp), f"compare_{a}_{b}")
-    sec.add(markup.figure(saved, f"neighbour overlap {a} vs {b}", f"Runs compared: {a} and {b}."))
-    per_type = cmp[["cells", "jaccard_mean", "batch_driven_a", "batch_driven_b"]]
-    frame = per_type.to_dataframe().rename(
-        columns={"batch_driven_a": f"batch-driven ({a})", "batch_driven_b": f"batch-driven ({b})"}
-    )
-    frame["more batch-driven"] = cmp["more_batch_driven"].to_numpy()
-    sec.add(markup.table(frame))
-    sec.add(markup.explanation(markup.COMPARE_TABLE))
-    sec.add(markup.file_links(paths, rep.out))
-    return sec
-
-
 def sparsity_section(rep: ReportContext) -> markup.Section:
     """The share of zero counts per cell: a histogram and a table per cell type."""
     sec = markup.Section("Sparsity", "sparsity")
@@ -315,6 +309,10 @@ def provenance_section(rep: ReportContext, names, hierarchy, started: float) -> 
     prov = rep.store.provenance
     runs_arg = ",".join(names)
     hier_arg = f" --hierarchy {hierarchy}" if hierarchy is not None else ""
+    if rep.baseline is not None and rep.baseline != next(
+        (n for n, r in rep.runs.items() if r.metadata.get("encoding") == "pearson"), None
+    ):
+        hier_arg += f" --baseline {rep.baseline}"
     sec.add(
         markup.key_values(
             {
@@ -376,7 +374,8 @@ def page_sections(
     Returns
     -------
     list of rankdist.report.html.Section
-        Provenance last: it lists the files the other sections wrote.
+        Findings first (built from what the others computed); provenance last: it
+        lists the files the other sections wrote.
     """
     sections = [
         overview_section(rep),
@@ -387,5 +386,7 @@ def page_sections(
         sparsity_section(rep),
         runs_section(rep),
     ]
+    # built after the analyses it reads, shown first (the page opens with the answers)
+    sections.insert(0, findings_section(rep, rep.baseline))
     sections.append(provenance_section(rep, names, hierarchy, started))
     return sections

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import os
 import subprocess
 from html.parser import HTMLParser
@@ -14,11 +15,12 @@ import pytest
 import xarray as xr
 
 import rankdist
-from rankdist.analysis import batch_mixing, batch_summary, compare_encodings, purity
+from rankdist.analysis import batch_mixing, batch_summary, compare_encodings, findings, purity
 from rankdist.analysis.similarity import type_similarity
 from rankdist.cli import main
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.report import build_report
+from rankdist.report.findings import BOX
 from rankdist.report.runs import rank_encoding_first
 from rankdist.report.sections import GRAPH_SCALARS
 
@@ -128,9 +130,20 @@ def test_tables_equal_the_analysis_functions(built):
         want[f"batch_graph_{name}"] = xr.Dataset({v: mixing[v].variable for v in GRAPH_SCALARS})
         want[f"similarity_{name}"] = type_similarity(res)
     want["compare_spearman_pearson"] = compare_encodings(runs["spearman"], runs["pearson"])
-    assert {p.stem for p in tables.glob("*.csv")} == set(want) | {"sparsity"}
+    assert {p.stem for p in tables.glob("*.csv")} == set(want) | {"sparsity", "findings"}
     for stem, ds in want.items():
         _assert_table_equals(tables / f"{stem}.csv", ds)
+    # the findings, against the analysis function (itself checked against loops)
+    got = pd.read_csv(tables / "findings.csv", keep_default_na=False, na_values=[""])
+    expected = findings(runs)
+    assert list(got.columns) == list(expected.columns)
+    for column in ("run", "encoding", "statistic", "metric", "scope", "resampled_over"):
+        assert got[column].tolist() == expected[column].tolist(), column
+    assert got["versus"].fillna("").tolist() == expected["versus"].tolist()
+    for column in ("value", "ci_low", "ci_high", "n", "units", "resamples"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-12, err_msg=column)
+    assert set(got["scope"]) == {"top-k", *(f">={c:g}" for c in CUTOFFS)}
+    assert (got["resampled_over"] == "batches").all() and (got["units"] == 3).all()
     # sparsity, against the counts themselves
     zeros = (np.asarray(adata.X) == 0).mean(axis=1)
     types = adata.obs["cell_type"].to_numpy()
@@ -140,6 +153,16 @@ def test_tables_equal_the_analysis_functions(built):
         assert sparsity.loc[t, "cells"] == len(sel)
         np.testing.assert_allclose(sparsity.loc[t, "zero_fraction_mean"], sel.mean(), rtol=1e-12)
         np.testing.assert_allclose(sparsity.loc[t, "zero_fraction_median"], np.median(sel))
+
+
+def test_page_opens_with_the_findings_in_words(built):
+    _, _, runs, page = built
+    text = page.read_text(encoding="utf-8")
+    assert text.index('<section id="') == text.index('<section id="findings">')
+    for sentence in findings(runs).attrs["readings"]:
+        assert html.escape(sentence, quote=True) in text
+    assert "spearman keeps " in text
+    assert " than pearson" in text or "from pearson" in text
 
 
 def test_page_explains_each_figure_and_records_provenance(built):
@@ -276,3 +299,96 @@ def test_report_reads_each_run_once_and_never_holds_two_for_long(built, tmp_path
     monkeypatch.setattr(sections, "load", tracked_load)
     build_report(store, tmp_path / "out", runs="spearman,pearson")
     assert alive_at_read == [("spearman", 0), ("pearson", 0), ("spearman", 0), ("pearson", 1)]
+
+
+def test_more_runs_side_by_side_against_a_named_baseline(built, client, tmp_path, monkeypatch):
+    """Three runs: one ranking table and figure, every run compared with --baseline only."""
+    import gc
+    import weakref
+
+    import rankdist.report.sections as sections
+
+    _, store, _, _ = built
+    rankdist.neighbors(store, "geneformer", k=10, cutoffs=CUTOFFS, client=client, progress=False)
+    held, alive_at_read = [], []
+
+    def tracked_load(store_, name):
+        gc.collect()
+        alive_at_read.append((name, sum(ref() is not None for ref in held)))
+        res = rankdist.load(store_, name)
+        held.append(weakref.ref(res))
+        return res
+
+    monkeypatch.setattr(sections, "load", tracked_load)
+    out = tmp_path / "three"
+    names = "spearman,pearson,geneformer"
+    page = build_report(store, out, runs=names, baseline="spearman", resamples=50)
+    # each run read once for its own tables; then each pair (run, baseline), two at most
+    assert alive_at_read == [
+        ("spearman", 0),
+        ("pearson", 0),
+        ("geneformer", 0),
+        ("pearson", 0),
+        ("spearman", 1),
+        ("geneformer", 0),
+        ("spearman", 1),
+    ]
+    text = page.read_text(encoding="utf-8")
+    assert "Every run side by side, ranked on each metric" in text
+    assert (out / "figures" / "findings_ranking.png").is_file()
+    for other in ("pearson", "geneformer"):
+        assert (out / "tables" / f"compare_{other}_spearman.csv").is_file()
+        assert f"{other} keeps " in text
+    assert not (out / "tables" / "compare_spearman_pearson.csv").exists()
+    table = pd.read_csv(out / "tables" / "findings.csv", keep_default_na=False)
+    overlap = table[table["metric"] == "overlap"]
+    assert overlap["run"].tolist() == ["pearson", "geneformer"]
+    assert set(overlap["versus"]) == {"spearman"}
+    pairs = table[table["statistic"] == "difference"][["run", "versus"]].drop_duplicates()
+    assert len(pairs) == 3  # every pair of the three runs
+    assert (table["resamples"] == 50).all()
+    assert "--baseline spearman" in text  # the reproducing command keeps the choice
+
+
+def test_cli_baseline_must_be_a_reported_run(built, tmp_path, capsys):
+    _, store, _, _ = built
+    argv = ["report", str(store.path), "--out", str(tmp_path / "o"), "--runs", "spearman"]
+    assert main([*argv, "--baseline", "pearson"]) == 2
+    err = capsys.readouterr().err
+    assert "rankdist report: error: --baseline 'pearson' is not among the runs" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.needs("chromium")
+def test_findings_fill_the_first_screen_in_headless_chromium(built, tmp_path):
+    """At 1280 x 800, the first screen shows the findings box (its background colour)."""
+    from PIL import Image
+
+    _, _, _, page = built
+    shot = tmp_path / "first-screen.png"
+    proc = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-3000:]
+    with Image.open(shot) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    assert rgb.shape == (800, 1280, 3)
+    box = np.array([int(BOX[i : i + 2], 16) for i in (1, 3, 5)])
+    share = (rgb == box).all(axis=2).mean()
+    assert share > 0.05, f"findings box covers {share:.1%} of the first screen"
