@@ -165,9 +165,7 @@ def _ranking_figure(table: pd.DataFrame, runs: list[str]):
     fig = figs.new_figure(3.2 * ncols, 0.35 * len(runs) * nrows + 1.2 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
-        part = rows[rows["metric"] == metric].sort_values(
-            "value", ascending=HIGHEST_FIRST[metric]
-        )
+        part = rows[rows["metric"] == metric].sort_values("value", ascending=HIGHEST_FIRST[metric])
         y = np.arange(len(part))
         value = part["value"].to_numpy()
         low = np.where(np.isfinite(part["ci_low"]), value - part["ci_low"], 0)

@@ -267,8 +267,13 @@ def test_overlap_resamples_against_a_loop(runs):
     np.testing.assert_array_equal(np.isnan(jac), np.isnan(want))
     np.testing.assert_allclose(jac[~np.isnan(jac)], want[~np.isnan(want)], rtol=1e-15)
     st = overlap_statistics(
-        jac, a.labels["batch"].codes, run="spearman", encoding="spearman", versus="pearson",
-        resamples=20, seed=4,
+        jac,
+        a.labels["batch"].codes,
+        run="spearman",
+        encoding="spearman",
+        versus="pearson",
+        resamples=20,
+        seed=4,
     )
     keep = np.isfinite(jac)
     num, den = np.where(keep, jac, 0.0), keep.astype(float)
