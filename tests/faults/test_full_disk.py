@@ -1,0 +1,253 @@
+"""A full disk at each stage: one line naming the path, exit 2, nothing that reads as valid.
+
+The disk fills at the real write call of the stage (an ``OSError(ENOSPC, ..., path)``
+raised where the bytes would go): zarr's file write for X, Z and the result arrays,
+``numpy.savez`` for a checkpoint, AnnData's ``write_h5ad`` for an export, matplotlib's
+``savefig`` for a report figure. The commands run in this process (``main([...])``, their
+Dask workers as threads of it), so the injected fault reaches the worker tasks, and it
+happens on a chosen write, not at a chosen time. After each fault the same command, run
+again with space, must succeed and give the clean run's results bit for bit.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.figure
+import numpy as np
+import pytest
+import zarr.storage._local as zarr_local
+from faults._checks import (
+    INGEST_ARGS,
+    NEIGHBORS_ARGS,
+    error_lines,
+    same_result,
+    stderr_lines,
+    wait_idle,
+)
+from faults._hooks import debris
+
+import rankdist
+from rankdist.cli import main
+from rankdist.reduce.checkpoint import scan
+from rankdist.reduce.runstore import list_runs
+
+NO_SPACE = "No space left on device"
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _no_space_line(command: str, failed: list[Path]) -> str:
+    """The one error line expected: the full disk, naming the path of a failed write."""
+    return f"rankdist {command}: error: [Errno {errno.ENOSPC}] {NO_SPACE}: '{failed[0]}'"
+
+
+def _full_zarr_writes(mp: pytest.MonkeyPatch, fails) -> list[Path]:
+    """Make every zarr file write for which ``fails(path, data)`` is true find the disk full.
+
+    Returns the paths refused so far (the list fills as the command runs).
+    """
+    real, refused = zarr_local._put, []
+
+    def put(path, value, exclusive=False):
+        if fails(Path(path), value.to_bytes()):
+            refused.append(Path(path))
+            raise OSError(errno.ENOSPC, NO_SPACE, str(path))
+        return real(path, value, exclusive=exclusive)
+
+    mp.setattr(zarr_local, "_put", put)
+    return refused
+
+
+def _full_checkpoints(mp: pytest.MonkeyPatch) -> list[Path]:
+    """Make a checkpoint's ``numpy.savez`` write part of its archive, then find the disk full."""
+    real, refused = np.savez, []
+
+    def savez(file, *args, **kwds):
+        name = Path(getattr(file, "name", file))
+        if name.parent.name != "checkpoint":
+            return real(file, *args, **kwds)
+        refused.append(name)
+        file.write(b"PK\x03\x04" + bytes(512))
+        raise OSError(errno.ENOSPC, NO_SPACE, str(name))
+
+    mp.setattr(np, "savez", savez)
+    return refused
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def test_ingest_with_a_full_disk(cells_h5ad, clean, tmp_path, cli_on, capsys):
+    argv = ["ingest", str(cells_h5ad), str(tmp_path / "s.zarr"), *INGEST_ARGS]
+    with pytest.MonkeyPatch.context() as mp:
+        refused = _full_zarr_writes(mp, lambda path, _: "/X/c/" in path.as_posix())
+        assert main(argv) == 2
+    assert stderr_lines(capsys.readouterr().err) == [_no_space_line("ingest", refused)]
+    assert ".s.zarr.tmp-" in str(refused[0])
+    assert _names(tmp_path) == []  # no store, no hidden temporary store
+
+    assert main(argv) == 0
+    argv = ["neighbors", str(tmp_path / "s.zarr"), *NEIGHBORS_ARGS]
+    assert main(argv) == 0
+    assert same_result(rankdist.load(tmp_path / "s.zarr", "spearman"), clean)
+
+
+# ---------------------------------------------------------------- neighbors
+
+
+def _encode(mp, work):
+    """The encoding cache: a chunk of Z (``encodings/<temporary>/Z/c/...``)."""
+
+    def z_chunk(path: Path, _) -> bool:
+        return "encodings" in path.parts and "/Z/c/" in path.as_posix()
+
+    return _full_zarr_writes(mp, z_chunk)
+
+
+def _tiles(mp, work):
+    """A merged partial's checkpoint (the tiles stage's only write)."""
+    return _full_checkpoints(mp)
+
+
+def _write(mp, work):
+    """A block of the result's similarities."""
+    return _full_zarr_writes(mp, lambda path, _: path.is_relative_to(work / "similarities"))
+
+
+def _publish(mp, work):
+    """The run's metadata, written last before the rename that publishes it."""
+    return _full_zarr_writes(
+        mp, lambda path, data: path == work / "zarr.json" and b"encoding-version" in data
+    )
+
+
+NEIGHBORS_STAGES = {"encode": _encode, "tiles": _tiles, "write": _write, "publish": _publish}
+
+
+@pytest.mark.parametrize("stage", list(NEIGHBORS_STAGES))
+def test_neighbors_with_a_full_disk(stage, fresh_store, clean, cli_on, capsys):
+    store = fresh_store.path
+    work = store / "results" / ".spearman.partial"
+    argv = ["neighbors", str(store), *NEIGHBORS_ARGS]
+    encodings = _names(store / "encodings")  # the group's own metadata
+    with pytest.MonkeyPatch.context() as mp:
+        refused = NEIGHBORS_STAGES[stage](mp, work)
+        assert main(argv) == 2
+        wait_idle(cli_on)  # tasks running when the run failed end (and fail) here
+    lines = error_lines(capsys.readouterr().err, "neighbors")
+    assert len(lines) == 1 and lines[0] in {_no_space_line("neighbors", [p]) for p in refused}
+
+    # nothing a later command reads as valid: no run, no encoding cache if it failed there
+    assert list_runs(store) == []
+    with pytest.raises(KeyError, match="no run 'spearman'"):
+        rankdist.load(store, "spearman")
+    if stage == "encode":
+        assert _names(store / "encodings") == encodings  # no cache that a run would reuse
+        assert debris(store) == []
+    else:
+        # only the work directory, for the next run to resume from: no temporaries in it
+        assert debris(store) == ["results/.spearman.partial"]
+        for _, tiles in scan(work / "checkpoint").files.values():
+            assert tiles  # every checkpoint left reads back whole
+
+    assert main(argv) == 0
+    assert same_result(rankdist.load(store, "spearman"), clean)
+    assert debris(store) == []
+
+
+# ---------------------------------------------------------------- export
+
+
+def _disk_full_after_part(mp: pytest.MonkeyPatch) -> list[Path]:
+    """An AnnData.write_h5ad that writes part of the file, then finds the disk full."""
+    refused = []
+
+    def write_h5ad(self, filename, *args, **kwargs):
+        refused.append(Path(filename))
+        Path(filename).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 4096)
+        raise OSError(errno.ENOSPC, NO_SPACE, str(filename))
+
+    mp.setattr(ad.AnnData, "write_h5ad", write_h5ad)
+    return refused
+
+
+def test_export_with_a_full_disk_leaves_no_file_and_keeps_an_old_one(
+    clean_store, tmp_path, capsys
+):
+    target = tmp_path / "out" / "graph.h5ad"
+    target.parent.mkdir()
+    argv = ["export", str(clean_store.path), "--h5ad", str(target)]
+    with pytest.MonkeyPatch.context() as mp:
+        refused = _disk_full_after_part(mp)
+        assert main(argv) == 2
+        assert stderr_lines(capsys.readouterr().err) == [_no_space_line("export", refused)]
+        assert _names(target.parent) == []  # no target, no .graph.h5ad.tmp-*
+        target.write_bytes(b"the previous export")
+        assert main(argv) == 2
+    assert _names(target.parent) == ["graph.h5ad"]
+    assert target.read_bytes() == b"the previous export"
+
+    assert main(argv) == 0
+    assert _names(target.parent) == ["graph.h5ad"]
+    assert main([*argv[:-1], str(tmp_path / "clean.h5ad")]) == 0
+    got, want = ad.read_h5ad(target), ad.read_h5ad(tmp_path / "clean.h5ad")
+    for key in ("distances", "connectivities"):
+        assert (got.obsp[key] != want.obsp[key]).nnz == 0
+
+
+# ---------------------------------------------------------------- report
+
+
+def _full_figures(mp: pytest.MonkeyPatch) -> list[Path]:
+    """A figure's ``savefig`` writes the start of the image, then finds the disk full."""
+    refused = []
+
+    def savefig(self, fname, *args, **kwargs):
+        refused.append(Path(fname))
+        Path(fname).write_bytes(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, NO_SPACE, str(fname))
+
+    mp.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return refused
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_report_with_a_full_disk_leaves_no_folder(clean_store, tmp_path, capsys):
+    out = tmp_path / "reports" / "rep"
+    out.parent.mkdir()
+    argv = ["report", str(clean_store.path), "--out", str(out)]
+    with pytest.MonkeyPatch.context() as mp:
+        refused = _full_figures(mp)
+        assert main(argv) == 2
+    assert stderr_lines(capsys.readouterr().err) == [_no_space_line("report", refused)]
+    assert _names(out.parent) == []  # no report folder, no .rep.tmp-*
+
+    assert main(argv) == 0
+    assert main(["report", str(clean_store.path), "--out", str(tmp_path / "clean")]) == 0
+    tables = {p: b for p, b in _files(out).items() if p.parts[0] == "tables"}
+    assert tables and tables == {
+        p: b for p, b in _files(tmp_path / "clean").items() if p.parts[0] == "tables"
+    }
+    assert sorted(_files(out)) == sorted(_files(tmp_path / "clean"))
+
+
+def test_report_with_a_full_disk_keeps_the_previous_report(clean_store, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["report", str(clean_store.path), "--out", str(out)]) == 0
+    before = _files(out)
+    assert Path("report.html") in before and any(p.parts[0] == "figures" for p in before)
+    with pytest.MonkeyPatch.context() as mp:
+        _full_figures(mp)
+        assert main(["report", str(clean_store.path), "--out", str(out)]) == 2
+    assert _names(tmp_path) == ["rep"]
+    assert _files(out) == before
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"--out {out} " in page and ".tmp-" not in page  # the final path, not the temporary
