@@ -13,8 +13,8 @@ which therefore run the wrapper), with one thread: tasks run one at a time, so w
 pause is reached nothing else is in flight, and what the command has done by then (the
 calls before the ``n``-th, and whatever they led to) does not depend on timing.
 
-:func:`paused_tile` is the same pause as a ``tile_fn`` for
-:func:`rankdist.tiles.scheduler.run_tiles`, for tests whose workers are other processes.
+:func:`paused_merge` is such a pause for a merge task on worker processes (the command
+run in the test's own process).
 """
 
 from __future__ import annotations
@@ -149,27 +149,38 @@ def release(folder: Path) -> None:
     (folder / "go").touch()
 
 
-def paused_tile(folder: str, tile: tuple[int, int], job, i: int, j: int):
-    """The real tile task, except that tile ``tile`` pauses first (ready, then wait for go).
+def paused_merge(folder: str, n: int, ckpt_dir: str, *sources):
+    """The real merge task, except that from its ``n``-th call on it pauses once it returns.
 
-    For ``run_tiles(..., tile_fn=functools.partial(paused_tile, folder, tile))``: the
-    function is imported by name on worker processes (``tests/`` is on their path).
+    For ``monkeypatch.setattr(scheduler, "merge_task", partial(paused_merge, folder, n))``
+    in a test whose workers are other processes: calls are numbered across processes
+    (files ``call-<i>`` created exclusively in ``folder``), the ``n``-th writes ``ready``
+    (its worker's pid) after its merged partial is checkpointed, and every paused call
+    waits for ``go``. The worker imports this module by name (``tests/`` is on the path
+    that worker processes inherit) and its own, unpatched, ``merge_task``.
     """
-    from rankdist.tiles.scheduler import tile_task
+    from rankdist.tiles import scheduler
 
-    if (i, j) == tuple(tile):
-        folder = Path(folder)
-        if not (folder / "go").exists():
-            tmp = folder / f".ready-{os.getpid()}"
-            tmp.write_text(str(os.getpid()))
-            tmp.rename(folder / "ready")
-        deadline = time.monotonic() + DEADLINE_S
-        while not (folder / "go").exists():
-            if time.monotonic() > deadline:
-                msg = f"test hook: no {folder / 'go'} after {DEADLINE_S} s"
-                raise RuntimeError(msg)
-            time.sleep(0.02)
-    return tile_task(job, i, j)
+    merged = scheduler.merge_task(ckpt_dir, *sources)
+    folder = Path(folder)
+    call = 1
+    while True:
+        try:
+            os.close(os.open(folder / f"call-{call}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            call += 1
+    if call == n:
+        tmp = folder / f".ready-{os.getpid()}"
+        tmp.write_text(str(os.getpid()))
+        tmp.rename(folder / "ready")
+    deadline = time.monotonic() + DEADLINE_S
+    while call >= n and not (folder / "go").exists():
+        if time.monotonic() > deadline:
+            msg = f"test hook: no {folder / 'go'} after {DEADLINE_S} s"
+            raise RuntimeError(msg)
+        time.sleep(0.02)
+    return merged
 
 
 def debris(folder: Path) -> list[str]:
