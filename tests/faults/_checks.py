@@ -22,14 +22,22 @@ _DASK_PORT_NOTICE = (
 )
 
 
-def wait_idle(client) -> None:
-    """Wait until the client's workers execute no task (a condition, not a duration)."""
+#: Worker task states that may still run (and write): all but in memory, erred, released.
+_MAY_RUN = {"waiting", "ready", "constrained", "executing", "long-running", "cancelled", "resumed"}
 
-    def busy(dask_worker) -> int:
-        return len(dask_worker.state.executing) + len(dask_worker.state.long_running)
+
+def wait_idle(client) -> None:
+    """Wait until no worker of the client may still run a task (a condition, not a duration).
+
+    After a failed run, its cancelled tasks leave the workers once they are released or,
+    if one was already running, once it has returned: until then it may still write.
+    """
+
+    def may_run(dask_worker) -> int:
+        return sum(ts.state in _MAY_RUN for ts in dask_worker.state.tasks.values())
 
     deadline = time.monotonic() + 120
-    while any(client.run(busy).values()):
+    while any(client.run(may_run).values()):
         assert time.monotonic() < deadline, "the cluster still runs tasks after 120 s"
         time.sleep(0.02)
 

@@ -62,5 +62,3 @@ def cli_on(monkeypatch, inproc_client):
     )
     yield inproc_client
     wait_idle(inproc_client)
-
-

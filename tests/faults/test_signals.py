@@ -105,9 +105,7 @@ def test_sigterm_exits_143_and_removes_its_outputs(setup):
 
 
 @pytest.mark.parametrize("setup", list(PAUSES), indirect=True)
-def test_sigkill_then_the_same_command_cleans_up_and_completes(
-    setup, clean, cli_on, capsys
-):
+def test_sigkill_then_the_same_command_cleans_up_and_completes(setup, clean, cli_on, capsys):
     stage, argv, store, hook = setup
     proc = _hooks.start(hook, PAUSES[stage], argv)
     _hooks.wait_ready(hook, proc)
