@@ -1,17 +1,22 @@
 """A full disk at each stage: one line naming the path, exit 2, nothing that reads as valid.
 
-The disk fills at the real write call of the stage (an ``OSError(ENOSPC, ..., path)``
-raised where the bytes would go): zarr's file write for X, Z and the result arrays,
-``numpy.savez`` for a checkpoint, AnnData's ``write_h5ad`` for an export, matplotlib's
-``savefig`` for a report figure. The commands run in this process (``main([...])``, their
-Dask workers as threads of it), so the injected fault reaches the worker tasks, and it
-happens on a chosen write, not at a chosen time. After each fault the same command, run
-again with space, must succeed and give the clean run's results bit for bit.
+The disk fills at the real write call of the stage, with the error the kernel gives there:
+``OSError(ENOSPC)`` naming no file (HDF5's, for an export, with its own multi-line account
+instead). It is raised where the bytes would go: zarr's file write for X, Z and the result
+arrays, ``numpy.savez`` for a checkpoint, AnnData's ``write_h5ad`` for an export,
+matplotlib's ``savefig`` for a report figure. The message must name what was being
+written: the store, the encoding, the checkpoint, the run, the export, the report.
+
+The commands run in this process (``main([...])``, their Dask workers as threads of it),
+so the injected fault reaches the worker tasks, and it happens on a chosen write, not at
+a chosen time. After each fault the same command, run again with space, must succeed and
+give the clean run's results bit for bit.
 """
 
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 import anndata as ad
@@ -41,9 +46,9 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _no_space_line(command: str, failed: list[Path]) -> str:
-    """The one error line expected: the full disk, naming the path of a failed write."""
-    return f"rankdist {command}: error: [Errno {errno.ENOSPC}] {NO_SPACE}: '{failed[0]}'"
+def _no_space_line(command: str, path: Path | str) -> str:
+    """The one error line expected: the full disk, naming ``path``."""
+    return f"rankdist {command}: error: [Errno {errno.ENOSPC}] {NO_SPACE}: '{path}'"
 
 
 def _full_zarr_writes(mp: pytest.MonkeyPatch, fails) -> list[Path]:
@@ -56,7 +61,7 @@ def _full_zarr_writes(mp: pytest.MonkeyPatch, fails) -> list[Path]:
     def put(path, value, exclusive=False):
         if fails(Path(path), value.to_bytes()):
             refused.append(Path(path))
-            raise OSError(errno.ENOSPC, NO_SPACE, str(path))
+            raise OSError(errno.ENOSPC, NO_SPACE)
         return real(path, value, exclusive=exclusive)
 
     mp.setattr(zarr_local, "_put", put)
@@ -73,7 +78,7 @@ def _full_checkpoints(mp: pytest.MonkeyPatch) -> list[Path]:
             return real(file, *args, **kwds)
         refused.append(name)
         file.write(b"PK\x03\x04" + bytes(512))
-        raise OSError(errno.ENOSPC, NO_SPACE, str(name))
+        raise OSError(errno.ENOSPC, NO_SPACE)
 
     mp.setattr(np, "savez", savez)
     return refused
@@ -87,8 +92,9 @@ def test_ingest_with_a_full_disk(cells_h5ad, clean, tmp_path, cli_on, capsys):
     with pytest.MonkeyPatch.context() as mp:
         refused = _full_zarr_writes(mp, lambda path, _: "/X/c/" in path.as_posix())
         assert main(argv) == 2
-    assert stderr_lines(capsys.readouterr().err) == [_no_space_line("ingest", refused)]
-    assert ".s.zarr.tmp-" in str(refused[0])
+    assert ".s.zarr.tmp-" in str(refused[0])  # X written into the temporary store
+    line = _no_space_line("ingest", tmp_path / "s.zarr")
+    assert stderr_lines(capsys.readouterr().err) == [line]
     assert _names(tmp_path) == []  # no store, no hidden temporary store
 
     assert main(argv) == 0
@@ -115,8 +121,8 @@ def _tiles(mp, work):
 
 
 def _write(mp, work):
-    """A block of the result's similarities."""
-    return _full_zarr_writes(mp, lambda path, _: path.is_relative_to(work / "similarities"))
+    """A block of the result's similarities (a chunk: the array itself exists)."""
+    return _full_zarr_writes(mp, lambda path, _: path.is_relative_to(work / "similarities" / "c"))
 
 
 def _publish(mp, work):
@@ -126,7 +132,13 @@ def _publish(mp, work):
     )
 
 
-NEIGHBORS_STAGES = {"encode": _encode, "tiles": _tiles, "write": _write, "publish": _publish}
+#: Stage -> (where the disk fills, the path the message names as a regex of store, work).
+NEIGHBORS_STAGES = {
+    "encode": (_encode, lambda store, work: rf"{store}/encodings/spearman-[0-9a-f]{{12}}"),
+    "tiles": (_tiles, lambda store, work: rf"{work}/checkpoint/b\d+-[0-9a-f]{{12}}\.npz"),
+    "write": (_write, lambda store, work: f"{store}/results/spearman"),
+    "publish": (_publish, lambda store, work: f"{store}/results/spearman"),
+}
 
 
 @pytest.mark.parametrize("stage", list(NEIGHBORS_STAGES))
@@ -135,12 +147,15 @@ def test_neighbors_with_a_full_disk(stage, fresh_store, clean, cli_on, capsys):
     work = store / "results" / ".spearman.partial"
     argv = ["neighbors", str(store), *NEIGHBORS_ARGS]
     encodings = _names(store / "encodings")  # the group's own metadata
+    fill, named = NEIGHBORS_STAGES[stage]
     with pytest.MonkeyPatch.context() as mp:
-        refused = NEIGHBORS_STAGES[stage](mp, work)
+        refused = fill(mp, work)
         assert main(argv) == 2
         wait_idle(cli_on)  # tasks running when the run failed end (and fail) here
-    lines = error_lines(capsys.readouterr().err, "neighbors")
-    assert len(lines) == 1 and lines[0] in {_no_space_line("neighbors", [p]) for p in refused}
+    assert refused
+    (line,) = error_lines(capsys.readouterr().err, "neighbors")
+    path = named(re.escape(str(store)), re.escape(str(work)))
+    assert re.fullmatch(re.escape(_no_space_line("neighbors", "PATH")).replace("PATH", path), line)
 
     # nothing a later command reads as valid: no run, no encoding cache if it failed there
     assert list_runs(store) == []
@@ -152,8 +167,8 @@ def test_neighbors_with_a_full_disk(stage, fresh_store, clean, cli_on, capsys):
     else:
         # only the work directory, for the next run to resume from: no temporaries in it
         assert debris(store) == ["results/.spearman.partial"]
-        for _, tiles in scan(work / "checkpoint").files.values():
-            assert tiles  # every checkpoint left reads back whole
+        for files in scan(work / "checkpoint").files.values():  # each one is read back
+            assert all(tiles for _, tiles in files)  # whole, covering tiles
 
     assert main(argv) == 0
     assert same_result(rankdist.load(store, "spearman"), clean)
@@ -164,28 +179,36 @@ def test_neighbors_with_a_full_disk(stage, fresh_store, clean, cli_on, capsys):
 
 
 def _disk_full_after_part(mp: pytest.MonkeyPatch) -> list[Path]:
-    """An AnnData.write_h5ad that writes part of the file, then finds the disk full."""
+    """An AnnData.write_h5ad that writes part of the file, then finds the disk full.
+
+    The error is HDF5's (as h5py raises it on a full disk): errno 28, no file name, and a
+    message of two lines.
+    """
     refused = []
 
     def write_h5ad(self, filename, *args, **kwargs):
         refused.append(Path(filename))
         Path(filename).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 4096)
-        raise OSError(errno.ENOSPC, NO_SPACE, str(filename))
+        hdf5 = (
+            f"Can't synchronously write data (file write failed: time = Mon Nov 30 12:18:32"
+            f" 2026\n, filename = '{filename}', file descriptor = 3, errno = 28, error "
+            f"message = '{NO_SPACE}', buf = 0x7f2356903810, total write size = 1357568)"
+        )
+        raise OSError(errno.ENOSPC, hdf5)
 
     mp.setattr(ad.AnnData, "write_h5ad", write_h5ad)
     return refused
 
 
-def test_export_with_a_full_disk_leaves_no_file_and_keeps_an_old_one(
-    clean_store, tmp_path, capsys
-):
+def test_export_with_a_full_disk_leaves_no_file_and_keeps_an_old_one(clean_store, tmp_path, capsys):
     target = tmp_path / "out" / "graph.h5ad"
     target.parent.mkdir()
     argv = ["export", str(clean_store.path), "--h5ad", str(target)]
     with pytest.MonkeyPatch.context() as mp:
         refused = _disk_full_after_part(mp)
         assert main(argv) == 2
-        assert stderr_lines(capsys.readouterr().err) == [_no_space_line("export", refused)]
+        assert refused
+        assert stderr_lines(capsys.readouterr().err) == [_no_space_line("export", target)]
         assert _names(target.parent) == []  # no target, no .graph.h5ad.tmp-*
         target.write_bytes(b"the previous export")
         assert main(argv) == 2
@@ -210,7 +233,7 @@ def _full_figures(mp: pytest.MonkeyPatch) -> list[Path]:
     def savefig(self, fname, *args, **kwargs):
         refused.append(Path(fname))
         Path(fname).write_bytes(b"\x89PNG\r\n\x1a\n")
-        raise OSError(errno.ENOSPC, NO_SPACE, str(fname))
+        raise OSError(errno.ENOSPC, NO_SPACE)
 
     mp.setattr(matplotlib.figure.Figure, "savefig", savefig)
     return refused
@@ -227,7 +250,8 @@ def test_report_with_a_full_disk_leaves_no_folder(clean_store, tmp_path, capsys)
     with pytest.MonkeyPatch.context() as mp:
         refused = _full_figures(mp)
         assert main(argv) == 2
-    assert stderr_lines(capsys.readouterr().err) == [_no_space_line("report", refused)]
+    assert refused
+    assert stderr_lines(capsys.readouterr().err) == [_no_space_line("report", out)]
     assert _names(out.parent) == []  # no report folder, no .rep.tmp-*
 
     assert main(argv) == 0
