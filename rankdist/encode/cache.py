@@ -128,7 +128,10 @@ def encode(
             )
             group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
             starts = list(range(0, store.n_cells, rows))
-            call = uuid.uuid4().hex[:8]  # keys of this call only: see _encode_sparse
+            # Keys unique to this call: Dask hands a key's existing result, an error
+            # included, to whoever submits it again, so a rerun on the same client (after
+            # a full disk, say) would get the failed attempt's error instead of computing.
+            call = uuid.uuid4().hex[:8]
             # prepared arrays go to each worker once, not once per task
             shared = client.scatter([prepared], broadcast=True)[0] if prepared else {}
             futures = client.map(
@@ -176,10 +179,7 @@ def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
         group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
         (tmp / SPARSE_DIR).mkdir()
         starts = list(range(0, store.n_cells, rows))
-        # Keys unique to this call: Dask hands a key's existing result, an error included, to
-        # whoever submits it again, so a rerun on the same client (after a full disk, say)
-        # would get the failed attempt's error instead of computing.
-        call = uuid.uuid4().hex[:8]
+        call = uuid.uuid4().hex[:8]  # keys of this call only (see encode)
         futures = client.map(
             _encode_sparse_chunk,
             starts,

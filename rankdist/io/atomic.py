@@ -7,9 +7,9 @@ next :func:`atomic_directory` or :func:`atomic_file` for the same target removes
 temporary siblings whose process is dead on this host (never another host's, never a live
 process's).
 
-A write that finds the disk full (or the quota spent, or fails with an I/O error) raises
-an OSError that names no file; raised out of these helpers, it names the target
-(:func:`naming_path`), so the one-line message says where.
+A write that finds the disk full (or the quota spent) raises an OSError that names no
+file; raised out of these helpers, it names the target (:func:`naming_path`), so the
+one-line message says where.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-#: The errors a write raises without naming its file: no space, no quota, too large, I/O.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+#: The errors a write raises without naming its file: no space, no quota left, file too
+#: large. (Not EIO, which a read raises too: naming the target would mislead.)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextlib.contextmanager
@@ -127,7 +128,7 @@ def atomic_file(
 def naming_path(path: str | os.PathLike) -> Iterator[None]:
     """Within the block, a write error that names no file is raised naming ``path``.
 
-    The kernel's ENOSPC (EDQUOT, EFBIG, EIO) from a ``write`` carries no file name, and
+    The kernel's ENOSPC (EDQUOT, EFBIG) from a ``write`` carries no file name, and
     HDF5 wraps it in a multi-line account of the failed call. Such an error leaves the
     block as ``OSError: [Errno 28] No space left on device: 'PATH'``, caused by the
     original; any other error leaves it unchanged.
