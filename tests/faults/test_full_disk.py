@@ -36,6 +36,7 @@ from faults._hooks import debris
 
 import rankdist
 from rankdist.cli import main
+from rankdist.io.atomic import naming_path
 from rankdist.reduce.checkpoint import scan
 from rankdist.reduce.runstore import list_runs
 
@@ -82,6 +83,24 @@ def _full_checkpoints(mp: pytest.MonkeyPatch) -> list[Path]:
 
     mp.setattr(np, "savez", savez)
     return refused
+
+
+def test_only_a_write_error_without_a_file_name_is_renamed(tmp_path):
+    target = tmp_path / "out"
+    for err in (
+        OSError(errno.ENOSPC, NO_SPACE, "/it/names/its/file"),
+        OSError(errno.EIO, "Input/output error"),  # a read raises it too
+        ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+        KeyboardInterrupt(),
+    ):
+        with pytest.raises(type(err)) as info, naming_path(target):
+            raise err
+        assert info.value is err
+    full = OSError(errno.EDQUOT, "Disk quota exceeded, and more\nlines")
+    with pytest.raises(OSError) as info, naming_path(target):
+        raise full
+    assert str(info.value) == f"[Errno {errno.EDQUOT}] Disk quota exceeded: '{target}'"
+    assert info.value.__cause__ is full
 
 
 # ---------------------------------------------------------------- ingest
