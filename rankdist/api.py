@@ -18,6 +18,7 @@ from rankdist.cluster.client import cluster_client
 from rankdist.encode.cache import Encoded, encode
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
+from rankdist.io.atomic import naming_path
 from rankdist.io.store import Store
 from rankdist.layout import SUBTILE
 from rankdist.reduce import checkpoint, runstore
@@ -266,9 +267,10 @@ def _run(
     ``started`` is the ``time.perf_counter()`` of the call, for ``wall_time_s``;
     ``tile_fn`` the tile task (:func:`rankdist.tiles.scheduler.run_tiles`; tests pass a
     stand-in that fails or pauses on a chosen tile). The run's lock is held throughout
-    (:mod:`rankdist.reduce.lock`).
+    (:mod:`rankdist.reduce.lock`); a full disk that names no file is raised naming the run.
     """
-    with runlock.hold(request.store.path, request.name, wait=request.wait):
+    final = runstore.run_path(request.store.path, request.name)
+    with runlock.hold(request.store.path, request.name, wait=request.wait), naming_path(final):
         return _compute(request, client, started, tile_fn)
 
 

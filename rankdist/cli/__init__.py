@@ -21,6 +21,7 @@ groups of ``options.py``; ``commands.py`` holds what each command runs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -86,8 +87,14 @@ def _sigterm_as_interrupt(terminated: list):
         yield
         return
 
+    dask_log = logging.getLogger("distributed")
+    dask_level = dask_log.level
+
     def interrupt(signum, frame):
         terminated.append(signum)
+        # The cluster is closed with tasks still running: Dask's warnings about tasks it
+        # cancels are not news to whoever sent SIGTERM, and would be lines beyond our one.
+        dask_log.setLevel(logging.ERROR)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -95,6 +102,7 @@ def _sigterm_as_interrupt(terminated: list):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        dask_log.setLevel(dask_level)
 
 
 def _one_line(err: Exception) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,10 @@ def encode(
             )
             group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
             starts = list(range(0, store.n_cells, rows))
+            # Keys unique to this call: Dask hands a key's existing result, an error
+            # included, to whoever submits it again, so a rerun on the same client (after
+            # a full disk, say) would get the failed attempt's error instead of computing.
+            call = uuid.uuid4().hex[:8]
             # prepared arrays go to each worker once, not once per task
             shared = client.scatter([prepared], broadcast=True)[0] if prepared else {}
             futures = client.map(
@@ -143,7 +148,7 @@ def encode(
                 name=name,
                 params=resolved,
                 prepared=shared,
-                key=[f"rankdist-encode-{name}-{key}-{s}" for s in starts],
+                key=[f"rankdist-encode-{name}-{key}-{call}-{s}" for s in starts],
             )
             with _progress.bar(f"encode {name}", len(futures), enabled=progress) as bar:
                 for fut in as_completed(futures):
@@ -180,6 +185,7 @@ def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
         group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
         (tmp / SPARSE_DIR).mkdir()
         starts = list(range(0, store.n_cells, rows))
+        call = uuid.uuid4().hex[:8]  # keys of this call only (see encode)
         futures = client.map(
             _encode_sparse_chunk,
             starts,
@@ -188,7 +194,7 @@ def _encode_sparse(store, enc, params, key, path, client, progress) -> None:
             rows=rows,
             name=enc.name,
             params=params,
-            key=[f"rankdist-encode-{enc.name}-{key}-sparse-{s}" for s in starts],
+            key=[f"rankdist-encode-{enc.name}-{key}-sparse-{call}-{s}" for s in starts],
         )
         nnz = 0
         with _progress.bar(f"encode {enc.name} (sparse)", len(futures), enabled=progress) as bar:

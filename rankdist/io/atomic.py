@@ -9,11 +9,16 @@ a lost node) cannot remove its own: the next :func:`atomic_directory` or
 this host (never another host's, never a live process's); an ``old`` one whose target is
 missing (the kill fell between the two renames) is renamed back instead, being then the
 only copy.
+
+A write that finds the disk full (or the quota spent) raises an OSError that names no
+file; raised out of these helpers, it names the target (:func:`naming_path`), so the
+one-line message says where.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -21,6 +26,10 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+#: The errors a write raises without naming its file: no space, no quota left, file too
+#: large. (Not EIO, which a read raises too: naming the target would mislead.)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextlib.contextmanager
@@ -41,7 +50,8 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
     tmp = _temporary_sibling(final)
     tmp.mkdir()
     try:
-        yield tmp
+        with naming_path(final):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -109,9 +119,37 @@ def atomic_file(
                     fh.flush()
                     os.fsync(fh.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise
+        named = _named_write_error(err, final)
+        if named is None:
+            raise
+        raise named from err
+
+
+@contextlib.contextmanager
+def naming_path(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, a write error that names no file is raised naming ``path``.
+
+    The kernel's ENOSPC (EDQUOT, EFBIG) from a ``write`` carries no file name, and
+    HDF5 wraps it in a multi-line account of the failed call. Such an error leaves the
+    block as ``OSError: [Errno 28] No space left on device: 'PATH'``, caused by the
+    original; any other error leaves it unchanged.
+    """
+    try:
+        yield
+    except OSError as err:
+        named = _named_write_error(err, path)
+        if named is None:
+            raise
+        raise named from err
+
+
+def _named_write_error(err: BaseException, path: str | os.PathLike) -> OSError | None:
+    """``err`` as an OSError naming ``path``; None if it is no write error without a name."""
+    if not isinstance(err, OSError) or err.errno not in WRITE_ERRNOS or err.filename:
+        return None
+    return OSError(err.errno, os.strerror(err.errno), str(path))
 
 
 def _temporary_sibling(final: Path, kind: str = "tmp") -> Path:

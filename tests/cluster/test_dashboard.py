@@ -13,6 +13,9 @@ would see:
 - the scheduler's own record (``distributed.get_task_stream``): one ``rankdist-tile`` task
   per tile, one ``rankdist-write`` per row block, and merges between them.
 
+The run's last tile is held until the screenshot is taken, so the page is seen while the
+run is going however fast the machine, and opened once the first tile has started.
+
 The screenshot and the task counts are saved to ``test-artifacts/`` in the repository
 (or ``$RANKDIST_ARTIFACTS``).
 """
@@ -39,6 +42,7 @@ from distributed import get_task_stream
 import rankdist
 from rankdist.cluster.local import local_client
 from rankdist.datasets.toy import synthetic_counts
+from rankdist.tiles import scheduler
 from rankdist.tiles.grid import TilePlan
 
 N_CELLS, N_GENES, BLOCK_ROWS, K = 12000, 1000, 512, 15
@@ -232,8 +236,29 @@ def _count_pixels(png: bytes, hex_color: str) -> tuple[int, int]:
     return len(colours), sum(n for n, rgb in colours if rgb == target)
 
 
+def _pause_last_tile(monkeypatch, plan: TilePlan) -> tuple[threading.Event, threading.Event]:
+    """Hold the run's last tile until the page is seen; (tiles started, page seen) events.
+
+    The run's tasks are threads of this process (the embedded cluster), so the patched
+    kernel is what they call. The last tile of the plan starts after every other tile,
+    so while it is held the other tiles, their merges and the writes of the blocks it
+    does not touch go on, and the run cannot finish before the screenshot.
+    """
+    started, seen = threading.Event(), threading.Event()
+    real, last = scheduler.tile_partials, plan.tiles()[-1]
+
+    def tile_partials(zi, zj, i, j, *args, **kwargs):
+        started.set()
+        if (i, j) == last:
+            seen.wait(timeout=120)  # the assertions below report a page never seen
+        return real(zi, zj, i, j, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "tile_partials", tile_partials)
+    return started, seen
+
+
 @pytest.mark.needs("chromium")
-def test_dashboard_shows_rankdist_tasks(tmp_path, artifacts_dir, capsys):
+def test_dashboard_shows_rankdist_tasks(tmp_path, artifacts_dir, capsys, monkeypatch):
     store = rankdist.ingest(
         synthetic_counts(n_cells=N_CELLS, n_genes=N_GENES, seed=0),
         tmp_path / "cells.zarr",
@@ -241,6 +266,7 @@ def test_dashboard_shows_rankdist_tasks(tmp_path, artifacts_dir, capsys):
         progress=False,
     )
     plan = TilePlan(N_CELLS, BLOCK_ROWS)
+    tiles_started, page_seen = _pause_last_tile(monkeypatch, plan)
     browser = Chromium(tmp_path / "chromium-profile", tmp_path / "chromium.log")
     try:
         with (
@@ -269,13 +295,12 @@ def test_dashboard_shows_rankdist_tasks(tmp_path, artifacts_dir, capsys):
 
             runner = threading.Thread(target=run, name="rankdist-neighbors")
             runner.start()
-            # Open the page once tiles run (after the encoding), as a user watching would.
-            deadline = time.monotonic() + 60
-            while not run_done.is_set() and time.monotonic() < deadline:
-                if any(str(t["key"]).startswith("rankdist-tile") for t in client.get_task_stream()):
-                    break
-                time.sleep(0.1)
-            seen = asyncio.run(watch_dashboard(ws_url, client.dashboard_link, run_done))
+            try:
+                # Open the page once tiles run (after the encoding), as a user watching would.
+                assert tiles_started.wait(timeout=120) or errors, "no tile started in 120 s"
+                seen = asyncio.run(watch_dashboard(ws_url, client.dashboard_link, run_done))
+            finally:
+                page_seen.set()  # the last tile goes on: the run finishes
             runner.join(timeout=120)
             assert not runner.is_alive(), "rankdist.neighbors did not finish within 120 s"
             if errors:

@@ -1,18 +1,25 @@
-"""A worker killed mid-run: Dask recomputes what it held, and the result is unchanged."""
+"""A worker killed mid-run: Dask recomputes what it held, and the result is unchanged.
+
+The kill point is fixed, not timed: the 4th merge task pauses once its merged partial is
+checkpointed (tests/faults/_hooks.py: ``paused_merge``), so when the worker running it is
+killed, at least 4 merges are on disk and the run cannot have finished.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+from faults import _hooks
 
 import rankdist
 from rankdist.datasets.toy import synthetic_counts
+from rankdist.tiles import scheduler
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +30,14 @@ def store(tmp_path_factory):
     )
 
 
-def test_worker_killed_mid_run(store, client):
+def test_worker_killed_mid_run(store, client, tmp_path, monkeypatch):
     kw = dict(k=10, cutoffs=(0.45,), block_size=512, progress=False)
     reference = rankdist.neighbors(store, client=client, name="ref", **kw)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    monkeypatch.setattr(
+        scheduler, "merge_task", functools.partial(_hooks.paused_merge, str(hook), 4)
+    )
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
     with cluster as lc, Client(lc) as c:
         pids = c.run(os.getpid)
@@ -39,14 +51,17 @@ def test_worker_killed_mid_run(store, client):
 
         thread = threading.Thread(target=run)
         thread.start()
+        try:
+            victim_pid = _hooks.wait_ready(hook)  # the worker paused in the 4th merge
+        except BaseException:
+            _hooks.release(hook)  # let the run end before its cluster closes
+            raise
+        assert thread.is_alive(), f"run ended before the kill: {outcome}"
         ckpt = store.path / "results" / ".lossy.partial" / "checkpoint"
-        deadline = time.monotonic() + 120
-        while not (ckpt.exists() and len(list(ckpt.glob("b*.npz"))) >= 4):
-            assert thread.is_alive(), f"run ended before the kill: {outcome}"
-            assert time.monotonic() < deadline, "no checkpoints after 120 s"
-            time.sleep(0.02)
-        victim_addr, victim_pid = sorted(pids.items())[0]
+        assert list(ckpt.glob("b*.npz"))  # merged partials on disk at the kill
+        assert victim_pid in pids.values()
         os.kill(victim_pid, signal.SIGKILL)
+        _hooks.release(hook)
         thread.join(timeout=300)
         assert not thread.is_alive()
         assert "err" not in outcome, outcome.get("err")

@@ -1,7 +1,10 @@
 """A run killed at any point resumes with the same command, redoing no finished tile.
 
 The process holding the client and the LocalCluster (scheduler and workers) is killed
-with SIGKILL, as a batch system or an impatient user would, at several points.
+with SIGKILL, as a batch system or an impatient user would, at several points. Each point
+is a pause in the run (tests/faults/_hooks.py: the n-th tile, merge or write task waits
+for a file that never comes), so the run cannot finish or pass the point before the kill,
+however fast or busy the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import _hooks
+from faults._checks import wait_idle
+from faults._hooks import durable_tiles
 
 import rankdist
 import rankdist.api as api
@@ -55,39 +61,16 @@ def reference(store, client):
     )
 
 
-def _durable_tiles(ckpt: Path, n_blocks: int) -> int:
-    """Tiles whose every side is on disk (a written block or a checkpoint)."""
-    state = scan(ckpt)
-    covered = {b: state.covered(b) for b in range(n_blocks)}
-    done = 0
-    for i in range(n_blocks):
-        for j in range(i, n_blocks):
-            sides = [(i, "row")] + ([(i, "col")] if i == j else [(j, "col")])
-            if all(b in state.written or (i, j, side) in covered[b] for b, side in sides):
-                done += 1
-    return done
-
-
-def _kill_when(store_path: Path, name: str, ready) -> Path:
-    proc = subprocess.Popen(
-        [str(EXE), "neighbors", str(store_path), "--name", name, "--quiet", *ARGS],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    work = store_path / "results" / f".{name}.partial"
-    deadline = time.monotonic() + 120
+def _kill_at(store_path: Path, name: str, pause: _hooks.Pause, hook: Path) -> Path:
+    """Run ``rankdist neighbors`` until ``pause``, then SIGKILL it; its work directory."""
+    argv = ["neighbors", str(store_path), "--name", name, "--quiet", *ARGS]
+    proc = _hooks.start(hook, pause, argv)
     try:
-        while not ready(work):
-            if proc.poll() is not None:
-                pytest.fail(f"the run finished before the kill point: {proc.stderr.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("kill point not reached in 120 s")
-            time.sleep(0.02)
+        _hooks.wait_ready(hook, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the client, scheduler and every worker
-        proc.wait()
-    return work
+        proc.communicate()
+    return store_path / "results" / f".{name}.partial"
 
 
 def _n(work: Path, pattern: str) -> int:
@@ -95,20 +78,26 @@ def _n(work: Path, pattern: str) -> int:
     return len(list(ckpt.glob(pattern))) if ckpt.exists() else 0
 
 
+#: Where the run is killed: before any tile has finished (so before any checkpoint),
+#: after 6 merged partials were checkpointed, after 4 row blocks were written.
 KILL_POINTS = {
-    "before-any-checkpoint": lambda w: (w / "job.json").exists(),
-    "after-merges": lambda w: _n(w, "b*.npz") >= 6,
-    "after-written-blocks": lambda w: _n(w, "written-*") >= 4,
+    "before-any-checkpoint": _hooks.TILES,
+    "after-merges": _hooks.merged(6),
+    "after-written-blocks": _hooks.written(4),
 }
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_killed_run_resumes_bit_identical(store, reference, point):
+def test_killed_run_resumes_bit_identical(store, reference, point, tmp_path):
     name = f"killed-{point}"
-    work = _kill_when(store.path, name, KILL_POINTS[point])
+    work = _kill_at(store.path, name, KILL_POINTS[point], tmp_path / "hook")
     n_blocks = reference.metadata["n_blocks"]
-    durable = _durable_tiles(work / "checkpoint", n_blocks)
+    durable = durable_tiles(work / "checkpoint", n_blocks)
     assert not (store.path / "results" / name).exists()  # nothing half-written is visible
+    if point == "before-any-checkpoint":
+        assert (work / "job.json").exists() and _n(work, "b*.npz") == 0 and durable == 0
+    if point == "after-written-blocks":
+        assert _n(work, "written-*") >= 4
 
     proc = subprocess.run(
         [str(EXE), "neighbors", str(store.path), "--name", name, "--quiet", *ARGS],
@@ -175,18 +164,15 @@ def test_a_resumed_run_says_how_much_it_reuses(tmp_path, inproc_client, capsys):
     ):
         api._run(request, inproc_client, time.perf_counter(), tile_fn=stop)
     assert "resuming" not in capsys.readouterr().err  # a fresh run says nothing of the kind
-    durable = _durable_tiles(work / "checkpoint", 5)
+    durable = durable_tiles(work / "checkpoint", 5)
     written = len(scan(work / "checkpoint").written)
     assert durable >= 5 and written >= 1  # block 0's five tiles at least
 
     # tasks already running when the tile failed may still checkpoint, so the counts are read
     # again once the cluster is idle; the resumed run must report exactly those
-    deadline = time.monotonic() + 120
-    while any(inproc_client.run(lambda dask_worker: len(dask_worker.active_threads)).values()):
-        assert time.monotonic() < deadline, "the stopped run's tasks never finished"
-        time.sleep(0.05)
+    wait_idle(inproc_client)
     durable, written = (
-        _durable_tiles(work / "checkpoint", 5),
+        durable_tiles(work / "checkpoint", 5),
         len(scan(work / "checkpoint").written),
     )
     with pytest.warns(rankdist.ExcludedCellsWarning):

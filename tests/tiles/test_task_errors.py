@@ -1,14 +1,15 @@
 """A failed tile, merge or write task: its own error reaches the caller and the CLI user.
 
+(A full disk at each stage, the write task's included: tests/faults/test_full_disk.py.)
+
 The tasks run on an in-process cluster, so a stand-in tile function (the ``tile_fn``
-seam of :func:`rankdist.tiles.scheduler.run_tiles`) or a monkeypatched write reaches the
-worker as written, and each failure happens on a chosen tile: nothing is timed.
+seam of :func:`rankdist.tiles.scheduler.run_tiles`) reaches the worker as written, and
+each failure happens on a chosen tile: nothing is timed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import time
 
 import pytest
@@ -67,17 +68,6 @@ def cli_on(monkeypatch, inproc_client):
     )
 
 
-def _full_disk(monkeypatch, store):
-    """Every block write fails as a full disk would, naming the file it writes."""
-    target = store.path / "results" / ".full.partial" / "similarities"
-
-    def write_block(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
-
-    monkeypatch.setattr(scheduler, "write_block", write_block)
-    return target
-
-
 def _error_lines(err: str) -> list[str]:
     """The CLI's error lines of ``err``, checked to carry no traceback.
 
@@ -96,14 +86,6 @@ def test_tile_error_reaches_caller_unchanged(store, inproc_client):
     assert _run(store, inproc_client, "after").k == ARGS["k"]
 
 
-def test_full_disk_in_write_task_reaches_caller(store, inproc_client, monkeypatch):
-    target = _full_disk(monkeypatch, store)
-    with pytest.raises(OSError, match="No space left on device") as info:
-        _run(store, inproc_client, "full")
-    assert info.value.errno == errno.ENOSPC
-    assert info.value.filename == str(target)
-
-
 def test_cli_prints_task_error_as_one_line(store, cli_on, monkeypatch, capsys):
     run_tiles = api.run_tiles
     monkeypatch.setattr(
@@ -120,15 +102,6 @@ def test_cli_prints_task_error_as_one_line(store, cli_on, monkeypatch, capsys):
     assert "Traceback (most recent call last)" in err
     assert "in failing_tile" in err
     assert err.splitlines()[-1].startswith("rankdist neighbors: error: TileBrokenError: ")
-
-
-def test_cli_prints_full_disk_as_one_line_naming_the_path(store, cli_on, monkeypatch, capsys):
-    target = _full_disk(monkeypatch, store)
-    argv = ["neighbors", str(store.path), "--name", "full", "--k", "5", "--block-size", "512"]
-    assert main([*argv, "--quiet"]) == 2
-    assert _error_lines(capsys.readouterr().err) == [
-        f"rankdist neighbors: error: [Errno 28] No space left on device: '{target}'"
-    ]
 
 
 def test_every_command_takes_debug():
