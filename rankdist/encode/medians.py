@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,8 @@ def _medians_map_reduce(store: Store, client: Client, spool: Path, key: str, pro
     chunk = store.chunk_cells
     span = max(1, MEDIAN_MAP_VALUES // (chunk * max(g, 1))) * chunk
     starts = list(range(0, n, span))
-    futures = client.map(
+    key = f"{key}-{uuid.uuid4().hex[:8]}"  # keys of this call only: a rerun after a failure
+    futures = client.map(  # must compute, not get the failed attempt's error back from Dask
         _median_map,
         starts,
         store_path=str(store.path),
