@@ -17,7 +17,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_there_are_notebooks():
-    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_batch_effects", "03_hpc_atlas"]
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_quickstart",
+        "02_batch_effects",
+        "03_hpc_atlas",
+        "04_findings",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
