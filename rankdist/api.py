@@ -291,9 +291,9 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     if len(enc.excluded):
         names = list(store.cell_names[enc.excluded[:5]])
         warnings.warn(
-            f"{len(enc.excluded)} cell(s) have no defined {request.encoding} similarity "
-            f"(constant over the {store.n_genes} selected genes, or no gene the encoding "
-            f"uses); they are excluded (indices "
+            f"{len(enc.excluded)} cell(s) are constant over the {store.n_genes} selected genes "
+            f"or express none the encoding uses, and have no defined {request.encoding} "
+            f"similarity; they are excluded (indices "
             f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
             stacklevel=3,

@@ -377,7 +377,8 @@ def test_block_size_must_be_a_multiple_of_512(store, client, block_size):
         (
             "kendall",
             None,
-            "unknown encoding 'kendall'; available: ['geneformer', 'pearson', 'spearman', 'topn']",
+            "unknown encoding 'kendall'; available: "
+            "['geneformer', 'genept', 'pearson', 'scgpt', 'spearman', 'topn']",
         ),
         ("spearman", {"target_sum": 1e4}, "'spearman' has no parameter(s) ['target_sum']"),
         ("pearson", {"targetsum": 1e4}, "its parameters are ['target_sum']"),
