@@ -1,7 +1,8 @@
 """Worker-side reads of encoded row blocks, cached per worker process.
 
 Tiles are submitted row-major, so consecutive tiles on a worker share block i: a small
-LRU cache turns most reads of a tile into one read instead of two.
+LRU cache turns most reads of a tile into one read instead of two. A benchmark can count
+the reads that reach the store (:func:`start_counting`, :func:`read_counts`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,30 @@ from rankdist.tiles.grid import CACHED_BLOCKS
 
 _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
+# Blocks read from the store (cache misses) since start_counting(): (z_path, start, stop)
+# -> [reads, bytes]. None when nobody counts, so an uncounted read pays one comparison.
+_reads: dict | None = None
+
+
+def start_counting() -> None:
+    """Count this process's block reads from the store from now on, from zero.
+
+    A benchmark calls it on every worker (``client.run(start_counting)``) before a run,
+    then :func:`read_counts` after it. Cache hits are not reads and are not counted.
+    """
+    global _reads
+    with _lock:
+        _reads = {}
+
+
+def read_counts() -> dict[tuple[str, int, int], tuple[int, int]]:
+    """``(z_path, start, stop) -> (reads, bytes)`` read from the store since :func:`start_counting`.
+
+    Bytes are those of the arrays returned (Z, its validity mask and the label codes).
+    Empty if counting was never started in this process.
+    """
+    with _lock:
+        return {key: (n, nbytes) for key, (n, nbytes) in (_reads or {}).items()}
 
 
 def read_block(
@@ -66,10 +91,21 @@ def read_block(
         codes[r] = np.asarray(root[f"obs/{role}"][start:stop], dtype=np.int32) + off
     value = (z, valid, codes)
     with _lock:
+        if _reads is not None:
+            count = _reads.setdefault(key, [0, 0])
+            count[0] += 1
+            count[1] += _nbytes(z) + valid.nbytes + codes.nbytes
         _cache[key] = value
         while len(_cache) > CACHED_BLOCKS:
             _cache.popitem(last=False)
     return value
+
+
+def _nbytes(z) -> int:
+    """Bytes of a dense Z block, or of the arrays of a sparse one."""
+    if isinstance(z, np.ndarray):
+        return z.nbytes
+    return z.indptr.nbytes + z.indices.nbytes + z.data.nbytes + z.c.nbytes
 
 
 def read_z_rows(z_path: str, start: int, stop: int) -> np.ndarray:
