@@ -165,6 +165,8 @@ def _plan(args) -> int:
         encoding=args.encoding,
         block_size=args.block_size,
         calibration=args.calibration,
+        fs_bandwidth=args.fs_bandwidth,
+        net_bandwidth=args.net_bandwidth,
     )
     print(describe_plan(plan, store=args.store, cutoffs=args.cutoffs, profile=args.profile))
     return 0

@@ -276,6 +276,20 @@ def _plan_parser(sub) -> None:
         help="values of each label role: cell types, coarse classes, batches (default "
         f"{atlas_sizes}: the 2.3 M-cell prefrontal cortex atlas)",
     )
+    # Defaults as rankdist.planning.traffic's DEFAULT_FS_BANDWIDTH and DEFAULT_NET_BANDWIDTH.
+    p.add_argument(
+        "--fs-bandwidth",
+        default="5GB/s",
+        metavar="RATE",
+        help="bytes/s the whole run can read from the shared filesystem (default 5GB/s: a "
+        "job's share of a parallel filesystem)",
+    )
+    p.add_argument(
+        "--net-bandwidth",
+        default="1.25GB/s",
+        metavar="RATE",
+        help="bytes/s of each node's network link (default 1.25GB/s: 10 Gb/s Ethernet)",
+    )
     p.add_argument("--store", default="STORE", help="store path to put in the command")
     # As rankdist.planning.calibration reads and writes them (user_calibration_path).
     p.add_argument(

@@ -21,10 +21,18 @@ from rankdist.planning.model import (
     plan_run,
     result_bytes,
 )
-from rankdist.tiles.grid import MAX_BLOCK_ROWS
+from rankdist.planning.traffic import DEFAULT_FS_BANDWIDTH, DEFAULT_NET_BANDWIDTH
+from rankdist.tiles.grid import CACHED_BLOCKS, MAX_BLOCK_ROWS
 from rankdist.tiles.scheduler import FAN_IN
 
-__all__ = ["describe_plan", "format_seconds", "parse_count", "parse_memory", "plan_capacity"]
+__all__ = [
+    "describe_plan",
+    "format_seconds",
+    "parse_bandwidth",
+    "parse_count",
+    "parse_memory",
+    "plan_capacity",
+]
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 #: The result arrays whose sizes the plan lists (the excluded mask is too small to matter).
@@ -61,6 +69,20 @@ def parse_memory(text: str | float, what: str = "--mem-per-node") -> float:
         raise ValueError(msg) from None
 
 
+def parse_bandwidth(text: str | float, what: str = "--fs-bandwidth") -> float:
+    """Bytes/s from ``2GB/s``, ``500MB/s``, ``2GB`` (read as per second) or a number."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        raw = raw[:-2] if raw.lower().endswith("/s") else raw
+        value = parse_memory(raw, what) if raw else float("nan")
+    if not value > 0:
+        msg = f"{what} takes a positive rate such as 2GB/s or 500MB/s; got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
 def plan_capacity(
     cells: str | int,
     genes: str | int,
@@ -75,6 +97,8 @@ def plan_capacity(
     encoding: str = "spearman",
     block_size: int | None = None,
     calibration: str | os.PathLike | Calibration | None = None,
+    fs_bandwidth: str | float = DEFAULT_FS_BANDWIDTH,
+    net_bandwidth: str | float = DEFAULT_NET_BANDWIDTH,
 ) -> CapacityPlan:
     """Plan a run from the sizes a user knows.
 
@@ -99,6 +123,10 @@ def plan_capacity(
         Calibration file or object (default: the user's file written by
         ``rankdist plan --calibrate`` if there is one, else the one shipped with rankdist;
         see :func:`rankdist.planning.calibration.load_calibration`).
+    fs_bandwidth
+        Bytes/s the whole run reads from the store (``'5GB/s'``, the default).
+    net_bandwidth
+        Bytes/s of each node's network link (``'1.25GB/s'``, 10 Gb/s, the default).
 
     Returns
     -------
@@ -129,7 +157,14 @@ def plan_capacity(
         label_values=tuple(label_values),
         encoding=encoding,
     )
-    layout = Layout(nodes, cores_per_node, parse_memory(mem_per_node), scheduler=scheduler)
+    layout = Layout(
+        nodes,
+        cores_per_node,
+        parse_memory(mem_per_node),
+        scheduler=scheduler,
+        fs_bandwidth=parse_bandwidth(fs_bandwidth, "--fs-bandwidth"),
+        net_bandwidth=parse_bandwidth(net_bandwidth, "--net-bandwidth"),
+    )
     return plan_run(spec, layout, cal, block_rows=block_size)
 
 
@@ -173,6 +208,7 @@ def describe_plan(
         *_block_rows(plan),
         _work_row(plan),
         *_wall_time_rows(plan),
+        *_data_rows(plan),
         *_storage_rows(plan),
         *_command_rows(plan, store, cutoffs, profile),
         *_hint_rows(plan),
@@ -271,11 +307,36 @@ def _wall_time_rows(plan: CapacityPlan) -> list[str]:
         ("load-imbalance tail", wall.tail, "the last tiles end at different times"),
         ("merges, block writes", wall.reduce, f"partials of {partial}"),
         ("scheduler", wall.scheduler, _scheduler_note(plan)),
+        ("waiting for data", wall.io_wait, "store reads or transfers beyond the compute"),
     ]
     return [
         _row("wall time", f"{format_seconds(wall.total)} (queue wait not included)"),
         *[_row("", f"{name:<22} {format_seconds(s):>9}   {note}") for name, s, note in parts],
     ]
+
+
+def _data_rows(plan: CapacityPlan) -> list[str]:
+    """Bytes read from the store and moved between workers, and their times."""
+    lay, wall = plan.layout, plan.wall
+    z = plan.storage["encoded Z"]
+    fs = f"at {format_bytes(lay.fs_bandwidth)}/s (--fs-bandwidth)"
+    net = f"at {format_bytes(lay.net_bandwidth)}/s per node (--net-bandwidth)"
+    rows = [
+        ("read from the store", plan.store_read_bytes, wall.store_read, fs),
+        ("moved between workers", plan.peer_bytes, wall.peer, net),
+    ]
+    out = [
+        _row(
+            "data" if n == 0 else "",
+            f"{name:<22}{format_bytes(b):>9} ({b / z:.1f}x Z) {format_seconds(s):>9}   {note}",
+        )
+        for n, (name, b, s, note) in enumerate(rows)
+    ]
+    rule = (
+        f"({plan.byte_model} model: tiles read blocks through a {CACHED_BLOCKS}-block cache "
+        "per worker; both overlap the compute, the wall time adds what exceeds it)"
+    )
+    return [*out, _row("", rule)]
 
 
 def _scheduler_note(plan: CapacityPlan) -> str:

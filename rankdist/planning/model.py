@@ -21,6 +21,9 @@ from rankdist.cluster.profile import SYSTEMS
 from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
+from rankdist.planning.traffic import BYTE_MODELS, CURRENT_MODEL, DataMovement
+from rankdist.planning.traffic import DEFAULT_FS_BANDWIDTH as FS_BW
+from rankdist.planning.traffic import DEFAULT_NET_BANDWIDTH as NET_BW
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.tiles.grid import TilePlan, choose_block_rows, worker_memory_needed
 from rankdist.tiles.scheduler import FAN_IN
@@ -45,12 +48,18 @@ class Layout:
     scheduler
         The batch system (``--cluster``): one of :data:`SCHEDULERS`, ``'slurm'``,
         ``'pbs'``, ``'sge'``, ``'lsf'`` or ``'local'``.
+    fs_bandwidth
+        Bytes/s the whole job can read from the store (``--fs-bandwidth``).
+    net_bandwidth
+        Bytes/s of each node's network link (``--net-bandwidth``).
     """
 
     nodes: int
     cores_per_node: int
     mem_per_node: float
     scheduler: str = "slurm"
+    fs_bandwidth: float = FS_BW
+    net_bandwidth: float = NET_BW
 
     def __post_init__(self):
         for name, option in (("nodes", "--jobs"), ("cores_per_node", "--cores-per-node")):
@@ -61,6 +70,11 @@ class Layout:
         if not self.mem_per_node > 0:
             msg = f"--mem-per-node must be positive (e.g. 128GB), got {self.mem_per_node!r}"
             raise ValueError(msg)
+        for name in ("fs_bandwidth", "net_bandwidth"):
+            if not getattr(self, name) > 0:
+                option = "--" + name.replace("_", "-")
+                msg = f"{option} must be positive (e.g. 2GB/s), got {getattr(self, name)!r}"
+                raise ValueError(msg)
         if self.scheduler not in SCHEDULERS:
             msg = f"--cluster {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
             raise ValueError(msg)
@@ -125,15 +139,19 @@ class WallTime:
     reduce: float
     scheduler: float
     driver_bound: bool
+    store_read: float = 0.0
+    peer: float = 0.0
+    io_wait: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.startup + self.encode + self.tiles + self.tail + self.reduce + self.scheduler
+        compute = self.startup + self.encode + self.tiles + self.tail + self.reduce
+        return compute + self.scheduler + self.io_wait
 
     @property
     def tile_phase(self) -> float:
         """From the first tile to the last block write: what the scheduler's tasks span."""
-        return self.tiles + self.tail + self.reduce + self.scheduler
+        return self.tiles + self.tail + self.reduce + self.scheduler + self.io_wait
 
 
 def tile_makespan(plan: TilePlan, threads: int, seconds_per_pair: float, per_task: float):
@@ -167,7 +185,18 @@ def n_tasks(plan: TilePlan) -> int:
     return plan.n_tiles + n_merges(plan.n_blocks) + plan.n_blocks
 
 
-def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibration) -> WallTime:
+def data_movement(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibration) -> DataMovement:
+    """Bytes read from the store and moved between workers, by today's execution model."""
+    return BYTE_MODELS[CURRENT_MODEL](spec, layout, block_rows, cal)
+
+
+def wall_time_model(
+    spec: RunSpec,
+    layout: Layout,
+    block_rows: int,
+    cal: Calibration,
+    movement: DataMovement | None = None,
+) -> WallTime:
     """Expected wall time of ``rankdist neighbors`` (queue wait not included).
 
     With W worker threads, G genes, and the calibration's per-core constants:
@@ -185,7 +214,12 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
     * scheduler: ``cal.driver_s_per_task`` of scheduler and client CPU per task. On a
       local cluster that CPU is taken from the same cores (added, over W); on a batch
       system the scheduler has its own machine and only bounds the tile phase from
-      below (``tasks * driver_s_per_task``).
+      below (``tasks * driver_s_per_task``);
+    * data movement (``movement``, default :func:`data_movement`): the store reads take
+      ``store_read_bytes / layout.fs_bandwidth`` (the job's share), the transfers
+      between workers ``peer_bytes / (nodes * layout.net_bandwidth)`` (each node's link).
+      Both overlap the tiles, merges and writes (other threads compute while one waits),
+      so they add only what the longer of them exceeds that compute: ``io_wait``.
     """
     from rankdist.cluster.jobqueue import OTHERS_GRACE_S
     from rankdist.layout import chunk_rows
@@ -211,6 +245,10 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
     else:
         bound = driver > makespan + reduce
         scheduler = max(0.0, driver - makespan - reduce)
+    movement = movement or data_movement(spec, layout, block_rows, cal)
+    store_read = movement.store_read_bytes / layout.fs_bandwidth
+    peer = movement.peer_bytes / (layout.nodes * layout.net_bandwidth)
+    io_wait = max(0.0, max(store_read, peer) - (makespan + reduce))
     return WallTime(
         startup=startup,
         encode=encode,
@@ -219,6 +257,9 @@ def wall_time_model(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibra
         reduce=reduce,
         scheduler=scheduler,
         driver_bound=bound,
+        store_read=store_read,
+        peer=peer,
+        io_wait=io_wait,
     )
 
 
@@ -239,6 +280,9 @@ class CapacityPlan:
     storage: dict[str, float] = field(default_factory=dict)
     z_read_bytes: float = 0.0
     calibration: Calibration | None = None
+    store_read_bytes: float = 0.0
+    peer_bytes: float = 0.0
+    byte_model: str = CURRENT_MODEL
 
 
 def flops(cells: int, genes: int) -> float:
@@ -337,6 +381,7 @@ def plan_run(
         )
     plan = TilePlan(spec.cells, block_rows)
     z_block = block_rows * spec.genes * 4
+    movement = data_movement(spec, layout, block_rows, cal)
     return CapacityPlan(
         spec=spec,
         layout=layout,
@@ -347,10 +392,13 @@ def plan_run(
         n_merges=n_merges(plan.n_blocks),
         n_tasks=n_tasks(plan),
         flops=flops(spec.cells, spec.genes),
-        wall=wall_time_model(spec, layout, block_rows, cal),
+        wall=wall_time_model(spec, layout, block_rows, cal, movement),
         storage=storage_bytes(spec, block_rows),
         z_read_bytes=float(2 * plan.n_tiles * z_block),
         calibration=cal,
+        store_read_bytes=movement.store_read_bytes,
+        peer_bytes=movement.peer_bytes,
+        byte_model=movement.model,
     )
 
 

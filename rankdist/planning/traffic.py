@@ -1,0 +1,173 @@
+"""Bytes a run moves: Z read from the store by the tiles, and partials moved between workers.
+
+One function per execution model (:data:`BYTE_MODELS`); the planner calls the one that
+describes how ``rankdist neighbors`` runs today. ``streamed``: every tile task reads its
+two Z blocks from the store through :func:`rankdist.tiles.blocks.read_block`, which keeps
+an LRU cache of :data:`~rankdist.tiles.grid.CACHED_BLOCKS` blocks per worker process; a
+tile's result (its two partials, one Dask datum) stays on the worker that computed it,
+and each merge task runs on one worker and fetches the inputs held elsewhere
+(:mod:`rankdist.tiles.scheduler`); a block write runs where its last partial is. A later
+model (blocks resident on workers) adds a function here and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from rankdist.tiles.grid import CACHED_BLOCKS, TilePlan
+from rankdist.tiles.scheduler import FAN_IN
+
+#: Default store bandwidth of the whole job, bytes/s (``--fs-bandwidth 5GB/s``).
+DEFAULT_FS_BANDWIDTH = 5e9
+#: Default network bandwidth of each node, bytes/s (``--net-bandwidth 1.25GB/s``: 10 Gb/s).
+DEFAULT_NET_BANDWIDTH = 1.25e9
+
+
+@dataclass(frozen=True)
+class DataMovement:
+    """What a run moves, in bytes, under one execution model.
+
+    Attributes
+    ----------
+    store_read_bytes
+        Bytes the tiles read from the store (Z, validity mask, label codes).
+    store_reads
+        Block reads from the store (cache misses).
+    peer_bytes
+        Bytes moved between worker processes (Dask's transfers of task results).
+    model
+        The name of the model in :data:`BYTE_MODELS`.
+    """
+
+    store_read_bytes: float
+    store_reads: int
+    peer_bytes: float
+    model: str
+
+
+def block_read_bytes(rows: int, genes: int, n_roles: int) -> int:
+    """Bytes of one block read: float32 Z, its bool validity mask, int32 codes per role."""
+    return rows * (4 * genes + 1 + 4 * n_roles)
+
+
+def store_block_reads(
+    plan: TilePlan, workers: int, threads_per_worker: int, tile_seconds, *, cached=CACHED_BLOCKS
+) -> int:
+    """Block reads that miss the per-process cache, tiles handed out as Dask does.
+
+    Tiles start in submission order (:meth:`TilePlan.tiles`), each on the thread that
+    frees first; at the start the threads are taken round-robin over the workers (Dask
+    queues root tasks to the least-busy worker). Each worker process keeps an LRU cache
+    of ``cached`` blocks; a tile reads block i, then block j. Two threads that miss the
+    same block at once both read it in a real run; here the second one hits.
+
+    Parameters
+    ----------
+    plan
+        Blocks and tiles.
+    workers, threads_per_worker
+        Worker processes (each with its own cache) and threads in each.
+    tile_seconds
+        ``tile_seconds(i, j)``: the time a tile holds its thread.
+
+    Returns
+    -------
+    int
+    """
+    threads = workers * threads_per_worker
+    free = [(0.0, t) for t in range(threads)]  # thread t runs on worker t % workers
+    caches = [OrderedDict() for _ in range(workers)]
+    reads = 0
+    for i, j in plan.tiles():
+        start, thread = heapq.heappop(free)
+        cache = caches[thread % workers]
+        for b in (i, j) if i != j else (i,):
+            if b in cache:
+                cache.move_to_end(b)
+                continue
+            reads += 1
+            cache[b] = None
+            if len(cache) > cached:
+                cache.popitem(last=False)
+        heapq.heappush(free, (start + tile_seconds(i, j), thread))
+    return reads
+
+
+def _merge_transfer(sizes: list[float], workers: int) -> float:
+    """Expected bytes a merge fetches: its inputs lie on random workers; it runs on the one
+    holding the largest input (Dask places a task where most of its input bytes are)."""
+    if workers < 2 or len(sizes) < 2:
+        return 0.0
+    distinct = 1.0
+    for k in range(1, len(sizes)):
+        distinct *= (workers - k) / workers
+    total, largest = sum(sizes), max(sizes)
+    rest = (total - largest) / (len(sizes) - 1)
+    return distinct * (total - largest) + (1 - distinct) * max(0.0, total - largest - rest)
+
+
+def merge_peer_bytes(plan: TilePlan, partial_bytes_per_row: int, workers: int) -> float:
+    """Expected bytes moved to merges between ``workers`` worker processes.
+
+    A tile's result is one Dask datum, both its partials, so each of the merges of its
+    two blocks that runs elsewhere fetches both. Tiles finish in submission order and a
+    merge returns before the next tile of its block (the merge tree of
+    :func:`rankdist.tiles.scheduler.run_tiles`: ``FAN_IN`` waiting items, then the rest).
+    """
+    ranges = map(plan.block_range, range(plan.n_blocks))
+    part = [(b1 - b0) * partial_bytes_per_row for b0, b1 in ranges]
+    pending: list[list[float]] = [[] for _ in range(plan.n_blocks)]
+    moved = 0.0
+    for i, j in plan.tiles():
+        result = part[i] + (part[j] if i != j else 0)
+        for b in (i, j) if i != j else (i,):
+            pending[b].append(result)
+            if len(pending[b]) >= FAN_IN:
+                moved += _merge_transfer(pending[b], workers)
+                pending[b] = [part[b]]
+    for items in pending:
+        if len(items) > 1:
+            moved += _merge_transfer(items, workers)
+    return moved
+
+
+def streamed_movement(spec, layout, block_rows: int, cal) -> DataMovement:
+    """Today's model (``streamed``): see the module docstring.
+
+    Parameters
+    ----------
+    spec, layout
+        :class:`rankdist.planning.model.RunSpec` and :class:`~rankdist.planning.model.Layout`
+        (one worker process per node).
+    block_rows
+        Cells per block.
+    cal
+        :class:`rankdist.planning.calibration.Calibration`: the tiles' times, which decide
+        which worker runs which tile.
+    """
+    plan = TilePlan(spec.cells, block_rows)
+    pair_s = cal.seconds_per_pair(spec.genes)
+    fixed = cal.tile_fixed_s + cal.worker_s_per_task
+
+    def tile_seconds(i: int, j: int) -> float:
+        return plan.tile_pairs(i, j) * pair_s + fixed
+
+    reads = store_block_reads(plan, layout.nodes, layout.cores_per_node, tile_seconds)
+    full = block_read_bytes(block_rows, spec.genes, len(spec.label_values))
+    last_rows = plan.block_range(plan.n_blocks - 1)
+    last = block_read_bytes(last_rows[1] - last_rows[0], spec.genes, len(spec.label_values))
+    # Blocks are read about equally often; the last block may be shorter.
+    mean_block = (full * (plan.n_blocks - 1) + last) / plan.n_blocks
+    return DataMovement(
+        store_read_bytes=reads * mean_block,
+        store_reads=reads,
+        peer_bytes=merge_peer_bytes(plan, spec.partial_bytes_per_row, layout.nodes),
+        model="streamed",
+    )
+
+
+#: Execution models by name; the planner uses :data:`CURRENT_MODEL`.
+BYTE_MODELS = {"streamed": streamed_movement}
+CURRENT_MODEL = "streamed"
