@@ -16,6 +16,12 @@ the rows of a block's partials (``partial_rows``). With ``partial_rows`` below t
 block size the task graph is the real one (same blocks, tiles, merges and writes) while
 the partials, checkpoints and result arrays are smaller by the same factor; their
 per-row layout (k, cutoffs, label values) is the real one.
+
+With ``z_genes`` the simulation also writes a stand-in Z of ``partial_rows`` rows per block
+and ``z_genes`` genes, and each stand-in tile reads its two blocks through the real block
+reader (:func:`rankdist.tiles.blocks.read_block`, with its per-process cache), so the
+store reads the tiles make can be counted (:func:`rankdist.tiles.blocks.read_counts`); a
+count scales to the real size by ``(block_rows * genes) / (partial_rows * z_genes)``.
 """
 
 from __future__ import annotations
@@ -51,17 +57,23 @@ class SimulatedTile:
         If set, each call writes one file ``<i>-<j>-<pid>-<ns>`` there holding the number
         of tile results in its worker's memory when it started, so that a test can count
         how often every tile ran and how long results are kept.
+    read_blocks
+        Read blocks i and j through ``job.block`` (the simulation's stand-in Z) first.
     """
 
     real_plan: TilePlan
     seconds_per_pair: float
     log_dir: str | None = None
+    read_blocks: bool = False
 
     def __call__(self, job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         started = time.perf_counter()
         if self.log_dir is not None:
             name = f"{i}-{j}-{os.getpid()}-{time.monotonic_ns()}"
             Path(self.log_dir, name).write_text(str(tile_results_held()))
+        if self.read_blocks:
+            job.block(i)
+            job.block(j)
         diag = i == j
         sides = [(i, j, "row"), (i, j, "col")] if diag else [(i, j, "row")]
         pi = _stand_in_partial(job, i, j, sides)
@@ -119,6 +131,7 @@ def prepare_simulation(
     n_cutoffs: int = 1,
     roles: tuple[str, ...] = ATLAS_ROLES,
     role_sizes: tuple[int, ...] = ATLAS_LABEL_SIZES,
+    z_genes: int = 0,
 ) -> tuple[TileJob, Path]:
     """The job and the work directory of a simulated run of ``real_plan``'s tiles.
 
@@ -139,6 +152,9 @@ def prepare_simulation(
         real block size. The task graph does not depend on it.
     k, n_cutoffs, roles, role_sizes
         Per-row layout of the partials: top-k, cutoff bins, label values per role.
+    z_genes
+        If positive, write a stand-in Z of this many genes (and label codes of each role,
+        all 0) for the tiles to read (:class:`SimulatedTile` ``read_blocks``).
 
     Returns
     -------
@@ -157,6 +173,14 @@ def prepare_simulation(
     enc = open_group(enc_path, mode="w")
     enc.create_array("valid", shape=(plan.n_cells,), dtype="bool", chunks=(rows,))
     enc["valid"][:] = True
+    if z_genes:
+        shape, chunks = (plan.n_cells, z_genes), (rows, z_genes)
+        enc.create_array("Z", shape=shape, dtype="float32", chunks=chunks)
+        enc["Z"][:] = np.float32(1.0 / np.sqrt(z_genes))
+        obs = open_group(workdir, mode="a").require_group("obs")
+        for role in roles:
+            obs.create_array(role, shape=(plan.n_cells,), dtype="int32", chunks=(rows,))
+            obs[role][:] = 0
     cutoffs = tuple(float(c) for c in np.linspace(0.5, 0.9, n_cutoffs))
     spec = {
         "content_id": "simulated",
@@ -198,6 +222,7 @@ def simulate_run(
     *,
     seconds_per_pair: float,
     log_dir: str | os.PathLike | None = None,
+    read_blocks: bool = False,
     **layout,
 ) -> tuple[TileStats, TileJob, Path]:
     """Run :func:`run_tiles` over ``real_plan``'s tiles with :class:`SimulatedTile`.
@@ -211,10 +236,10 @@ def simulate_run(
         As for :func:`prepare_simulation`.
     seconds_per_pair
         Stand-in sleep per pair of the real tile.
-    log_dir
-        Passed to :class:`SimulatedTile`.
+    log_dir, read_blocks
+        Passed to :class:`SimulatedTile`; ``read_blocks`` needs ``z_genes``.
     **layout
-        ``partial_rows``, ``k``, ``n_cutoffs``, ``roles``, ``role_sizes`` of
+        ``partial_rows``, ``k``, ``n_cutoffs``, ``roles``, ``role_sizes``, ``z_genes`` of
         :func:`prepare_simulation`.
 
     Returns
@@ -224,7 +249,11 @@ def simulate_run(
         block written (the run is not published).
     """
     job, work = prepare_simulation(real_plan, workdir, **layout)
-    tile_fn = SimulatedTile(real_plan, seconds_per_pair, None if log_dir is None else str(log_dir))
+    if read_blocks and not layout.get("z_genes"):
+        msg = "simulate_run(read_blocks=True) needs z_genes > 0: the stand-in Z to read"
+        raise ValueError(msg)
+    log = None if log_dir is None else str(log_dir)
+    tile_fn = SimulatedTile(real_plan, seconds_per_pair, log, read_blocks)
     stats = run_tiles(
         client, job, str(work), str(runstore.checkpoint_path(work)), progress=False, tile_fn=tile_fn
     )
