@@ -4,7 +4,7 @@ Usage::
 
     nice -n 10 python benchmarks/bench_scale.py [--cells 575k,1.15M,2.3M] [--block-rows 16384]
         [--partial-rows 512] [--workers 2] [--threads 16] [--real-threads 640]
-        [--full-size-blocks 8] [--workdir DIR]
+        [--full-size-blocks 8] [--z-genes 16] [--workdir DIR] [--json FILE]
 
 ``rankdist.tiles.scheduler.run_tiles`` runs the real task graph of each size (one future
 per tile, tree merges with checkpoints, block writes) on a real Dask cluster started
@@ -30,6 +30,17 @@ loop) and of the scheduler process, RSS of the scheduler, the client and the wor
 durations, and the latencies around each merge and write: from its inputs finishing to
 its submission (the driver reacting) and from submission to start (scheduler and
 worker). It prints a table and appends JSON lines to benchmarks/results/scale.jsonl.
+
+Bytes: each stand-in tile reads its two blocks of a stand-in Z (``--partial-rows`` rows x
+``--z-genes`` genes per block) through the real block reader with its per-process cache,
+which counts the reads that reach the store (``rankdist.tiles.blocks.read_counts``, read
+from every worker with ``client.run``); each block read is scaled to the bytes of the
+real block (``block_rows x (4 genes + 1 + 4 roles)``). Worker-to-worker bytes are the
+sum over workers of Dask's ``Worker.transfer_outgoing_bytes_total`` (the ``sizeof`` of
+every result sent to a peer), scaled by ``block_rows / partial_rows``, the ratio of real
+to simulated partial sizes. Next to them stand the planner's figures for the simulated
+layout (``rankdist.planning.model.data_movement`` with ``--workers`` nodes of
+``--threads`` cores), and ``--json FILE`` writes the largest ``--cells`` run's record.
 """
 
 from __future__ import annotations
@@ -49,6 +60,12 @@ from pathlib import Path
 import numpy as np
 
 MB = 1e6
+#: How the simulation's byte counts become full size (written into --json's record).
+SCALING = (
+    "store_bytes_read: each block read counted by the block reader, times the real block's "
+    "bytes, block_rows x (4 genes + 1 + 4 roles); peer_bytes: Dask's "
+    "transfer_outgoing_bytes_total summed over workers, times block_rows / partial_rows"
+)
 
 
 class TimedClient:
@@ -187,7 +204,43 @@ def _stats(values) -> dict:
     }
 
 
-def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir, threads):
+def _outgoing_bytes(dask_worker=None) -> int:
+    return dask_worker.transfer_outgoing_bytes_total
+
+
+def _store_reads(client, real_plan, partial_rows: int, genes: int, n_roles: int) -> dict:
+    """Block reads counted by every worker's block reader, scaled to the real blocks."""
+    from rankdist.planning.traffic import block_read_bytes
+    from rankdist.tiles.blocks import read_counts
+
+    reads = nbytes = sim_bytes = 0
+    for counts in client.run(read_counts).values():
+        for (_, start, _), (n, b) in counts.items():
+            b0, b1 = real_plan.block_range(start // partial_rows)
+            reads += n
+            sim_bytes += b
+            nbytes += n * block_read_bytes(b1 - b0, genes, n_roles)
+    return {"store_reads": reads, "store_bytes_read": nbytes, "store_bytes_read_sim": sim_bytes}
+
+
+def _planned(real_plan, workers: int, threads: int, genes: int, cal) -> dict:
+    """The planner's bytes for the simulated layout: ``workers`` nodes of ``threads`` cores."""
+    from rankdist.planning.model import Layout, RunSpec, data_movement, storage_bytes
+
+    spec = RunSpec(cells=real_plan.n_cells, genes=genes)
+    layout = Layout(workers, threads, 1e12)
+    moved = data_movement(spec, layout, real_plan.block_rows, cal)
+    return {
+        "plan_store_bytes_read": moved.store_read_bytes,
+        "plan_store_reads": moved.store_reads,
+        "plan_peer_bytes": moved.peer_bytes,
+        "z_bytes": storage_bytes(spec, real_plan.block_rows)["encoded Z"],
+    }
+
+
+def run_one(
+    client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir, threads, z_genes, genes
+):
     """One simulated run; returns its measurements."""
     import psutil
     from distributed import get_task_stream
@@ -195,12 +248,15 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     from rankdist.planning.model import tile_makespan
     from rankdist.planning.simulate import SIMULATED_RUN, simulate_run
     from rankdist.reduce.runstore import checkpoint_path, work_path
+    from rankdist.tiles.blocks import start_counting
 
     timed = TimedClient(client)
     ckpt = checkpoint_path(work_path(workdir, SIMULATED_RUN))
     sampler = Sampler(client, pids, ckpt)
     cpu0 = {role: _cpu(ps) for role, ps in pids.items()}
     machine0 = psutil.cpu_times()
+    client.run(start_counting)
+    sent0 = sum(client.run(_outgoing_bytes).values())
     sampler.start()
     t0 = time.time()
     with get_task_stream(client) as ts:
@@ -210,8 +266,12 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
             workdir,
             seconds_per_pair=seconds_per_pair,
             partial_rows=partial_rows,
+            z_genes=z_genes,
+            read_blocks=True,
         )
     wall = time.time() - t0
+    peer_sim = sum(client.run(_outgoing_bytes).values()) - sent0
+    moved = _store_reads(client, real_plan, job.plan.block_rows, genes, len(job.roles))
     sampler.stop()
     cpu = {role: _cpu(ps) - cpu0[role] for role, ps in pids.items()}
     restarted = sorted(client.run(os.getpid).values()) != sorted(pids["workers"])
@@ -236,7 +296,7 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
     overrun = [
         compute[k][1]
         - compute[k][0]
-        - real_plan.tile_pairs(*map(int, k.split("-")[2:4])) * seconds_per_pair
+        - real_plan.tile_pairs(*map(int, k.split("-")[-2:])) * seconds_per_pair
         for k in kinds["tile"]
         if k in compute
     ]
@@ -298,6 +358,10 @@ def run_one(client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir,
         "thread_gap": _stats(gaps),
         "tiles_computed": stats.tiles_computed,
         "workers_restarted": restarted,
+        "tile_phase_s": round(wall, 2),
+        **moved,
+        "peer_bytes": peer_sim * real_plan.block_rows / job.plan.block_rows,
+        "peer_bytes_sim": peer_sim,
     }
 
 
@@ -370,7 +434,11 @@ def main() -> None:
         default=None,
         help="default: yours (rankdist plan --calibrate) if written, else the packaged file",
     )
+    parser.add_argument(
+        "--z-genes", type=int, default=16, help="genes of the stand-in Z the tiles read"
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
+    parser.add_argument("--json", default=None, metavar="FILE", help="the largest run's record")
     args = parser.parse_args()
 
     from rankdist.planning.calibration import load_calibration
@@ -407,6 +475,8 @@ def main() -> None:
             seconds_per_pair=0.0,
             workdir=work / "warm",
             threads=sim_threads,
+            z_genes=args.z_genes,
+            genes=args.genes,
         )
         for n, rows in sizes:
             plan = TilePlan(n, args.block_rows)
@@ -419,7 +489,10 @@ def main() -> None:
                 seconds_per_pair=pair_s,
                 workdir=work / f"run-{n}-{rows}",
                 threads=sim_threads,
+                z_genes=args.z_genes,
+                genes=args.genes,
             )
+            res |= _planned(plan, args.workers, args.threads, args.genes, cal)
             shutil.rmtree(work / f"run-{n}-{rows}", ignore_errors=True)
             results.append(res)
             print(f"  wall {res['wall_s']} s, ideal {res['ideal_tile_makespan_s']} s", flush=True)
@@ -449,6 +522,11 @@ def main() -> None:
     with open(out / "scale.jsonl", "a") as fh:
         for res in results:
             fh.write(json.dumps(config | res) + "\n")
+    if args.json:
+        main_run = max(results[: len(results) - bool(args.full_size_blocks)] or results,
+                       key=lambda r: r["cells"])
+        record = config | main_run | {"scaling": SCALING}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -512,6 +590,13 @@ def print_table(results: list[dict]) -> None:
         "merge: submitted -> started (ms)": lambda r: med(r, "merge", "dispatch_latency"),
         "write: input done -> submitted (ms)": lambda r: med(r, "write", "react_latency"),
         "write: submitted -> started (ms)": lambda r: med(r, "write", "dispatch_latency"),
+        "store reads: blocks / GB (plan GB)": lambda r: (
+            f"{r['store_reads']} / {r['store_bytes_read'] / 1e9:.0f} "
+            f"({r.get('plan_store_bytes_read', 0) / 1e9:.0f})"
+        ),
+        "peer bytes GB (plan GB)": lambda r: (
+            f"{r['peer_bytes'] / 1e9:.0f} ({r.get('plan_peer_bytes', 0) / 1e9:.0f})"
+        ),
         "thread gap between tasks med/p95 (ms)": lambda r: (
             f"{r['thread_gap'].get('median_ms')}/{r['thread_gap'].get('p95_ms')}"
         ),
