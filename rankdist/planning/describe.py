@@ -71,14 +71,17 @@ def parse_memory(text: str | float, what: str = "--mem-per-node") -> float:
 
 def parse_bandwidth(text: str | float, what: str = "--fs-bandwidth") -> float:
     """Bytes/s from ``2GB/s``, ``500MB/s``, ``2GB`` (read as per second) or a number."""
+    msg = f"{what} takes a positive rate such as 2GB/s or 500MB/s; got {text!r}"
     if isinstance(text, int | float) and not isinstance(text, bool):
         value = float(text)
     else:
         raw = str(text).strip()
         raw = raw[:-2] if raw.lower().endswith("/s") else raw
-        value = parse_memory(raw, what) if raw else float("nan")
+        try:
+            value = parse_memory(raw, what) if raw else float("nan")
+        except ValueError:
+            raise ValueError(msg) from None
     if not value > 0:
-        msg = f"{what} takes a positive rate such as 2GB/s or 500MB/s; got {text!r}"
         raise ValueError(msg)
     return value
 
