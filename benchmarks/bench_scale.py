@@ -523,8 +523,10 @@ def main() -> None:
         for res in results:
             fh.write(json.dumps(config | res) + "\n")
     if args.json:
-        main_run = max(results[: len(results) - bool(args.full_size_blocks)] or results,
-                       key=lambda r: r["cells"])
+        main_run = max(
+            results[: len(results) - bool(args.full_size_blocks)] or results,
+            key=lambda r: r["cells"],
+        )
         record = config | main_run | {"scaling": SCALING}
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     if args.workdir is None:
