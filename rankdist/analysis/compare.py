@@ -19,7 +19,8 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
     ----------
     res_a, res_b
         Two results on the same cells (same store) with the same k, e.g. the
-        ``spearman`` and ``pearson`` runs. Both need ``cell_type`` and ``batch`` labels.
+        ``spearman`` and ``pearson`` runs. Both need ``cell_type`` labels; without
+        ``batch`` labels the batch-driven columns are NaN (and ``more_batch_driven`` ``''``).
 
     Returns
     -------
@@ -39,7 +40,7 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
     Raises
     ------
     ValueError
-        The runs differ in cells or k, or lack ``cell_type`` / ``batch`` labels.
+        The runs differ in cells or k, or lack ``cell_type`` labels.
     """
     if res_a.n_cells != res_b.n_cells or not _same_names(res_a.cell_names, res_b.cell_names):
         msg = (
@@ -50,14 +51,13 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
     if res_a.k != res_b.k:
         msg = f"the two results differ in k ({res_a.k} vs {res_b.k}); run both with the same --k"
         raise ValueError(msg)
-    for role in ("cell_type", "batch"):
-        if role not in res_a.labels:
-            msg = f"no {role} labels in these results (stored roles: {sorted(res_a.labels)})"
-            raise ValueError(msg)
+    if "cell_type" not in res_a.labels:
+        msg = f"no cell_type labels in these results (stored roles: {sorted(res_a.labels)})"
+        raise ValueError(msg)
     name_a, name_b = _names(res_a, res_b)
     ctype = res_a.labels["cell_type"]
     t = ctype.codes.astype(np.int64)
-    b = res_a.labels["batch"].codes.astype(np.int64)
+    b = res_a.labels["batch"].codes.astype(np.int64) if "batch" in res_a.labels else None
     n, k = res_a.n_cells, res_a.k
     both = ~res_a.excluded & ~res_b.excluded
 
@@ -73,7 +73,8 @@ def compare_encodings(res_a: NeighborResult, res_b: NeighborResult) -> xr.Datase
         in_both = ~excluded_a[block] & ~excluded_b[block]
         shared = shared_neighbours(nbr_a[in_both], nbr_b[in_both])
         jaccard[cells[in_both]] = shared / (2 * k - shared)
-        for out, nbr, excluded in ((driven_a, nbr_a, excluded_a), (driven_b, nbr_b, excluded_b)):
+        pairs = ((driven_a, nbr_a, excluded_a), (driven_b, nbr_b, excluded_b))
+        for out, nbr, excluded in pairs if b is not None else ():
             v = ~excluded[block]
             rows, nb = cells[v], nbr[v]
             out[rows] = ((b[nb] == b[rows, None]) & (t[nb] != t[rows, None])).mean(axis=1)

@@ -28,7 +28,7 @@ def compare_section(rep) -> markup.Section:
         encodings = {n: r.metadata.get("encoding") for n, r in rep.runs.items()}
         sec.add(markup.note(markup.no_pair(rep.store.path, encodings)))
         return sec
-    missing = [r for r in ("cell_type", "batch") if r not in rep.store.labels]
+    missing = [r for r in ("cell_type",) if r not in rep.store.labels]
     if missing:
         sec.add(markup.note(markup.no_labels(missing, "the rank-vs-raw comparison")))
         return sec
@@ -41,7 +41,7 @@ def compare_section(rep) -> markup.Section:
         rep.overlaps.append(
             overlap_statistics(
                 cmp["jaccard"].to_numpy(),
-                rep.store.labels["batch"].codes,
+                rep.store.labels["batch"].codes if "batch" in rep.store.labels else None,
                 run=a,
                 encoding=str(rep.runs[a].metadata.get("encoding", "")),
                 versus=base,
@@ -54,14 +54,17 @@ def compare_section(rep) -> markup.Section:
         sec.add(f"<h3>{markup.esc(a)} vs {markup.esc(base)}</h3>")
         caption = f"Runs compared: {a} and {base}."
         sec.add(markup.figure(saved, f"neighbour overlap {a} vs {base}", caption))
-        per_type = cmp[["cells", "jaccard_mean", "batch_driven_a", "batch_driven_b"]]
-        frame = per_type.to_dataframe().rename(
-            columns={
-                "batch_driven_a": f"batch-driven ({a})",
-                "batch_driven_b": f"batch-driven ({base})",
-            }
-        )
-        frame["more batch-driven"] = cmp["more_batch_driven"].to_numpy()
+        if "batch" in rep.store.labels:
+            per_type = cmp[["cells", "jaccard_mean", "batch_driven_a", "batch_driven_b"]]
+            frame = per_type.to_dataframe().rename(
+                columns={
+                    "batch_driven_a": f"batch-driven ({a})",
+                    "batch_driven_b": f"batch-driven ({base})",
+                }
+            )
+            frame["more batch-driven"] = cmp["more_batch_driven"].to_numpy()
+        else:  # no batch labels: the overlap alone
+            frame = cmp[["cells", "jaccard_mean"]].to_dataframe()
         sec.add(markup.table(frame))
         sec.add(markup.file_links(paths, rep.out))
     sec.add(markup.explanation(markup.COMPARE_TABLE))

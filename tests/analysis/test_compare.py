@@ -157,3 +157,20 @@ def test_lazy_and_eager_results_give_identical_tables(runs):
         dataclasses.replace(r, counts=r.counts.compute(), relations=None) for r in runs
     )
     assert compare_encodings(a, b).identical(compare_encodings(eager_a, eager_b))
+
+
+def test_without_batch_labels_the_overlap_stays_and_batch_columns_are_nan(runs):
+    a, b = runs
+    full = compare_encodings(a, b)
+    no_batch = {role: lab for role, lab in a.labels.items() if role != "batch"}
+    ds = compare_encodings(
+        dataclasses.replace(a, labels=no_batch), dataclasses.replace(b, labels=no_batch)
+    )
+    np.testing.assert_array_equal(ds["jaccard"].to_numpy(), full["jaccard"].to_numpy())
+    np.testing.assert_array_equal(ds["jaccard_mean"].to_numpy(), full["jaccard_mean"].to_numpy())
+    assert np.isnan(ds["batch_driven_a"].to_numpy()).all()
+    assert np.isnan(ds["batch_driven_b"].to_numpy()).all()
+    assert (ds["more_batch_driven"].to_numpy() == "").all()
+    no_types = {role: lab for role, lab in a.labels.items() if role != "cell_type"}
+    with pytest.raises(ValueError, match="no cell_type labels"):
+        compare_encodings(dataclasses.replace(a, labels=no_types), b)

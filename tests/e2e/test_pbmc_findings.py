@@ -237,12 +237,7 @@ def test_every_number_of_the_spearman_run_against_a_direct_computation(report, r
     assert set(rows["units"]) == {len(np.unique(units))}
     assert set(rows["resamples"]) == {resamples} and set(rows["seed"]) == {SEED}
     values = rows[rows["statistic"] == "value"]
-    want = set(direct["spearman"])
-    if over == "cells":
-        # the report compares runs only with batch labels (its rank-vs-raw section counts
-        # batch-driven neighbours), so without them it has no overlap row, where
-        # rankdist.analysis.findings has one; checked below whenever it is there
-        want -= {("overlap", "top-k")} - set(zip(values["metric"], values["scope"], strict=True))
+    want = set(direct["spearman"])  # the overlap with pearson too, with or without batches
     assert set(zip(values["metric"], values["scope"], strict=True)) == want
     checked = 0
     for r in rows.itertuples(index=False):
