@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+import rankdist
 from rankdist.datasets.counts import gamma_poisson
 
 
@@ -35,6 +36,13 @@ def tricky_adata(n_cells: int = 700, n_genes: int = 80, seed: int = 0) -> ad.Ann
         "donor": pd.Categorical.from_codes(rng.integers(0, 3, n_cells), ["d0", "d1", "d2"]),
     }
     return _named_adata(x, obs)
+
+
+def ingest_tricky(adata: ad.AnnData, path):
+    """A :func:`tricky_adata` ingested with its three label roles (celltype, coarse, donor)."""
+    return rankdist.ingest(
+        adata, path, cell_type="celltype", coarse_type="coarse", batch="donor", progress=False
+    )
 
 
 def zero_heavy_counts(n_cells: int = 1100, n_genes: int = 600, seed: int = 0) -> np.ndarray:

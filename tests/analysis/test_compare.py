@@ -17,7 +17,7 @@ from rankdist.analysis import (
     write_tables,
 )
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 K = 8
 
@@ -25,14 +25,7 @@ K = 8
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, client):
     """Spearman and Pearson runs on the same 300 tricky cells (two constant, excluded)."""
-    store = rankdist.ingest(
-        tricky_adata(n_cells=300),
-        tmp_path_factory.mktemp("compare") / "t.zarr",
-        cell_type="celltype",
-        coarse_type="coarse",
-        batch="donor",
-        progress=False,
-    )
+    store = ingest_tricky(tricky_adata(n_cells=300), tmp_path_factory.mktemp("compare") / "t.zarr")
     with pytest.warns(rankdist.ExcludedCellsWarning):
         a = rankdist.neighbors(
             store, "spearman", k=K, cutoffs=(0.5,), client=client, progress=False

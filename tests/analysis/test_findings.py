@@ -20,7 +20,7 @@ from rankdist.analysis import (
 )
 from rankdist.analysis.readings import COLUMNS
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 K = 8
 R = 40
@@ -29,14 +29,7 @@ R = 40
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, client):
     """Spearman and Pearson runs on 300 tricky cells (two excluded), 3 batches, 2 classes."""
-    store = rankdist.ingest(
-        tricky_adata(n_cells=300),
-        tmp_path_factory.mktemp("findings") / "t.zarr",
-        cell_type="celltype",
-        coarse_type="coarse",
-        batch="donor",
-        progress=False,
-    )
+    store = ingest_tricky(tricky_adata(n_cells=300), tmp_path_factory.mktemp("findings") / "t.zarr")
     with pytest.warns(rankdist.ExcludedCellsWarning):
         return {
             enc: rankdist.neighbors(

@@ -15,7 +15,7 @@ from rankdist.analysis import Hierarchy, load_hierarchy, purity, purity_table
 from rankdist.analysis.purity import pooled_relations
 from rankdist.io.verified import MissingChunkError
 
-from _data import oracle_spearman, safe_cutoffs, tricky_adata
+from _data import ingest_tricky, oracle_spearman, safe_cutoffs, tricky_adata
 
 K = 8
 
@@ -29,14 +29,7 @@ def tricky_run(tmp_path_factory, client):
     adata = tricky_adata(n_cells=300)
     rho = oracle_spearman(adata.X)
     cutoffs = safe_cutoffs(rho, [0.3, 0.6, 0.7])
-    store = rankdist.ingest(
-        adata,
-        tmp_path_factory.mktemp("purity") / "t.zarr",
-        cell_type="celltype",
-        coarse_type="coarse",
-        batch="donor",
-        progress=False,
-    )
+    store = ingest_tricky(adata, tmp_path_factory.mktemp("purity") / "t.zarr")
     with pytest.warns(rankdist.ExcludedCellsWarning, match="c7"):
         res = rankdist.neighbors(store, k=K, cutoffs=cutoffs, client=client, progress=False)
     return store, adata, rho, res

@@ -13,19 +13,14 @@ import xarray as xr
 import rankdist
 from rankdist.io.verified import MissingChunkError
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, client):
     """A store with one finished run, every label role, 1300 cells in three row blocks."""
-    store = rankdist.ingest(
-        tricky_adata(n_cells=1300, n_genes=40, seed=5),
-        tmp_path_factory.mktemp("lazy") / "s.zarr",
-        cell_type="celltype",
-        coarse_type="coarse",
-        batch="donor",
-        progress=False,
+    store = ingest_tricky(
+        tricky_adata(n_cells=1300, n_genes=40, seed=5), tmp_path_factory.mktemp("lazy") / "s.zarr"
     )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         res = rankdist.neighbors(

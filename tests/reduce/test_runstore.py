@@ -16,7 +16,7 @@ from rankdist.io.store import StoreError
 from rankdist.reduce import runstore
 from rankdist.reduce.partial import Partial
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 MARKER = "<!-- attrs-run:"
@@ -25,13 +25,8 @@ MARKER = "<!-- attrs-run:"
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, client):
     """A store with one finished run (type_hist, every label role)."""
-    store = rankdist.ingest(
-        tricky_adata(n_cells=600, n_genes=40, seed=2),
-        tmp_path_factory.mktemp("rs") / "s.zarr",
-        cell_type="celltype",
-        coarse_type="coarse",
-        batch="donor",
-        progress=False,
+    store = ingest_tricky(
+        tricky_adata(n_cells=600, n_genes=40, seed=2), tmp_path_factory.mktemp("rs") / "s.zarr"
     )
     with pytest.warns(rankdist.ExcludedCellsWarning):
         res = rankdist.neighbors(

@@ -9,6 +9,7 @@ import rankdist
 
 from _data import (
     assert_matches_oracle,
+    ingest_tricky,
     oracle_counts,
     oracle_pearson_logcp,
     oracle_spearman,
@@ -23,9 +24,7 @@ K = 12
 def tricky(tmp_path_factory):
     adata = tricky_adata()
     path = tmp_path_factory.mktemp("exact") / "tricky.zarr"
-    store = rankdist.ingest(
-        adata, path, cell_type="celltype", coarse_type="coarse", batch="donor", progress=False
-    )
+    store = ingest_tricky(adata, path)
     return adata, store
 
 
