@@ -310,3 +310,26 @@ def test_cli_reads_the_table_and_the_opt_in(hand_store, client, tmp_path, capsys
     assert res.metadata["encoding_params"]["allow_pickle"] is True
     # c1 (w = 1/4, 1/4 on g0, g1) lies between c0 (g0) and c2 (g1): each one's neighbour
     assert res.indices[:3, 0].tolist() == [1, 0, 1]
+
+
+def test_blocks_are_sized_by_the_embedding_width(hand_store, client, tmp_path, monkeypatch):
+    """A Z row of a D-wide embedding is 4 D bytes, not 4 x genes: the block size must be
+    chosen from D, or a wide table would overrun the worker's memory."""
+    import rankdist.api as api
+
+    widths = []
+    real = api.choose_block_rows
+
+    def spy(n_cells, n_genes, **kwargs):
+        widths.append(n_genes)
+        return real(n_cells, n_genes, **kwargs)
+
+    monkeypatch.setattr(api, "choose_block_rows", spy)
+    vectors = np.arange(3 * 64, dtype=np.float64).reshape(3, 64) % 7 + 1  # D = 64 > 3 genes
+    table = write_npz(tmp_path / "wide.npz", HAND_GENES, vectors)
+    with pytest.warns(rankdist.ExcludedCellsWarning):
+        rankdist.neighbors(
+            hand_store, "genept", k=1, client=client, params={"embeddings": table},
+            name="wide", progress=False,
+        )  # fmt: skip
+    assert widths == [64]
