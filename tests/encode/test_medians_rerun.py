@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 
 import rankdist
 import rankdist.encode.medians as medians
@@ -15,7 +16,21 @@ import rankdist.encode.medians as medians
 from _data import counts_adata
 
 
-def test_a_failed_median_pass_reruns_on_the_same_client(tmp_path, inproc_client, monkeypatch):
+@pytest.fixture
+def own_client():
+    """An in-process cluster of this test's own: the failed pass leaves nothing on the
+    session's clients."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_a_failed_median_pass_reruns_on_the_same_client(tmp_path, own_client, monkeypatch):
+    inproc_client = own_client
     store = rankdist.ingest(counts_adata(300, 20, seed=3), tmp_path / "m.zarr", progress=False)
     real = medians._median_map
 
