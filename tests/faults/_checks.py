@@ -31,15 +31,26 @@ def wait_idle(client) -> None:
 
     After a failed run, its cancelled tasks leave the workers once they are released or,
     if one was already running, once it has returned: until then it may still write.
+    A task the scheduler sent just before the run was cancelled may still be on its way
+    to a worker, so a no-op task is first run on every worker: the scheduler's messages
+    to a worker arrive in order, so once it has run, every earlier one has arrived.
     """
 
     def may_run(dask_worker) -> int:
         return sum(ts.state in _MAY_RUN for ts in dask_worker.state.tasks.values())
 
+    for address in client.run(_noop):  # every worker's address
+        barrier = client.submit(_noop, workers=[address], allow_other_workers=False, pure=False)
+        barrier.result(timeout=120)
+        del barrier
     deadline = time.monotonic() + 120
     while any(client.run(may_run).values()):
         assert time.monotonic() < deadline, "the cluster still runs tasks after 120 s"
         time.sleep(0.02)
+
+
+def _noop() -> None:
+    """A task that does nothing: its completion orders a worker's earlier messages."""
 
 
 def same_result(res: rankdist.NeighborResult, ref: rankdist.NeighborResult) -> bool:
