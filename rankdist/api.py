@@ -25,8 +25,10 @@ from rankdist.reduce import checkpoint, runstore
 from rankdist.reduce import lock as runlock
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
+from rankdist.tiles.arguments import check_block_size, check_cutoffs, check_k
 from rankdist.tiles.grid import TilePlan, choose_block_rows
 from rankdist.tiles.kernel import HIST_BINS
+from rankdist.tiles.kernel_choice import check_kernel, choose_kernel
 from rankdist.tiles.scheduler import TileJob, run_tiles, tile_task
 from rankdist.tiles.sparse import FORMS, MIN_SPARSE_GENES, Form, choose_form, predicted_cost_ratio
 
@@ -54,6 +56,7 @@ def neighbors(
     security: str | os.PathLike | Security | None = None,
     type_hist: bool = False,
     form: Form = "auto",
+    kernel: str = "auto",
     progress: bool = True,
     wait: bool = False,
 ) -> NeighborResult:
@@ -97,6 +100,12 @@ def neighbors(
         rest, for all-genes spearman; docs/encodings.md) or ``'auto'``: sparse when the
         encoding has a sparse form and the per-gene density of a sample of cells predicts
         it faster. ``result.metadata['form']`` records the form that ran.
+    kernel
+        How tiles multiply dense Z: ``'float32'`` (BLAS GEMM), ``'screen'`` (an 8-bit
+        product with a certified error bound, exact rescoring of the pairs that could
+        matter; needs ``rankdist[fast]``) or ``'auto'``: the screen where a sample
+        predicts it faster. Results are the same bit for bit; ``result.metadata['kernel']``
+        records the kernel that ran and why (docs/performance.md).
     progress
         Show progress bars.
     wait
@@ -125,6 +134,7 @@ def neighbors(
         block_size=block_size,
         type_hist=type_hist,
         form=form,
+        kernel=kernel,
         progress=progress,
         wait=wait,
     )
@@ -164,6 +174,7 @@ class NeighborsRequest:
     form: Form
     progress: bool
     wait: bool = False
+    kernel: str = "auto"
 
     @classmethod
     def checked(
@@ -180,17 +191,19 @@ class NeighborsRequest:
         form: str,
         progress: bool,
         wait: bool = False,
+        kernel: str = "auto",
     ) -> NeighborsRequest:
         """Validate the arguments of :func:`neighbors` (before any cluster starts)."""
         store = store if isinstance(store, Store) else Store(store)
-        k = _check_k(k)
-        cutoffs = _check_cutoffs(cutoffs)
+        k = check_k(k)
+        cutoffs = check_cutoffs(cutoffs)
         get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
         name = runstore.check_run_name(name or encoding)
-        block_size = _check_block_size(block_size)
+        block_size = check_block_size(block_size)
         if form not in FORMS:
             msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
             raise ValueError(msg)
+        check_kernel(kernel, type_hist=bool(type_hist), form=form)
         if type_hist and "cell_type" not in store.labels:
             msg = (
                 f"type_hist needs cell-type labels, and {store.path} has none; "
@@ -206,7 +219,8 @@ class NeighborsRequest:
             name=name,
             block_size=block_size,
             type_hist=bool(type_hist),
-            form=form,
+            form="dense" if kernel == "screen" and form == "auto" else form,
+            kernel=kernel,
             progress=bool(progress),
             wait=bool(wait),
         )
@@ -324,6 +338,15 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             hist_bins=HIST_BINS,
         )
     plan = TilePlan(store.n_cells, block_rows)
+    choice = choose_kernel(
+        request.kernel,
+        form=enc.form,
+        type_hist=request.type_hist,
+        z_path=str(enc.path.resolve()),
+        k=request.k,
+        cutoffs=request.cutoffs,
+        client=client,
+    )
     job = TileJob(
         store_path=str(store.path.resolve()),
         z_path=str(enc.path.resolve()),
@@ -335,6 +358,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         type_hist=request.type_hist,
         form=enc.form,
         n_genes=store.n_genes,
+        kernel=choice.kernel,
     )
     ckpt = runstore.checkpoint_path(work)
     if resuming:  # even without progress bars, like the run lock's messages
@@ -352,6 +376,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         "tiles_computed": stats.tiles_computed,
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
+        **choice.metadata(),
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -362,48 +387,6 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     }
     runstore.publish_run(work, runstore.run_path(store.path, request.name), spec | measured)
     return load(store, request.name)
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        msg = f"k must be a positive integer, got {k!r}"
-        raise ValueError(msg)
-    return int(k)
-
-
-def _check_cutoffs(cutoffs) -> tuple[float, ...]:
-    if isinstance(cutoffs, int | float):
-        cutoffs = (cutoffs,)
-    try:
-        vals = tuple(sorted({float(c) for c in cutoffs}))
-    except (TypeError, ValueError):
-        msg = f"cutoffs must be numbers in [-1, 1] such as (0.3, 0.5); got {cutoffs!r}"
-        raise ValueError(msg) from None
-    if not vals:
-        msg = (
-            f"cutoffs must hold at least one correlation in [-1, 1], such as (0.5,) or "
-            f"(0.3, 0.5, 0.7); got {cutoffs!r}"
-        )
-        raise ValueError(msg)
-    bad = [c for c in vals if not -1.0 <= c <= 1.0]
-    if bad:
-        msg = f"cutoffs must lie in [-1, 1] (they are correlations); got {bad}"
-        raise ValueError(msg)
-    return vals
-
-
-def _check_block_size(block_size) -> int | None:
-    if block_size is None:
-        return None
-    is_int = isinstance(block_size, int | np.integer) and not isinstance(block_size, bool)
-    if not is_int or block_size <= 0 or block_size % SUBTILE:
-        msg = (
-            f"block size {block_size!r} must be a positive integer multiple of {SUBTILE} "
-            f"(e.g. {SUBTILE}, {2 * SUBTILE}, {8 * SUBTILE}), or None to choose it from worker "
-            "memory"
-        )
-        raise ValueError(msg)
-    return int(block_size)
 
 
 def _worker_capacity(client: Client) -> tuple[int, float | None, int]:

@@ -61,13 +61,14 @@ def _neighbors(args) -> int:
         params=dict(args.param) or None,
         type_hist=args.type_hist,
         form=args.form,
+        kernel=args.kernel,
         wait=args.wait,
     )
     meta = res.metadata
     print(
         f"{res!r}\nstored as {Path(args.store) / 'results' / meta['name']} "
         f"({meta['n_tiles']} tiles of {meta['block_rows']} cells, {meta['form']} form, "
-        f"{meta['wall_time_s']} s)"
+        f"{meta['kernel']} kernel, {meta['wall_time_s']} s)"
     )
     return 0
 

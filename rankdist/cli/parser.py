@@ -126,6 +126,14 @@ def _neighbors_parser(sub) -> None:
         help="how Z is stored and multiplied: auto (default: sparse for mostly-zero all-genes "
         "spearman when predicted faster), dense (BLAS GEMM) or sparse (docs/encodings.md)",
     )
+    p.add_argument(
+        "--kernel",
+        choices=("auto", "float32", "screen"),
+        default="auto",
+        help="how tiles multiply dense Z: auto (default: the screen where a sample predicts "
+        "it faster), float32 (BLAS GEMM) or screen (8-bit product with a certified bound, "
+        "needs rankdist[fast]); the same results either way (docs/performance.md)",
+    )
 
 
 def _report_parser(sub) -> None:

@@ -87,6 +87,8 @@ def fused_pass(
 ):
     """Fold one similarity sub-tile into the row-side and column-side partials.
 
+    Returns the number of pairs whose value was recomputed by :func:`pair_value`.
+
     ``S`` (the GEMM) only screens: every similarity that enters a top-k list, and every
     one within ``margin`` of a cutoff, is :func:`pair_value` of the two rows, so a
     pair's reported value and counts do not depend on where the GEMM computed it.
@@ -132,6 +134,7 @@ def fused_pass(
     for b in range(nc):
         c_thr_s[b] = c_sim[col_l0 + b, k - 1]
         c_thr_i[b] = c_idx[col_l0 + b, k - 1]
+    rescored = 0
     for a in range(nr):
         ra = row_l0 + a
         if not row_valid[ra]:
@@ -150,7 +153,7 @@ def fused_pass(
                 s = S[a, b]
                 hits += (s >= thr) | (s >= c_thr_s[b] - delta)
             if hits:
-                _fold_run(
+                rescored += _fold_run(
                     S,
                     za,
                     zb,
@@ -176,6 +179,7 @@ def fused_pass(
                     c_thr_s,
                     c_thr_i,
                 )
+    return rescored
 
 
 #: Columns screened together before any per-element work.
@@ -209,8 +213,12 @@ def _fold_run(
     c_thr_s,
     c_thr_i,
 ):
-    """Exact per-element update for columns ``c0:c1`` of row ``a`` (see fused_pass)."""
+    """Exact per-element update for columns ``c0:c1`` of row ``a`` (see fused_pass).
+
+    Returns the number of pairs recomputed by :func:`pair_value`.
+    """
     k = r_sim.shape[1]
+    rescored = 0
     n_cut = cutoffs.shape[0]
     n_roles = row_codes.shape[0]
     ga = row_g0 + a
@@ -223,6 +231,7 @@ def _fold_run(
         s = S[a, b]
         if exact and _decides(s, delta, thr_s, c_thr_s[b], cutoffs):
             s = pair_value(za[a], zb[b])
+            rescored += 1
         gb = col_g0 + b
         if s > thr_s or (s == thr_s and gb < thr_i):
             _insert(r_sim, r_idx, ra, s, gb)
@@ -239,6 +248,7 @@ def _fold_run(
             for r in range(n_roles):
                 r_counts[ra, c, col_codes[r, cb]] += 1
                 c_counts[cb, c, row_codes[r, ra]] += 1
+    return rescored
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

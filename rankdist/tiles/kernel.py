@@ -13,6 +13,9 @@ This module and tiles/fused.py are the only hot code. A GPU version would replac
 
 from __future__ import annotations
 
+import threading
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -20,6 +23,7 @@ from rankdist.encode.sparse import SparseRows
 from rankdist.layout import SUBTILE
 from rankdist.reduce.partial import EMPTY, Partial
 from rankdist.tiles.fused import fused_pass, gemm_error_bound
+from rankdist.tiles.screen import Quantised, crowded, refine_subtile, screen_subtile
 from rankdist.tiles.sparse import Slab, sparse_subtile
 
 
@@ -35,6 +39,7 @@ def tile_partials(
     n_values: int,
     floors: tuple[np.ndarray, np.ndarray] | None = None,
     hist_types: int = 0,
+    quantised: tuple[Quantised, Quantised] | None = None,
 ) -> tuple[Partial, Partial | None]:
     """Compute tile (i, j) and return the row partials of block i and (if i != j) block j.
 
@@ -63,6 +68,11 @@ def tile_partials(
         If > 0, also count every pair of the tile by (cell type, cell type, similarity
         bin), with the cell-type codes in row 0 of the blocks' codes; the histogram goes
         with block i's partial only, so each tile counts once.
+    quantised
+        The two dense blocks quantised for the screen (:mod:`rankdist.tiles.screen`): the
+        8-bit product replaces the float32 GEMM and its certified bound the GEMM's error
+        bound, so the results are the same bit for bit. Not with ``hist_types``, which
+        bins every pair by its screened value.
 
     Returns
     -------
@@ -100,6 +110,10 @@ def tile_partials(
     # The sparse product is left as computed (its rows are not dense); dense tiles report
     # pair_value for every pair that decides something.
     margin = -1.0 if sparse else gemm_error_bound(zi.shape[1])
+    if quantised is not None and (sparse or hist is not None):
+        msg = "the screen multiplies dense blocks, without the type x type histogram"
+        raise ValueError(msg)
+    rescored = n_subtiles = n_refined = 0
     buffers: dict[tuple[int, int], np.ndarray] = {}
     for p in range(0, len(zi), SUBTILE):
         na = min(SUBTILE, len(zi) - p)
@@ -110,13 +124,28 @@ def tile_partials(
                 s = buffers[(na, nb)] = np.empty((na, nb), dtype=np.float32)
             if sparse:
                 sparse_subtile(slabs_i[p // SUBTILE], slabs_j[q // SUBTILE], s)
+            elif quantised is not None:
+                margin, acc = screen_subtile(quantised[0], p, na, quantised[1], q, s)
             else:
                 np.matmul(zi[p : p + SUBTILE], zj[q : q + SUBTILE].T, out=s)
             if q == (p if diag else 0):
                 _prime(s, pi.top_sim[p : p + na], vj[q : q + nb], diag and p == q, 1, margin)
             if p == 0:
                 _prime(s, pj.top_sim[q : q + nb], vi[:na], diag and q == 0, 0, margin)
-            fused_pass(
+            if quantised is not None and crowded(
+                s,
+                margin,
+                pi.top_sim[p : p + na, k - 1],
+                pj.top_sim[q : q + nb, k - 1],
+                cutoffs,
+                diag and p == q,
+            ):
+                # Primed by the first level (its margin keeps the floors below), refined
+                # where too many pairs would otherwise be recomputed one by one.
+                margin = refine_subtile(quantised[0], p, na, quantised[1], q, acc, s)
+                n_refined += 1
+            n_subtiles += 1
+            rescored += fused_pass(
                 s,
                 _NO_ROWS if sparse else zi[p : p + na],
                 _NO_ROWS if sparse else zj[q : q + nb],
@@ -144,7 +173,46 @@ def tile_partials(
         part.top_sim[part.top_idx == EMPTY] = -np.inf  # drop unused placeholders
     if hist is not None:
         pi.pair_hist = hist.astype(np.int64)
+    _count(_visited_pairs(len(zi), len(zj), diag), rescored, n_subtiles, n_refined)
     return pi, (None if diag else pj)
+
+
+def _visited_pairs(rows_i: int, rows_j: int, diag: bool) -> int:
+    """Pairs a tile visits: the upper triangle of a diagonal tile, else every pair."""
+    return rows_i * (rows_i - 1) // 2 if diag else rows_i * rows_j
+
+
+_counts_lock = threading.Lock()
+_counts = [0, 0, 0, 0]  # see TileCounts, in this process
+
+
+class TileCounts(NamedTuple):
+    """What the tiles of this process did: pairs visited and recomputed exactly by
+    :func:`~rankdist.tiles.fused.pair_value`, sub-tiles, and sub-tiles the screen refined."""
+
+    pairs: int
+    rescored: int
+    subtiles: int
+    refined: int
+
+
+def _count(*counts: int) -> None:
+    with _counts_lock:
+        for i, c in enumerate(counts):
+            _counts[i] += c
+
+
+def tile_counts(reset: bool = False) -> TileCounts:
+    """The :class:`TileCounts` of the tiles computed in this process so far.
+
+    The share of pairs rescored is what decides whether the screen pays
+    (``benchmarks/bench_neighbors.py`` prints it). ``reset`` starts counting afresh.
+    """
+    with _counts_lock:
+        counts = TileCounts(*_counts)
+        if reset:
+            _counts[:] = [0, 0, 0, 0]
+    return counts
 
 
 #: Stands in for the rows of Z in the sparse form's fused pass (never read there).

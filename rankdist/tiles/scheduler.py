@@ -26,6 +26,7 @@ from rankdist.reduce.runstore import write_block
 from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
+from rankdist.tiles.screen import quantised_block
 
 #: Partials merged per merge task.
 FAN_IN = 4
@@ -51,6 +52,7 @@ class TileJob:
     type_hist: bool = False
     form: str = "dense"
     n_genes: int = 0
+    kernel: str = "float32"
 
     def __post_init__(self):
         if self.form not in ("dense", "sparse"):
@@ -58,6 +60,9 @@ class TileJob:
             raise ValueError(msg)
         if self.form == "sparse" and self.n_genes < 1:
             msg = f"a sparse TileJob needs n_genes (the store's genes), got {self.n_genes}"
+            raise ValueError(msg)
+        if self.kernel not in ("float32", "screen"):
+            msg = f"TileJob kernel must be 'float32' or 'screen', not {self.kernel!r}"
             raise ValueError(msg)
 
     @property
@@ -114,9 +119,16 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         row_floors(job.z_path, job.k, job.plan.n_cells, si, ei),
         row_floors(job.z_path, job.k, job.plan.n_cells, sj, ej),
     )
+    bi, bj = job.block(i), job.block(j)
+    quantised = None
+    if job.kernel == "screen":
+        quantised = (
+            quantised_block((job.z_path, si, ei), bi[0]),
+            quantised_block((job.z_path, sj, ej), bj[0]),
+        )
     pi, pj = tile_partials(
-        job.block(i),
-        job.block(j),
+        bi,
+        bj,
         i,
         j,
         si,
@@ -126,6 +138,7 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
         job.n_values,
         floors,
         hist_types=job.hist_types,
+        quantised=quantised,
     )
     n = job.plan.n_cells
     raise_floors(job.z_path, job.k, n, si, pi.top_sim, pi.top_idx, EMPTY)

@@ -58,12 +58,15 @@ def reference(store, client):
         client=client,
         name="ref",
         progress=False,
+        kernel="float32",
     )
 
 
-def _kill_at(store_path: Path, name: str, pause: _hooks.Pause, hook: Path) -> Path:
+def _kill_at(
+    store_path: Path, name: str, pause: _hooks.Pause, hook: Path, args: list[str] = ARGS
+) -> Path:
     """Run ``rankdist neighbors`` until ``pause``, then SIGKILL it; its work directory."""
-    argv = ["neighbors", str(store_path), "--name", name, "--quiet", *ARGS]
+    argv = ["neighbors", str(store_path), "--name", name, "--quiet", *args]
     proc = _hooks.start(hook, pause, argv)
     try:
         _hooks.wait_ready(hook, proc)
@@ -87,10 +90,16 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_killed_run_resumes_bit_identical(store, reference, point, tmp_path):
-    name = f"killed-{point}"
-    work = _kill_at(store.path, name, KILL_POINTS[point], tmp_path / "hook")
+@pytest.mark.parametrize(
+    "point,kernels",
+    [(point, ("float32", "float32")) for point in KILL_POINTS]
+    + [("after-merges", ("screen", "screen")), ("after-merges", ("screen", "float32"))],
+)
+def test_killed_run_resumes_bit_identical(store, reference, point, kernels, tmp_path):
+    """Killed and resumed with the kernels given: all give the float32 reference's bits."""
+    name = f"killed-{point}-{'-'.join(kernels)}"
+    killed, resumed = ([*ARGS, "--kernel", kernel] for kernel in kernels)
+    work = _kill_at(store.path, name, KILL_POINTS[point], tmp_path / "hook", killed)
     n_blocks = reference.metadata["n_blocks"]
     durable = durable_tiles(work / "checkpoint", n_blocks)
     assert not (store.path / "results" / name).exists()  # nothing half-written is visible
@@ -100,7 +109,7 @@ def test_killed_run_resumes_bit_identical(store, reference, point, tmp_path):
         assert _n(work, "written-*") >= 4
 
     proc = subprocess.run(
-        [str(EXE), "neighbors", str(store.path), "--name", name, "--quiet", *ARGS],
+        [str(EXE), "neighbors", str(store.path), "--name", name, "--quiet", *resumed],
         capture_output=True,
         text=True,
         timeout=300,
@@ -108,6 +117,7 @@ def test_killed_run_resumes_bit_identical(store, reference, point, tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = rankdist.load(store.path, name)
     meta = res.metadata
+    assert meta["kernel"] == kernels[1]
     said = f"resuming run {name!r} in {store.path}: {durable} of {meta['n_tiles']} tiles already"
     assert said in proc.stderr  # even with --quiet
     # finished tiles were not redone; every other tile was computed exactly once

@@ -28,8 +28,9 @@ def tricky(tmp_path_factory):
     return adata, store
 
 
+@pytest.mark.parametrize("kernel", ["float32", "screen"])
 @pytest.mark.parametrize("encoding", ["spearman", "pearson"])
-def test_neighbours_and_counts_match_oracle(tricky, client, encoding):
+def test_neighbours_and_counts_match_oracle(tricky, client, encoding, kernel):
     adata, store = tricky
     x = np.asarray(adata.X, dtype=np.float64)
     if encoding == "spearman":
@@ -39,8 +40,17 @@ def test_neighbours_and_counts_match_oracle(tricky, client, encoding):
     cutoffs = safe_cutoffs(rho, [0.15, 0.3, 0.5])
     with pytest.warns(rankdist.ExcludedCellsWarning, match="2 cell"):
         res = rankdist.neighbors(
-            store, encoding, k=K, cutoffs=cutoffs, client=client, block_size=512, progress=False
+            store,
+            encoding,
+            k=K,
+            cutoffs=cutoffs,
+            client=client,
+            block_size=512,
+            progress=False,
+            kernel=kernel,
+            name=f"{encoding}-{kernel}",
         )
+    assert res.metadata["kernel"] == kernel
     excluded = np.zeros(adata.n_obs, bool)
     excluded[[7, 8]] = True
     assert np.array_equal(res.excluded, excluded)

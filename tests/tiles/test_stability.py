@@ -37,13 +37,18 @@ def _run(store, client, block_size, name):
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")
 @pytest.mark.parametrize("encoding", ["spearman", "pearson"])
-def test_identical_across_workers_and_block_sizes(store, client, client_one, encoding):
+def test_identical_across_workers_block_sizes_and_kernels(
+    store, client, client_one, inproc_client, encoding
+):
     runs = {}
-    for label, cl, bs in [
-        ("1w-512", client_one, 512),
-        ("2w-512", client, 512),
-        ("2w-1024", client, 1024),
-        ("1w-1536", client_one, 1536),
+    for label, cl, bs, kernel in [
+        ("1w-512", client_one, 512, "float32"),
+        ("2w-512", client, 512, "float32"),
+        ("2w-1024", client, 1024, "float32"),
+        ("1w-1536", client_one, 1536, "float32"),
+        ("1w-512-screen", client_one, 512, "screen"),
+        ("2w-1024-screen", client, 1024, "screen"),
+        ("threads-1536-screen", inproc_client, 1536, "screen"),
     ]:
         res = rankdist.neighbors(
             store,
@@ -54,7 +59,9 @@ def test_identical_across_workers_and_block_sizes(store, client, client_one, enc
             block_size=bs,
             name=f"{encoding}-{label}",
             progress=False,
+            kernel=kernel,
         )
+        assert res.metadata["kernel"] == kernel
         runs[label] = res
     ref = runs["1w-512"]
     assert ref.metadata["n_blocks"] == 3

@@ -1,0 +1,209 @@
+"""Which tile kernel runs: the float32 GEMM, or the 8-bit screen where it pays.
+
+Both kernels give the same results bit for bit (:mod:`rankdist.tiles.screen`), so the
+choice only decides the time. The screen multiplies about seven times faster here, but
+every pair whose screened value lies within the certified bound of a row's k-th best or
+of a cutoff is recomputed exactly, at a cost of about G multiply-adds each. So
+``auto`` samples the encoding's own similarities on a worker, estimates the share of pairs
+that would be recomputed, times the three costs there (a float32 sub-tile, a screened
+one, one exact pair) and picks the faster. docs/performance.md explains the model.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from rankdist.layout import SUBTILE
+from rankdist.tiles.blocks import read_valid, read_z_rows
+from rankdist.tiles.fused import pair_value
+from rankdist.tiles.screen import (
+    REFINE_SHARE,
+    ScreenUnavailable,
+    quantise,
+    refine_subtile,
+    screen_subtile,
+    subtile_margin,
+)
+from rankdist.tiles.screen import unavailable as screen_unavailable
+
+KERNELS = ("auto", "float32", "screen")
+#: The screen must be predicted this much faster to be chosen by ``auto``.
+MIN_GAIN = 1.1
+#: Cells in the sample (as evenly spaced runs of SUBTILE rows).
+SAMPLE_CELLS = 2048
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """The kernel that runs, and why (stored in the run's metadata as ``kernel_*``)."""
+
+    kernel: str
+    reason: str
+    rescore_share: float | None = None
+    predicted_gain: float | None = None
+
+    def metadata(self) -> dict:
+        return {
+            "kernel": self.kernel,
+            "kernel_reason": self.reason,
+            "kernel_rescore_share": _rounded(self.rescore_share),
+            "kernel_predicted_gain": _rounded(self.predicted_gain),
+        }
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.4g}")
+
+
+def check_kernel(kernel, *, type_hist: bool, form: str) -> str:
+    """Validate a requested kernel against the run's other options."""
+    if kernel not in KERNELS:
+        msg = f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)}"
+        raise ValueError(msg)
+    if kernel == "screen" and type_hist:
+        msg = (
+            "--kernel screen cannot count the type x type histogram (it bins every pair by "
+            "its exact value): use --kernel float32 or auto with --type-hist"
+        )
+        raise ValueError(msg)
+    if kernel == "screen" and form == "sparse":
+        msg = "--kernel screen multiplies the dense form of Z: use --form dense or auto"
+        raise ValueError(msg)
+    return kernel
+
+
+def choose_kernel(
+    requested: str, *, form: str, type_hist: bool, z_path: str, k: int, cutoffs, client
+) -> KernelChoice:
+    """Resolve ``requested`` (``auto``, ``float32`` or ``screen``) for one run.
+
+    An explicit ``screen`` that cannot run on the workers raises
+    :class:`~rankdist.tiles.screen.ScreenUnavailable` saying why.
+    """
+    if requested == "float32":
+        return KernelChoice("float32", "requested")
+    if form != "dense":
+        return KernelChoice("float32", "the screen multiplies the dense form only")
+    if type_hist:
+        return KernelChoice("float32", "the type x type histogram bins every pair")
+    estimate = client.submit(
+        estimate_screen, z_path, k, tuple(cutoffs), key=f"rankdist-kernel-{uuid.uuid4().hex[:8]}"
+    ).result()
+    if isinstance(estimate, str):
+        if requested == "screen":
+            raise ScreenUnavailable(estimate)
+        return KernelChoice("float32", estimate)
+    share, gain = estimate.share, estimate.gain
+    if requested == "screen":
+        return KernelChoice("screen", "requested", share, gain)
+    if gain >= MIN_GAIN:
+        return KernelChoice("screen", f"predicted {gain:.2f}x faster", share, gain)
+    return KernelChoice("float32", f"the screen was predicted {gain:.2f}x as fast", share, gain)
+
+
+@dataclass(frozen=True)
+class ScreenEstimate:
+    """What :func:`estimate_screen` predicts of the screen on one encoding.
+
+    ``shares``: the share of pairs recomputed exactly at the level-1 and the level-2
+    margin; ``refined``: whether sub-tiles are predicted refined (then ``share`` is the
+    level-2 share); ``gain``: predicted float32 time / screen time of the tiles.
+    """
+
+    shares: tuple[float, float]
+    refined: bool
+    gain: float
+
+    @property
+    def share(self) -> float:
+        return self.shares[1] if self.refined else self.shares[0]
+
+
+def estimate_screen(z_path: str, k: int, cutoffs: tuple[float, ...]) -> ScreenEstimate | str:
+    """Worker task: the screen's predicted cost (:class:`ScreenEstimate`), or why it cannot run.
+
+    The sample is up to :data:`SAMPLE_CELLS` valid cells in evenly spaced runs. A pair is
+    counted as rescored when its exact similarity lies within twice the sample's largest
+    certified bound of a cutoff, or of either cell's k-th best (estimated as the matching
+    quantile of the cell's sample similarities, k / N of the way down). Where that share
+    exceeds :data:`~rankdist.tiles.screen.REFINE_SHARE` at the first level's bound, the
+    sub-tiles are predicted refined: the second level's time and bound count instead.
+    """
+    reason = screen_unavailable()
+    if reason is not None:
+        return reason
+    from threadpoolctl import threadpool_limits
+
+    n = _n_cells(z_path)
+    runs = max(1, min(SAMPLE_CELLS // SUBTILE, -(-n // SUBTILE)))
+    starts = np.unique(np.linspace(0, max(n - SUBTILE, 0), runs).astype(np.int64))
+    rows, valid = [], []
+    for s in starts:
+        stop = min(int(s) + SUBTILE, n)
+        rows.append(read_z_rows(z_path, int(s), stop))
+        valid.append(read_valid(z_path, int(s), stop))
+    z = np.concatenate(rows)[np.concatenate(valid)]
+    m = len(z)
+    if m < 2 * min(k + 1, m) or m < 64:
+        return "too few cells to estimate the screen's gain"
+    with threadpool_limits(1, user_api="blas"):
+        sim = z @ z.T
+        t32 = _best_time(lambda: np.matmul(z[:SUBTILE], z[-SUBTILE:].T))
+    q = quantise(z)
+    na = min(SUBTILE, m)
+    blocks = [(p, min(SUBTILE, m - p)) for p in range(0, m, SUBTILE)]
+    margins = [
+        max(subtile_margin(q, p, n_p, q, r, n_r, refined) for p, n_p in blocks for r, n_r in blocks)
+        for refined in (False, True)
+    ]
+    out = np.empty((na, na), np.float32)
+    t8 = _best_time(lambda: screen_subtile(q, 0, na, q, m - na, out))
+    _, acc = screen_subtile(q, 0, na, q, m - na, out)
+    t8_refined = t8 + _best_time(lambda: refine_subtile(q, 0, na, q, m - na, acc, out))
+    pairs = min(na, 256)
+    t_pair = _best_time(lambda: _rescore(z, pairs)) / pairs
+    np.fill_diagonal(sim, -np.inf)
+    depth = max(1, min(m - 2, round(k * (m - 1) / max(n - 1, 1))))
+    kth = -np.partition(-sim, depth - 1, axis=1)[:, depth - 1]
+    shares = []
+    for margin in margins:
+        near = (sim >= kth[:, None] - 2 * margin) | (sim >= kth[None, :] - 2 * margin)
+        for c in cutoffs:
+            near |= np.abs(sim - c) <= 2 * margin
+        np.fill_diagonal(near, False)
+        shares.append(float(near.sum() / (m * (m - 1))))
+    # a sub-tile is refined when more than REFINE_SHARE of its pairs would be recomputed
+    refined = shares[0] > REFINE_SHARE
+    share = shares[1] if refined else shares[0]
+    per_pair_8 = (t8_refined if refined else t8) / na**2 + share * t_pair
+    return ScreenEstimate((shares[0], shares[1]), refined, (t32 / na**2) / per_pair_8)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rescore(z, pairs):
+    """Recompute ``pairs`` pairs exactly, as the fused pass does (for its time)."""
+    acc = 0.0
+    for a in range(pairs):
+        acc += pair_value(z[a], z[z.shape[0] - 1 - a])
+    return acc
+
+
+def _n_cells(z_path: str) -> int:
+    from rankdist.io.verified import open_group
+
+    return int(open_group(z_path, mode="r")["valid"].shape[0])
+
+
+def _best_time(fn, repeats: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
