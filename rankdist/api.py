@@ -315,6 +315,15 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     role_sizes = request.role_sizes
     threads, worker_memory, threads_per_worker = _worker_capacity(client)
     spec = request.run_spec(enc, sparse_cost)
+    choice = choose_kernel(
+        request.kernel,
+        form=enc.form,
+        type_hist=request.type_hist,
+        z_path=str(enc.path.resolve()),
+        k=request.k,
+        cutoffs=request.cutoffs,
+        client=client,
+    )
     fingerprint = runstore.resume_fingerprint(spec)
     work = runstore.work_path(store.path, request.name)
     block_rows = runstore.resumable_block_rows(work, fingerprint, request.block_size)
@@ -328,6 +337,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             worker_memory=worker_memory,
             threads_per_worker=threads_per_worker,
             bytes_per_row_partial=per_row,
+            screen=choice.kernel == "screen",
         )
         runstore.create_work_dir(
             work,
@@ -338,15 +348,6 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             hist_bins=HIST_BINS,
         )
     plan = TilePlan(store.n_cells, block_rows)
-    choice = choose_kernel(
-        request.kernel,
-        form=enc.form,
-        type_hist=request.type_hist,
-        z_path=str(enc.path.resolve()),
-        k=request.k,
-        cutoffs=request.cutoffs,
-        client=client,
-    )
     job = TileJob(
         store_path=str(store.path.resolve()),
         z_path=str(enc.path.resolve()),

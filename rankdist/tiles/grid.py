@@ -71,8 +71,12 @@ class TilePlan:
         return ni * (ni + 1) // 2 if i == j else ni * nj
 
 
-#: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
+#: Decoded Z blocks each worker process keeps (see tiles/blocks.py), and as many of their
+#: 8-bit forms with the screen kernel (tiles/screen.py).
 CACHED_BLOCKS = 4
+#: Bytes per value of a block's 8-bit forms: level 1 and 2 of the left operand (1 + 2)
+#: and both levels of the right (2).
+QUANTISED_BYTES = 5
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
 #: Share of a worker's memory limit rankdist plans to fill: below Dask's spill (70 %) and
@@ -81,13 +85,13 @@ WORKER_MEMORY_SHARE = 0.6
 
 
 def worker_bytes_per_block_row(
-    n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int
+    n_genes: int, *, threads_per_worker: int, bytes_per_row_partial: int, screen: bool = False
 ) -> int:
     """Bytes a worker process holds per cell of block size.
 
-    A worker holds its block cache (:data:`CACHED_BLOCKS` Z blocks) and, per running
-    tile, two Z blocks (the diagonal's copy) and about four partials (two sides, merge
-    inputs and output).
+    A worker holds its block cache (:data:`CACHED_BLOCKS` Z blocks, and with the screen
+    kernel as many of their 8-bit forms) and, per running tile, two Z blocks (the
+    diagonal's copy) and about four partials (two sides, merge inputs and output).
 
     Parameters
     ----------
@@ -98,6 +102,8 @@ def worker_bytes_per_block_row(
     bytes_per_row_partial
         Bytes per row of one partial result
         (:func:`rankdist.reduce.partial.partial_bytes_per_row`).
+    screen
+        The tiles run the 8-bit screen (``--kernel screen``).
 
     Returns
     -------
@@ -106,7 +112,8 @@ def worker_bytes_per_block_row(
     """
     z_row = n_genes * 4
     per_tile = 2 * z_row + 4 * bytes_per_row_partial
-    return CACHED_BLOCKS * z_row + threads_per_worker * per_tile
+    cached = CACHED_BLOCKS * (z_row + (QUANTISED_BYTES * n_genes if screen else 0))
+    return cached + threads_per_worker * per_tile
 
 
 def worker_memory_needed(
@@ -138,6 +145,7 @@ def choose_block_rows(
     worker_memory: float | None,
     threads_per_worker: int = 1,
     bytes_per_row_partial: int = 0,
+    screen: bool = False,
 ) -> int:
     """Pick a block size: large enough to amortise reads, small enough to fit and balance.
 
@@ -153,6 +161,8 @@ def choose_block_rows(
         Threads sharing that memory.
     bytes_per_row_partial
         Bytes per row of one partial result (top-k, counts, histogram share).
+    screen
+        The tiles run the 8-bit screen, whose block forms are cached too.
 
     Returns
     -------
@@ -168,6 +178,7 @@ def choose_block_rows(
             n_genes,
             threads_per_worker=threads_per_worker,
             bytes_per_row_partial=bytes_per_row_partial,
+            screen=screen,
         )
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE

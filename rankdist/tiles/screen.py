@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from rankdist.layout import SUBTILE
+from rankdist.tiles.grid import CACHED_BLOCKS
 
 #: Levels each side of zero of the right operand (int8), and the left operand's choices
 #: (unsigned bytes ``q + levels + 1``): 127 where the product is exact at full range
@@ -283,8 +284,6 @@ def crowded(s, margin, row_thr, col_thr, cutoffs, upper_only):
 _lock = threading.Lock()
 _state: dict = {}
 _cache: OrderedDict = OrderedDict()
-#: Quantised blocks kept per process (each about 2 bytes a value: half a float32 block).
-CACHED_BLOCKS = 8
 
 
 def quantised_block(key, z: np.ndarray) -> Quantised:

@@ -105,3 +105,32 @@ def test_the_cli_takes_and_reports_the_kernel(store, capsys):
     out = capsys.readouterr().out
     assert ", screen kernel, " in out
     assert rankdist.load(store, "cli").metadata["kernel"] == "screen"
+
+
+def test_the_screen_s_cached_block_forms_count_in_the_block_size():
+    from rankdist.tiles.grid import (
+        CACHED_BLOCKS,
+        QUANTISED_BYTES,
+        choose_block_rows,
+        worker_bytes_per_block_row,
+    )
+
+    kw = dict(threads_per_worker=2, bytes_per_row_partial=1000)
+    extra = worker_bytes_per_block_row(2000, screen=True, **kw) - worker_bytes_per_block_row(
+        2000, **kw
+    )
+    assert extra == CACHED_BLOCKS * QUANTISED_BYTES * 2000
+    sizes = {
+        screen: choose_block_rows(
+            1_000_000, 2000, threads=2, worker_memory=2e9, screen=screen, **kw
+        )
+        for screen in (False, True)
+    }
+    assert sizes[True] < sizes[False]
+
+
+def test_a_screened_run_has_room_for_its_block_forms(store, inproc_client):
+    res = rankdist.neighbors(
+        store, k=8, client=inproc_client, progress=False, kernel="screen", name="room"
+    )
+    assert res.metadata["kernel"] == "screen"  # the block size was chosen knowing it
