@@ -127,7 +127,7 @@ def _blocks(z, valid, codes, rows):
     return [(z[s : s + rows], valid[s : s + rows], codes[:, s : s + rows]) for s in (0, rows)]
 
 
-@pytest.mark.parametrize("refine", ["auto", "always", "never"])
+@pytest.mark.parametrize("refine", ["auto", "always"])
 @pytest.mark.parametrize("cutoffs", [(0.2,), (0.05, 0.15, 0.3), (1.0,)])
 def test_screened_tiles_equal_float32_tiles_bit_for_bit(cutoffs, refine, monkeypatch):
     if refine != "auto":
@@ -157,9 +157,10 @@ def test_screened_tiles_equal_float32_tiles_bit_for_bit(cutoffs, refine, monkeyp
             assert np.array_equal(w.top_sim.view(np.int32), g.top_sim.view(np.int32)), (i, j)
             assert np.array_equal(w.counts, g.counts), (i, j)
     counts = tile_counts()
-    refined = {"always": counts.subtiles, "never": 0}.get(refine)
-    if refined is not None:
-        assert counts.refined == refined
+    if refine == "always":
+        assert counts.refined == counts.subtiles
+    else:  # the sub-tiles that primed empty lists, at least
+        assert counts.refined > 0
     # and the lists hold the oracle's values
     rho = oracle_spearman(x)
     row = np.flatnonzero(valid)[0]
