@@ -323,6 +323,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         k=request.k,
         cutoffs=request.cutoffs,
         client=client,
+        n_roles=len(request.role_sizes),
     )
     fingerprint = runstore.resume_fingerprint(spec)
     work = runstore.work_path(store.path, request.name)

@@ -40,6 +40,7 @@ def tile_partials(
     floors: tuple[np.ndarray, np.ndarray] | None = None,
     hist_types: int = 0,
     quantised: tuple[Quantised, Quantised] | None = None,
+    count: bool = True,
 ) -> tuple[Partial, Partial | None]:
     """Compute tile (i, j) and return the row partials of block i and (if i != j) block j.
 
@@ -73,6 +74,9 @@ def tile_partials(
         8-bit product replaces the float32 GEMM and its certified bound the GEMM's error
         bound, so the results are the same bit for bit. Not with ``hist_types``, which
         bins every pair by its screened value.
+    count
+        Add the tile to this process's :func:`tile_counts` (the kernel choice's timing
+        tile does not).
 
     Returns
     -------
@@ -186,7 +190,8 @@ def tile_partials(
         part.top_sim[part.top_idx == EMPTY] = -np.inf  # drop unused placeholders
     if hist is not None:
         pi.pair_hist = hist.astype(np.int64)
-    _count(_visited_pairs(len(zi), len(zj), diag), rescored, n_subtiles, n_refined)
+    if count:
+        _count(_visited_pairs(len(zi), len(zj), diag), rescored, n_subtiles, n_refined)
     return pi, (None if diag else pj)
 
 

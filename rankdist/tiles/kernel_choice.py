@@ -3,10 +3,9 @@
 Both kernels give the same results bit for bit (:mod:`rankdist.tiles.screen`), so the
 choice only decides the time. The screen multiplies about seven times faster here, but
 every pair whose screened value lies within the certified bound of a row's k-th best or
-of a cutoff is recomputed exactly, at a cost of about G multiply-adds each. So
-``auto`` samples the encoding's own similarities on a worker, estimates the share of pairs
-that would be recomputed, times the three costs there (a float32 sub-tile, a screened
-one, one exact pair) and picks the faster. docs/performance.md explains the model.
+of a cutoff is recomputed exactly, and the fused pass costs the same in both. So ``auto``
+runs a sample of the encoding's own cells as one tile through both kernels on a worker
+and picks the faster (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,18 +14,15 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from rankdist.layout import SUBTILE
 from rankdist.tiles.blocks import read_valid, read_z_rows
-from rankdist.tiles.fused import pair_value
+from rankdist.tiles.kernel import tile_partials
 from rankdist.tiles.screen import (
     REFINE_SHARE,
     ScreenUnavailable,
     quantise,
-    refine_subtile,
-    screen_subtile,
     subtile_margin,
 )
 from rankdist.tiles.screen import unavailable as screen_unavailable
@@ -78,7 +74,15 @@ def check_kernel(kernel, *, type_hist: bool, form: str) -> str:
 
 
 def choose_kernel(
-    requested: str, *, form: str, type_hist: bool, z_path: str, k: int, cutoffs, client
+    requested: str,
+    *,
+    form: str,
+    type_hist: bool,
+    z_path: str,
+    k: int,
+    cutoffs,
+    client,
+    n_roles: int = 1,
 ) -> KernelChoice:
     """Resolve ``requested`` (``auto``, ``float32`` or ``screen``) for one run.
 
@@ -92,7 +96,12 @@ def choose_kernel(
     if type_hist:
         return KernelChoice("float32", "the type x type histogram bins every pair")
     estimate = client.submit(
-        estimate_screen, z_path, k, tuple(cutoffs), key=f"rankdist-kernel-{uuid.uuid4().hex[:8]}"
+        estimate_screen,
+        z_path,
+        k,
+        tuple(cutoffs),
+        n_roles,
+        key=f"rankdist-kernel-{uuid.uuid4().hex[:8]}",
     ).result()
     if isinstance(estimate, str):
         if requested == "screen":
@@ -124,7 +133,9 @@ class ScreenEstimate:
         return self.shares[1] if self.refined else self.shares[0]
 
 
-def estimate_screen(z_path: str, k: int, cutoffs: tuple[float, ...]) -> ScreenEstimate | str:
+def estimate_screen(
+    z_path: str, k: int, cutoffs: tuple[float, ...], n_roles: int = 1
+) -> ScreenEstimate | str:
     """Worker task: the screen's predicted cost (:class:`ScreenEstimate`), or why it cannot run.
 
     The sample is up to :data:`SAMPLE_CELLS` valid cells in evenly spaced runs. A pair is
@@ -132,7 +143,13 @@ def estimate_screen(z_path: str, k: int, cutoffs: tuple[float, ...]) -> ScreenEs
     certified bound of a cutoff, or of either cell's k-th best (estimated as the matching
     quantile of the cell's sample similarities, k / N of the way down). Where that share
     exceeds :data:`~rankdist.tiles.screen.REFINE_SHARE` at the first level's bound, the
-    sub-tiles are predicted refined: the second level's time and bound count instead.
+    sub-tiles are predicted refined (then the second level's share counts).
+
+    The gain is measured, not modelled: the sample runs as one tile through both kernels
+    (:func:`~rankdist.tiles.kernel.tile_partials`), with k scaled to the sample, lists
+    starting at floors just below their final k-th best, the run's cutoffs and
+    ``n_roles`` label roles, so the fused pass's own cost (counting, recomputing) is in
+    both times.
     """
     reason = screen_unavailable()
     if reason is not None:
@@ -151,22 +168,14 @@ def estimate_screen(z_path: str, k: int, cutoffs: tuple[float, ...]) -> ScreenEs
     m = len(z)
     if m < 2 * min(k + 1, m) or m < 64:
         return "too few cells to estimate the screen's gain"
-    with threadpool_limits(1, user_api="blas"):
-        sim = z @ z.T
-        t32 = _best_time(lambda: np.matmul(z[:SUBTILE], z[-SUBTILE:].T))
     q = quantise(z)
-    na = min(SUBTILE, m)
     blocks = [(p, min(SUBTILE, m - p)) for p in range(0, m, SUBTILE)]
     margins = [
         max(subtile_margin(q, p, n_p, q, r, n_r, refined) for p, n_p in blocks for r, n_r in blocks)
         for refined in (False, True)
     ]
-    out = np.empty((na, na), np.float32)
-    t8 = _best_time(lambda: screen_subtile(q, 0, na, q, m - na, out))
-    _, acc = screen_subtile(q, 0, na, q, m - na, out)
-    t8_refined = t8 + _best_time(lambda: refine_subtile(q, 0, na, q, m - na, acc, out))
-    pairs = min(na, 256)
-    t_pair = _best_time(lambda: _rescore(z, pairs)) / pairs
+    with threadpool_limits(1, user_api="blas"):
+        sim = z @ z.T
     np.fill_diagonal(sim, -np.inf)
     depth = max(1, min(m - 2, round(k * (m - 1) / max(n - 1, 1))))
     kth = -np.partition(-sim, depth - 1, axis=1)[:, depth - 1]
@@ -177,20 +186,16 @@ def estimate_screen(z_path: str, k: int, cutoffs: tuple[float, ...]) -> ScreenEs
             near |= np.abs(sim - c) <= 2 * margin
         np.fill_diagonal(near, False)
         shares.append(float(near.sum() / (m * (m - 1))))
-    # a sub-tile is refined when more than REFINE_SHARE of its pairs would be recomputed
-    refined = shares[0] > REFINE_SHARE
-    share = shares[1] if refined else shares[0]
-    per_pair_8 = (t8_refined if refined else t8) / na**2 + share * t_pair
-    return ScreenEstimate((shares[0], shares[1]), refined, (t32 / na**2) / per_pair_8)
-
-
-@numba.njit(nogil=True, cache=True)
-def _rescore(z, pairs):
-    """Recompute ``pairs`` pairs exactly, as the fused pass does (for its time)."""
-    acc = 0.0
-    for a in range(pairs):
-        acc += pair_value(z[a], z[z.shape[0] - 1 - a])
-    return acc
+    # The sample as one tile of a run in its steady state: k scaled to the sample, the
+    # lists starting from floors at their final k-th best (as earlier tiles leave them),
+    # the run's cutoffs and number of label roles. Both kernels, timed alike.
+    block = (z, np.ones(m, bool), np.zeros((max(n_roles, 1), m), np.int32))
+    floors = (kth - 1e-4).astype(np.float32)
+    args = (block, block, 0, 0, 0, 0, depth, np.asarray(cutoffs, np.float64), 1, (floors, floors))
+    with threadpool_limits(1, user_api="blas"):
+        t32 = _best_time(lambda: tile_partials(*args, count=False), repeats=2)
+        t8 = _best_time(lambda: tile_partials(*args, quantised=(q, q), count=False), repeats=2)
+    return ScreenEstimate((shares[0], shares[1]), shares[0] > REFINE_SHARE, t32 / t8)
 
 
 def _n_cells(z_path: str) -> int:
