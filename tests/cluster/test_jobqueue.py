@@ -312,13 +312,15 @@ def test_neighbors_on_slurm_equal_local_bit_for_bit(small_store, client, tmp_pat
     name = f"rankdist-test-{uuid.uuid4().hex[:8]}"
     profile = slurm_profile(tmp_path, name)
     args = dict(k=10, cutoffs=(0.45,), block_size=512, progress=False)
+    # the 8-bit screen in the SLURM jobs' worker processes, float32 here: the same bits
     res = rankdist.neighbors(
-        small_store, cluster="slurm", jobs=2, profile=profile, name="slurm", **args
+        small_store, cluster="slurm", jobs=2, profile=profile, name="slurm", kernel="screen", **args
     )
-    ref = rankdist.neighbors(small_store, client=client, name="local", **args)
+    ref = rankdist.neighbors(small_store, client=client, name="local", kernel="float32", **args)
 
     assert len(slurm_jobs(name)) == 2, "two SLURM jobs should have run"
     assert res.metadata["workers"] == 2 and res.metadata["n_tiles"] == 6
+    assert (res.metadata["kernel"], ref.metadata["kernel"]) == ("screen", "float32")
     assert np.array_equal(res.indices, ref.indices)
     assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32))
     assert res.counts.identical(ref.counts)
