@@ -6,8 +6,10 @@ two Z blocks from the store through :func:`rankdist.tiles.blocks.read_block`, wh
 an LRU cache of :data:`~rankdist.tiles.grid.CACHED_BLOCKS` blocks per worker process; a
 tile's result (its two partials, one Dask datum) stays on the worker that computed it,
 and each merge task runs on one worker and fetches the inputs held elsewhere
-(:mod:`rankdist.tiles.scheduler`); a block write runs where its last partial is. A later
-model (blocks resident on workers) adds a function here and nothing else changes.
+(:mod:`rankdist.tiles.scheduler`); a block write runs where its last partial is.
+``resident`` (where Z fits the workers' memory, :func:`rankdist.tiles.grid.choose_residence`):
+each block is read from the store once, by a ``rankdist-block`` task, and Dask moves it to
+the workers whose tiles need it; the merges move partials as in ``streamed``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rankdist.tiles.grid import CACHED_BLOCKS, TilePlan
+from rankdist.tiles.grid import CACHED_BLOCKS, TilePlan, choose_residence
 from rankdist.tiles.scheduler import FAN_IN
 
 #: Default store bandwidth of the whole job, bytes/s (``--fs-bandwidth 5GB/s``).
@@ -168,6 +170,38 @@ def streamed_movement(spec, layout, block_rows: int, cal) -> DataMovement:
     )
 
 
-#: Execution models by name; the planner uses :data:`CURRENT_MODEL`.
-BYTE_MODELS = {"streamed": streamed_movement}
-CURRENT_MODEL = "streamed"
+def resident_movement(spec, layout, block_rows: int, cal) -> DataMovement:
+    """Blocks resident on workers (``resident``): see the module docstring.
+
+    Each block is read from the store once. A worker holds the blocks its running and
+    recent tiles used (Dask's replicas, dropped when no task there needs them), which
+    behaves like the ``streamed`` model's per-process cache: every miss of
+    :func:`store_block_reads` but a block's first is a block fetched from a peer.
+    Parameters as for :func:`streamed_movement`.
+    """
+    plan = TilePlan(spec.cells, block_rows)
+    streamed = streamed_movement(spec, layout, block_rows, cal)
+    mean_block = streamed.store_read_bytes / max(streamed.store_reads, 1)
+    fetches = max(streamed.store_reads - plan.n_blocks, 0) if layout.nodes > 1 else 0
+    return DataMovement(
+        store_read_bytes=z_bytes(spec, plan),
+        store_reads=plan.n_blocks,
+        peer_bytes=streamed.peer_bytes + fetches * mean_block,
+        model="resident",
+    )
+
+
+def z_bytes(spec, plan: TilePlan) -> int:
+    """Bytes of every block once: Z, validity and label codes of all cells."""
+    return plan.n_cells * block_read_bytes(1, spec.genes, len(spec.label_values))
+
+
+#: Execution models by name; the planner picks one with :func:`byte_model`.
+BYTE_MODELS = {"streamed": streamed_movement, "resident": resident_movement}
+CURRENT_MODEL = "resident"
+
+
+def byte_model(spec, layout, block_rows: int) -> str:
+    """``resident`` where Z fits the workers' memory budget, as a run decides, else ``streamed``."""
+    plan = TilePlan(spec.cells, block_rows)
+    return choose_residence(z_bytes(spec, plan), [layout.mem_per_node] * layout.nodes).mode

@@ -73,6 +73,11 @@ class TilePlan:
 
 #: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
 CACHED_BLOCKS = 4
+#: Share of the workers' summed memory limits that resident blocks may fill: each block is
+#: held by the worker that read it, spread about evenly, on top of the memory plan of
+#: :func:`choose_block_rows` (:data:`WORKER_MEMORY_SHARE`: the blocks of running tiles,
+#: partials), so that both together stay within Dask's spill mark (70 %).
+RESIDENT_SHARE = 0.1
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
 #: Share of a worker's memory limit rankdist plans to fill: below Dask's spill (70 %) and
@@ -172,3 +177,37 @@ def choose_block_rows(
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))
+
+
+@dataclass(frozen=True)
+class Residence:
+    """Where the tiles find their blocks: ``'resident'`` (Dask data) or ``'streamed'`` (store)."""
+
+    mode: str
+    reason: str
+
+
+def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Residence:
+    """Keep the blocks in worker memory when Z fits the cluster's memory budget.
+
+    Parameters
+    ----------
+    z_bytes
+        Bytes of all blocks (:func:`rankdist.tiles.blocks.encoded_bytes`).
+    memory_limits
+        Memory limit of each worker in bytes; ``None`` or 0 for an unlimited worker.
+
+    Returns
+    -------
+    Residence
+        ``resident`` when ``z_bytes`` is at most :data:`RESIDENT_SHARE` of the summed
+        limits (or any worker is unlimited), else ``streamed``; the reason in words.
+    """
+    gb = f"Z ({z_bytes / 1e9:.3g} GB)"
+    if not memory_limits or not all(memory_limits):
+        return Residence("resident", f"{gb}: a worker without a memory limit")
+    budget = RESIDENT_SHARE * sum(memory_limits)
+    share = f"{RESIDENT_SHARE:.0%} of the workers' memory ({budget / 1e9:.3g} GB)"
+    if z_bytes <= budget:
+        return Residence("resident", f"{gb} fits in {share}")
+    return Residence("streamed", f"{gb} exceeds {share}; each tile reads its blocks")

@@ -3,13 +3,18 @@
 The client submits every tile (row-major) and reacts to completions: each finished tile
 hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
 partials gets a merge task; a block whose tiles are all folded into one partial gets a
-write task. Tasks carry block coordinates and read their inputs from the store, so no
-large array passes through the scheduler. Task keys start with ``rankdist-tile``,
-``rankdist-merge`` and ``rankdist-write``, which is what the dashboard shows.
+write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
+block reads it from the store and Dask holds it in worker memory; each tile depends on
+its two blocks' futures, so Dask runs it where its blocks are and moves a block between
+workers when it must. With blocks streamed, tasks carry block coordinates and read their
+inputs from the store. Either way no large array passes through the scheduler. Task
+keys start with ``rankdist-block``, ``rankdist-tile``, ``rankdist-merge`` and
+``rankdist-write``, which is what the dashboard shows.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -23,7 +28,13 @@ from rankdist.cluster.local import blas_limited_here
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.reduce.runstore import write_block
-from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
+from rankdist.tiles.blocks import (
+    blocks_in_memory,
+    raise_floors,
+    read_block,
+    read_valid,
+    row_floors,
+)
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
 from rankdist.tiles.screen import quantised_block
@@ -80,7 +91,8 @@ class TileJob:
     def n_values(self) -> int:
         return int(sum(self.role_sizes))
 
-    def block(self, b: int):
+    def block(self, b: int, *, cache: bool = True):
+        """``(z, valid, codes)`` of block ``b`` (:func:`rankdist.tiles.blocks.read_block`)."""
         start, stop = self.plan.block_range(b)
         return read_block(
             self.z_path,
@@ -91,7 +103,12 @@ class TileJob:
             stop,
             form=self.form,
             n_genes=self.n_genes,
+            cache=cache,
         )
+
+    def block_key(self, b: int) -> tuple[str, int, int]:
+        """How the block reader names block ``b``: ``(z_path, start, stop)``."""
+        return (self.z_path, *self.plan.block_range(b))
 
 
 def _single_threaded_blas() -> None:
@@ -145,6 +162,21 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
     if pj is not None:
         raise_floors(job.z_path, job.k, n, sj, pj.top_sim, pj.top_idx, EMPTY)
     return pi, pj
+
+
+def block_task(job: TileJob, b: int):
+    """Read block ``b`` from the store, once for the run: Dask then holds it (resident)."""
+    return job.block(b, cache=False)
+
+
+def resident_tile(tile_fn, job: TileJob, i: int, j: int, block_i, block_j):
+    """Run ``tile_fn(job, i, j)`` on the blocks Dask delivered to this task.
+
+    The tile function reads its blocks through ``job.block`` as when they are streamed;
+    here the block reader hands it these (:func:`rankdist.tiles.blocks.blocks_in_memory`).
+    """
+    with blocks_in_memory({job.block_key(i): block_i, job.block_key(j): block_j}):
+        return tile_fn(job, i, j)
 
 
 def merge_task(ckpt_dir: str, *sources) -> Partial:
@@ -208,6 +240,7 @@ def run_tiles(
     *,
     progress: bool = True,
     tile_fn=tile_task,
+    blocks: str = "streamed",
 ) -> TileStats:
     """Compute the tiles of ``job.plan`` not yet durable in ``ckpt_dir``; write every block.
 
@@ -228,7 +261,15 @@ def run_tiles(
         The tile task, ``tile_fn(job, i, j) -> (partial of i, partial of j or None)``.
         The default computes the tile; a stand-in of the same signature runs the scheduler
         without the kernel (``rankdist.planning.simulate``).
+    blocks
+        ``'resident'``: a ``rankdist-block`` task reads each block the tiles need once and
+        Dask holds it in worker memory until its last tile has run; ``'streamed'``: each
+        tile reads its blocks from the store (:func:`rankdist.tiles.grid.choose_residence`
+        decides for a run).
     """
+    if blocks not in ("resident", "streamed"):
+        msg = f"run_tiles blocks must be 'resident' or 'streamed', not {blocks!r}"
+        raise ValueError(msg)
     plan = job.plan
     resume = scan(ckpt_dir)
     stats = TileStats(blocks_resumed=len(resume.written))
@@ -266,14 +307,40 @@ def run_tiles(
     # All tiles in one graph, in plan order (their priority): a submit per tile costs the
     # driver about a millisecond (10 s for the 10k tiles of 2.3 M cells), time in which no
     # finished tile is merged (benchmarks/bench_scale.py).
-    tile_futures = client.map(
-        tile_fn,
-        [job] * len(needs),
-        [i for i, _ in needs],
-        [j for _, j in needs],
-        key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in needs],
-        pure=False,
-    )
+    tile_keys = [f"rankdist-tile-{run}-{i}-{j}" for i, j in needs]
+    if blocks == "resident":
+        used = sorted({b for tile in needs for b in tile})
+        held = client.map(
+            block_task,
+            [job] * len(used),
+            used,
+            key=[f"rankdist-block-{run}-{b}" for b in used],
+            pure=False,
+        )
+        # the client drops these futures once the tiles are submitted: Dask keeps each
+        # block while a tile waits for it, and recomputes it from the store if its worker
+        # is lost while a tile (or a lost tile's recomputation) still needs it
+        block_of = dict(zip(used, held, strict=True))
+        tile_futures = client.map(
+            functools.partial(resident_tile, tile_fn),
+            [job] * len(needs),
+            [i for i, _ in needs],
+            [j for _, j in needs],
+            [block_of[i] for i, _ in needs],
+            [block_of[j] for _, j in needs],
+            key=tile_keys,
+            pure=False,
+        )
+        del held, block_of
+    else:
+        tile_futures = client.map(
+            tile_fn,
+            [job] * len(needs),
+            [i for i, _ in needs],
+            [j for _, j in needs],
+            key=tile_keys,
+            pure=False,
+        )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
     futures += tile_futures
     ac = as_completed(futures)

@@ -169,3 +169,35 @@ def test_the_simulation_lays_out_a_real_work_directory(tmp_path):
     assert {role: res[f"counts/{role}"].shape for role in job.roles} == {
         role: (3 * 512, 2, size) for role, size in zip(job.roles, job.role_sizes, strict=True)
     }
+
+
+def test_resident_blocks_are_read_once_and_every_tile_runs_once(client, tmp_path):
+    """Blocks resident: one ``rankdist-block`` task reads each block; tiles get it from Dask."""
+    from rankdist.tiles.blocks import read_counts, start_counting
+
+    log = tmp_path / "ran"
+    log.mkdir()
+    real = TilePlan(10 * 16384, 16384)
+    client.run(start_counting)
+    counting = _CountingClient(client)
+    stats, job, _ = simulate_run(
+        counting,
+        real,
+        tmp_path / "sim",
+        seconds_per_pair=PAIR_S,
+        partial_rows=512,
+        log_dir=log,
+        z_genes=16,
+        read_blocks=True,
+        blocks="resident",
+    )
+    assert stats.tiles_computed == real.n_tiles
+    assert _ran(log) == Counter(real.tiles())
+    reads = Counter()
+    for per_worker in client.run(read_counts).values():
+        for (_, start, _), (n, _) in per_worker.items():
+            reads[start // 512] += n
+    assert reads == dict.fromkeys(range(real.n_blocks), 1)  # each block once, in all workers
+    blocks, tiles = counting.mapped  # the blocks, then the tiles, each in one graph
+    assert [k.split("-")[1] for k in blocks] == ["block"] * real.n_blocks
+    assert [k.split("-")[1] for k in tiles] == ["tile"] * real.n_tiles
