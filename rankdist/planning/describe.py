@@ -336,7 +336,7 @@ def _data_rows(plan: CapacityPlan) -> list[str]:
         for n, (name, b, s, note) in enumerate(rows)
     ]
     how = (
-        "each block read once, then moved to the workers whose tiles need it"
+        "each block read once, then moved to the workers that own its tiles"
         if plan.byte_model == "resident"
         else f"tiles read blocks through a {CACHED_BLOCKS}-block cache per worker"
     )

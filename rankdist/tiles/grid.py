@@ -211,3 +211,47 @@ def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Resid
     if z_bytes <= budget:
         return Residence("resident", f"{gb} fits in {share}")
     return Residence("streamed", f"{gb} exceeds {share}; each tile reads its blocks")
+
+
+#: Most work one worker may own against the mean, when units are shared out (at most
+#: one unit more than another worker).
+OWNER_IMBALANCE = 1.15
+
+
+@dataclass(frozen=True)
+class OwnerLayout:
+    """Which worker owns each tile: a 2D cyclic layout over groups of blocks.
+
+    Blocks fall into ``s`` groups cyclically (block ``b`` in group ``b % s``, ``s`` even).
+    A *unit* is either a pair of groups ``a < b`` (all tiles between them) or two diagonal
+    groups ``2m, 2m + 1`` (the tiles within each): ``s^2 / 2`` units of equal work, each
+    needing the blocks of two groups, ``2 N / s`` cells. The units go to the ``P`` workers
+    in turn; ``s`` is the least even number from ``2 round(sqrt(P / 2))`` up whose units
+    share out within :data:`OWNER_IMBALANCE` (at 50 workers ``s = 10``: one unit each, a
+    worker needs ``N / 5 = 2 N / sqrt(2 P)`` cells of Z rather than every block, and all of
+    Z moves about ``s - 1`` times in all).
+    """
+
+    n_workers: int
+
+    @property
+    def groups(self) -> int:
+        """``s``: the even number of block groups, ``s^2 / 2`` near the number of workers."""
+        s = max(2, 2 * round(math.sqrt(self.n_workers / 2)))
+        while True:
+            units = s * s // 2
+            if math.ceil(units / self.n_workers) * self.n_workers / units <= OWNER_IMBALANCE:
+                return s
+            s += 2
+
+    def unit(self, i: int, j: int) -> int:
+        """The unit of tile ``(i, j)``: off-diagonal group pairs first, then diagonal pairs."""
+        s = self.groups
+        a, b = sorted((i % s, j % s))
+        if a == b:
+            return s * (s - 1) // 2 + a // 2
+        return a * s - a * (a + 1) // 2 + (b - a - 1)
+
+    def owner(self, i: int, j: int) -> int:
+        """Index of the worker (in a fixed order of the workers) that owns tile ``(i, j)``."""
+        return self.unit(i, j) % self.n_workers

@@ -5,16 +5,17 @@ hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
 partials gets a merge task; a block whose tiles are all folded into one partial gets a
 write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
 block reads it from the store and Dask holds it in worker memory; each tile depends on
-its two blocks' futures, so Dask runs it where its blocks are and moves a block between
-workers when it must. With blocks streamed, tasks carry block coordinates and read their
-inputs from the store. Either way no large array passes through the scheduler. Task
+its two blocks' futures and, on two or more workers, runs on its owner in a 2D layout
+(:mod:`rankdist.tiles.placement`); partials merge on the worker that holds them, and
+once a block's tiles are all in, each worker folds its share before one merge gathers
+them. With blocks streamed, tasks carry block coordinates and read their inputs from
+the store. Either way no large array passes through the scheduler. Task
 keys start with ``rankdist-block``, ``rankdist-tile``, ``rankdist-merge`` and
 ``rankdist-write``, which is what the dashboard shows.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -28,15 +29,10 @@ from rankdist.cluster.local import blas_limited_here
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.reduce.runstore import write_block
-from rankdist.tiles.blocks import (
-    blocks_in_memory,
-    raise_floors,
-    read_block,
-    read_valid,
-    row_floors,
-)
+from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
+from rankdist.tiles.placement import owners_of, submit_resident
 from rankdist.tiles.screen import quantised_block
 
 #: Partials merged per merge task.
@@ -164,21 +160,6 @@ def tile_task(job: TileJob, i: int, j: int) -> tuple[Partial, Partial | None]:
     return pi, pj
 
 
-def block_task(job: TileJob, b: int):
-    """Read block ``b`` from the store, once for the run: Dask then holds it (resident)."""
-    return job.block(b, cache=False)
-
-
-def resident_tile(tile_fn, job: TileJob, i: int, j: int, block_i, block_j):
-    """Run ``tile_fn(job, i, j)`` on the blocks Dask delivered to this task.
-
-    The tile function reads its blocks through ``job.block`` as when they are streamed;
-    here the block reader hands it these (:func:`rankdist.tiles.blocks.blocks_in_memory`).
-    """
-    with blocks_in_memory({job.block_key(i): block_i, job.block_key(j): block_j}):
-        return tile_fn(job, i, j)
-
-
 def merge_task(ckpt_dir: str, *sources) -> Partial:
     """Merge partials given as (tile result, side) or (partial, None) pairs; checkpoint it.
 
@@ -275,9 +256,9 @@ def run_tiles(
     stats = TileStats(blocks_resumed=len(resume.written))
     expected = plan.n_blocks  # tiles touching each row block
     todo = [b for b in range(plan.n_blocks) if b not in resume.written]
-    pending: dict[int, list] = {b: [] for b in todo}  # (future, side, n_tiles)
+    pending: dict[int, list] = {b: [] for b in todo}  # (future, side, n_tiles, owner)
     folded = dict.fromkeys(todo, 0)  # tiles in completed pending items
-    merging = dict.fromkeys(todo, 0)  # merge tasks in flight
+    merging = dict.fromkeys(todo, 0)  # tiles in merge tasks in flight
     covered = {b: resume.covered(b) for b in todo}
     role_of: dict[str, tuple] = {}
     counter = itertools.count()
@@ -292,7 +273,7 @@ def run_tiles(
             fut = client.submit(
                 load_task, path, b, key=f"rankdist-resume-{run}-{b}-{next(counter)}"
             )
-            role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}))
+            role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}), None)
             futures.append(fut)
     needs: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in plan.tiles():
@@ -307,98 +288,100 @@ def run_tiles(
     # All tiles in one graph, in plan order (their priority): a submit per tile costs the
     # driver about a millisecond (10 s for the 10k tiles of 2.3 M cells), time in which no
     # finished tile is merged (benchmarks/bench_scale.py).
-    tile_keys = [f"rankdist-tile-{run}-{i}-{j}" for i, j in needs]
+    owners = owners_of(client, needs, blocks)
     if blocks == "resident":
-        used = sorted({b for tile in needs for b in tile})
-        held = client.map(
-            block_task,
-            [job] * len(used),
-            used,
-            key=[f"rankdist-block-{run}-{b}" for b in used],
-            pure=False,
-        )
-        # the client drops these futures once the tiles are submitted: Dask keeps each
-        # block while a tile waits for it, and recomputes it from the store if its worker
-        # is lost while a tile (or a lost tile's recomputation) still needs it
-        block_of = dict(zip(used, held, strict=True))
-        tile_futures = client.map(
-            functools.partial(resident_tile, tile_fn),
-            [job] * len(needs),
-            [i for i, _ in needs],
-            [j for _, j in needs],
-            [block_of[i] for i, _ in needs],
-            [block_of[j] for _, j in needs],
-            key=tile_keys,
-            pure=False,
-        )
-        del held, block_of
+        tile_futures = submit_resident(client, job, run, needs, owners, tile_fn)
     else:
         tile_futures = client.map(
             tile_fn,
             [job] * len(needs),
             [i for i, _ in needs],
             [j for _, j in needs],
-            key=tile_keys,
+            key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in needs],
             pure=False,
         )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
+    place = {} if owners is None else {"allow_other_workers": True}
     futures += tile_futures
     ac = as_completed(futures)
     del futures, tile_futures  # so that a tile's result is freed once both sides are merged
     written = 0
 
+    def merge(b: int, items: list, owner: str | None) -> None:
+        n = sum(t for _, _, t, _ in items)
+        m = client.submit(
+            merge_task,
+            ckpt_dir,
+            *[(f, s) for f, s, _, _ in items],
+            key=f"rankdist-merge-{run}-{b}-{next(counter)}",
+            priority=1,  # before the owner's queued tiles: a thief would fetch every input
+            **({} if owner is None else {"workers": [owner], **place}),
+        )
+        role_of[m.key] = ("partial", b, n, owner)
+        merging[b] += n
+        folded[b] -= n
+        ac.add(m)
+
     def settle(b: int) -> None:
         items = pending[b]
-        complete = folded[b] == expected and merging[b] == 0
+        complete = folded[b] == expected  # every tile in, no merge in flight
+        by_owner: dict = {}
+        for item in items:
+            by_owner.setdefault(item[3], []).append(item)
+        # once every tile is in, each owner first folds what it holds into one partial,
+        # so that the last merge fetches one partial per owner, not its tile results
+        last = folded[b] + merging[b] == expected and owners is not None
+        local = {w: mine for w, mine in by_owner.items() if len(mine) > 1 and last}
         if complete and len(items) == 1:
-            ((fut, side, _),) = items
+            ((fut, side, _, _),) = items
             w = client.submit(
                 write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{run}-{b}"
             )
             role_of[w.key] = ("write", b)
             ac.add(w)
             pending[b] = []
-        elif len(items) >= FAN_IN or (complete and len(items) > 1):
-            n = sum(t for _, _, t in items)
-            m = client.submit(
-                merge_task,
-                ckpt_dir,
-                *[(f, s) for f, s, _ in items],
-                key=f"rankdist-merge-{run}-{b}-{next(counter)}",
-            )
-            role_of[m.key] = ("partial", b, n)
-            merging[b] += 1
-            folded[b] -= n
+        elif complete and len(items) > 1 and not (local and len(by_owner) > 1):
+            merge(b, items, None)
             pending[b] = []
-            ac.add(m)
+        else:  # FAN_IN partials from one owner's tiles merge there, so they seldom move
+            for owner, mine in by_owner.items():
+                if len(mine) >= FAN_IN or owner in local:
+                    merge(b, mine, owner)
+                    pending[b] = [item for item in pending[b] if item[3] != owner]
 
     with _progress.bar("tiles", plan.n_tiles, enabled=progress) as bar:
         bar.advance(stats.tiles_resumed)
-        for fut in ac:
-            if fut.status != "finished":
-                try:
-                    fut.result()
-                except BaseException:  # the task's own error, re-raised unchanged
-                    held = [fut, *(f for items in pending.values() for f, _, _ in items)]
-                    _abandon(client, ac, held)
-                    raise
-            kind, *info = role_of.pop(fut.key)
-            if kind == "tile":
-                bar.advance()
-                stats.tiles_computed += 1
-                for b, side in needs.pop(tuple(info)):
-                    pending[b].append((fut, side, 1))
-                    folded[b] += 1
+        for batch in ac.batches():
+            # where each result is: a tile an idle worker stole lies on the thief, so its
+            # partials merge there (one who_has per batch of completions, not per task)
+            where = {} if owners is None else client.who_has(batch)
+            for n_done, fut in enumerate(batch):
+                if fut.status != "finished":
+                    try:
+                        fut.result()
+                    except BaseException:  # the task's own error, re-raised unchanged
+                        held = [*batch[n_done:], *(f for it in pending.values() for f, *_ in it)]
+                        _abandon(client, ac, held)
+                        raise
+                kind, *info = role_of.pop(fut.key)
+                at = (where.get(fut.key) or [None])[0]
+                if kind == "tile":
+                    bar.advance()
+                    stats.tiles_computed += 1
+                    owner = at or (None if owners is None else owners[tuple(info)])
+                    for b, side in needs.pop(tuple(info)):
+                        pending[b].append((fut, side, 1, owner))
+                        folded[b] += 1
+                        settle(b)
+                elif kind == "partial":
+                    b, n, owner = info
+                    if fut.key.startswith("rankdist-merge"):
+                        merging[b] -= n
+                    pending[b].append((fut, None, n, at or owner))
+                    folded[b] += n
                     settle(b)
-            elif kind == "partial":
-                b, n = info
-                if fut.key.startswith("rankdist-merge"):
-                    merging[b] -= 1
-                pending[b].append((fut, None, n))
-                folded[b] += n
-                settle(b)
-            else:
-                written += 1
+                else:
+                    written += 1
     if written != len(todo):
         msg = f"internal error: {written} of {len(todo)} blocks written"
         raise RuntimeError(msg)

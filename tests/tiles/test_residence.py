@@ -120,3 +120,28 @@ def test_resident_and_streamed_blocks_give_identical_results(
             label
         )
         assert res.counts.identical(ref.counts), label
+
+
+@pytest.mark.parametrize("workers", [2, 3, 16, 50, 100])
+def test_owner_layout_balances_work_and_bounds_the_blocks_a_worker_needs(workers):
+    """At 141 blocks (2.3 M cells): work within 15 % of even, ``2 N / s`` cells per worker."""
+    import collections
+    import math
+
+    from rankdist.tiles.grid import OwnerLayout, TilePlan
+
+    layout, plan = OwnerLayout(workers), TilePlan(141 * 16384, 16384)
+    s = layout.groups
+    assert s % 2 == 0 and s >= 2 * round(math.sqrt(workers / 2))
+    work, needs = collections.Counter(), collections.defaultdict(set)
+    for i, j in plan.tiles():
+        assert 0 <= layout.unit(i, j) < s * s // 2
+        work[layout.owner(i, j)] += plan.tile_pairs(i, j)
+        needs[layout.owner(i, j)] |= {i, j}
+    assert len(work) == min(workers, s * s // 2)  # at 100 workers, 98 units: 2 only steal
+    assert max(work.values()) <= 1.2 * sum(work.values()) / workers
+    per_unit = 2 * math.ceil(plan.n_blocks / s)  # the blocks of two groups
+    units_per_worker = math.ceil(s * s / 2 / workers)
+    assert max(len(b) for b in needs.values()) <= min(plan.n_blocks, units_per_worker * per_unit)
+    if workers == 50:
+        assert s == 10 and max(len(b) for b in needs.values()) <= 2 * 15  # N/5 of 141 blocks
