@@ -188,7 +188,7 @@ def n_tasks(plan: TilePlan) -> int:
 def data_movement(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibration) -> DataMovement:
     """Bytes read from the store and moved between workers, by the model a run would use.
 
-    ``resident`` where Z fits the workers' memory budget, else ``streamed``
+    ``resident`` where the blocks a worker holds fit its memory budget, else ``streamed``
     (:func:`rankdist.planning.traffic.byte_model`).
     """
     return BYTE_MODELS[byte_model(spec, layout, block_rows)](spec, layout, block_rows, cal)

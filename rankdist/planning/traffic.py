@@ -242,6 +242,6 @@ CURRENT_MODEL = "resident"
 
 
 def byte_model(spec, layout, block_rows: int) -> str:
-    """``resident`` where Z fits the workers' memory budget, as a run decides, else ``streamed``."""
+    """``resident`` where a worker's blocks fit its memory, as a run decides; else ``streamed``."""
     plan = TilePlan(spec.cells, block_rows)
     return choose_residence(z_bytes(spec, plan), [layout.mem_per_node] * layout.nodes).mode

@@ -73,10 +73,9 @@ class TilePlan:
 
 #: Decoded Z blocks each worker process keeps (see tiles/blocks.py).
 CACHED_BLOCKS = 4
-#: Share of the workers' summed memory limits that resident blocks may fill: each block is
-#: held by the worker that read it, spread about evenly, on top of the memory plan of
-#: :func:`choose_block_rows` (:data:`WORKER_MEMORY_SHARE`: the blocks of running tiles,
-#: partials), so that both together stay within Dask's spill mark (70 %).
+#: Share of a worker's memory limit that the resident blocks it holds may fill, on top of
+#: the memory plan of :func:`choose_block_rows` (:data:`WORKER_MEMORY_SHARE`: the blocks
+#: of running tiles, partials), so that both together stay within Dask's spill mark (70 %).
 RESIDENT_SHARE = 0.1
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
@@ -188,7 +187,11 @@ class Residence:
 
 
 def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Residence:
-    """Keep the blocks in worker memory when Z fits the cluster's memory budget.
+    """Keep the blocks in worker memory when the blocks each worker must hold fit it.
+
+    With tiles placed by owner (:class:`OwnerLayout`) a worker holds the blocks of its
+    units, :attr:`OwnerLayout.block_share` of Z (all of it on one or two workers, a fifth
+    on 50), until its last tile that uses them has run.
 
     Parameters
     ----------
@@ -200,17 +203,19 @@ def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Resid
     Returns
     -------
     Residence
-        ``resident`` when ``z_bytes`` is at most :data:`RESIDENT_SHARE` of the summed
-        limits (or any worker is unlimited), else ``streamed``; the reason in words.
+        ``resident`` when that share of ``z_bytes`` is at most :data:`RESIDENT_SHARE` of the
+        smallest limit (or a worker is unlimited), else ``streamed``; the reason in words.
     """
     gb = f"Z ({z_bytes / 1e9:.3g} GB)"
     if not memory_limits or not all(memory_limits):
         return Residence("resident", f"{gb}: a worker without a memory limit")
-    budget = RESIDENT_SHARE * sum(memory_limits)
-    share = f"{RESIDENT_SHARE:.0%} of the workers' memory ({budget / 1e9:.3g} GB)"
-    if z_bytes <= budget:
-        return Residence("resident", f"{gb} fits in {share}")
-    return Residence("streamed", f"{gb} exceeds {share}; each tile reads its blocks")
+    held = z_bytes * OwnerLayout(len(memory_limits)).block_share
+    budget = RESIDENT_SHARE * min(memory_limits)
+    what = f"{gb}: the blocks a worker holds ({held / 1e9:.3g} GB)"
+    share = f"{RESIDENT_SHARE:.0%} of its memory ({budget / 1e9:.3g} GB)"
+    if held <= budget:
+        return Residence("resident", f"{what} fit in {share}")
+    return Residence("streamed", f"{what} exceed {share}; each tile reads its blocks")
 
 
 #: Most work one worker may own against the mean, when units are shared out (at most
@@ -251,6 +256,12 @@ class OwnerLayout:
         if a == b:
             return s * (s - 1) // 2 + a // 2
         return a * s - a * (a + 1) // 2 + (b - a - 1)
+
+    @property
+    def block_share(self) -> float:
+        """Share of all blocks the busiest worker needs: its units' two groups each."""
+        s = self.groups
+        return min(1.0, math.ceil(s * s / 2 / self.n_workers) * 2 / s)
 
     def owner(self, i: int, j: int) -> int:
         """Index of the worker (in a fixed order of the workers) that owns tile ``(i, j)``."""

@@ -1,10 +1,11 @@
 """Blocks resident in worker memory, or streamed from the store where Z does not fit.
 
 A run keeps its encoded blocks in worker memory (one ``rankdist-block`` task reads each
-from the store, once) when Z fits :data:`rankdist.tiles.grid.RESIDENT_SHARE` of the
-workers' summed memory limits; otherwise every tile reads its blocks from the store. The
-choice is automatic and recorded in the run's metadata, and the results are the same bit
-for bit either way, on worker threads or worker processes, with either kernel.
+from the store, once) when the blocks each worker holds fit
+:data:`rankdist.tiles.grid.RESIDENT_SHARE` of its memory limit; otherwise every tile
+reads its blocks from the store. The choice is automatic and recorded in the run's
+metadata, and the results are the same bit for bit either way, on worker threads or
+worker processes, with either kernel.
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ def test_choose_residence():
     gb = 1e9
     assert choose_residence(10 * gb, [None, 4 * gb]).mode == "resident"  # one unlimited worker
     assert choose_residence(10 * gb, []).mode == "resident"
-    fits = choose_residence(RESIDENT_SHARE * 40 * gb, [20 * gb, 20 * gb])
-    assert fits.mode == "resident" and fits.reason.startswith("Z (4 GB) fits in 10%")
-    over = choose_residence(4.1 * gb, [20 * gb, 20 * gb])
+    # one or two workers hold all of Z; 50 hold a fifth each (OwnerLayout(50).block_share)
+    fits = choose_residence(RESIDENT_SHARE * 20 * gb, [20 * gb, 30 * gb])
+    assert fits.mode == "resident"
+    assert fits.reason == (
+        "Z (2 GB): the blocks a worker holds (2 GB) fit in 10% of its memory (2 GB)"
+    )
+    over = choose_residence(2.1 * gb, [20 * gb, 30 * gb])
     assert over.mode == "streamed"
     assert over.reason == (
-        "Z (4.1 GB) exceeds 10% of the workers' memory (4 GB); each tile reads its blocks"
+        "Z (2.1 GB): the blocks a worker holds (2.1 GB) exceed 10% of its memory (2 GB); "
+        "each tile reads its blocks"
     )
+    assert choose_residence(10 * gb, [20 * gb] * 50).mode == "resident"  # 2 GB each
+    assert choose_residence(10.1 * gb, [20 * gb] * 50).mode == "streamed"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +110,7 @@ def test_resident_and_streamed_blocks_give_identical_results(
         res, reads, block_tasks = runs[label]
         assert res.metadata["blocks"] == "resident", label
         assert block_tasks == n_blocks, label
-        assert "fits in 10% of the workers' memory" in res.metadata["blocks_reason"]
+        assert "fit in 10% of its memory" in res.metadata["blocks_reason"]
         # each block read from the store at most once (threads in this process may find
         # it in the block cache an earlier streamed run here filled)
         assert len(reads) <= n_blocks and set(reads) <= {1}, label
@@ -110,7 +118,7 @@ def test_resident_and_streamed_blocks_give_identical_results(
     for label in ("streamed", "streamed-screen"):
         res, _, block_tasks = runs[label]
         assert res.metadata["blocks"] == "streamed", label
-        assert "exceeds 10% of the workers' memory" in res.metadata["blocks_reason"]
+        assert "exceed 10% of its memory" in res.metadata["blocks_reason"]
         assert block_tasks == 0, label  # the tiles read their blocks themselves
     ref = runs["threads"][0]
     assert ref.metadata["n_blocks"] == n_blocks
