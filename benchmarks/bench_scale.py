@@ -4,7 +4,8 @@ Usage::
 
     nice -n 10 python benchmarks/bench_scale.py [--cells 575k,1.15M,2.3M] [--block-rows 16384]
         [--partial-rows 512] [--workers 2] [--threads 16] [--real-threads 640]
-        [--full-size-blocks 8] [--z-genes 16] [--workdir DIR] [--json FILE]
+        [--full-size-blocks 8] [--z-genes 16] [--blocks resident|streamed] [--workdir DIR]
+        [--json FILE]
 
 ``rankdist.tiles.scheduler.run_tiles`` runs the real task graph of each size (one future
 per tile, tree merges with checkpoints, block writes) on a real Dask cluster started
@@ -32,13 +33,18 @@ its submission (the driver reacting) and from submission to start (scheduler and
 worker). It prints a table and appends JSON lines to benchmarks/results/scale.jsonl.
 
 Bytes: each stand-in tile reads its two blocks of a stand-in Z (``--partial-rows`` rows x
-``--z-genes`` genes per block) through the real block reader with its per-process cache,
-which counts the reads that reach the store (``rankdist.tiles.blocks.read_counts``, read
-from every worker with ``client.run``); each block read is scaled to the bytes of the
-real block (``block_rows x (4 genes + 1 + 4 roles)``). Worker-to-worker bytes are the
-sum over workers of Dask's ``Worker.transfer_outgoing_bytes_total`` (the ``sizeof`` of
-every result sent to a peer), scaled by ``block_rows / partial_rows``, the ratio of real
-to simulated partial sizes. Next to them stand the planner's figures for the simulated
+``--z-genes`` genes per block) through the real block reader: with ``--blocks resident``
+(the default, what a run does where Z fits the workers' memory) one ``rankdist-block``
+task per block reads it and Dask moves it to the tiles; with ``--blocks streamed`` each
+tile reads its blocks, with the per-process cache. The reader counts the reads that reach
+the store (``rankdist.tiles.blocks.read_counts``, read from every worker with
+``client.run``); each block read is scaled to the bytes of the real block (``block_rows x
+(4 genes + 1 + 4 roles)``). Worker-to-worker bytes are the sum over workers of Dask's
+``Worker.transfer_outgoing_bytes_total`` (the ``sizeof`` of every result sent to a
+peer): the part that is blocks (``rankdist-block`` keys in each worker's
+``transfer_outgoing_log``) is scaled by the ratio of real to simulated block bytes, the
+rest (partials) by ``block_rows / partial_rows``, the ratio of real to simulated partial
+sizes. Next to them stand the planner's figures for the simulated
 layout (``rankdist.planning.model.data_movement`` with ``--workers`` nodes of
 ``--threads`` cores), and ``--json FILE`` writes the largest ``--cells`` run's record.
 """
@@ -64,7 +70,9 @@ MB = 1e6
 SCALING = (
     "store_bytes_read: each block read counted by the block reader, times the real block's "
     "bytes, block_rows x (4 genes + 1 + 4 roles); peer_bytes: Dask's "
-    "transfer_outgoing_bytes_total summed over workers, times block_rows / partial_rows"
+    "transfer_outgoing_bytes_total summed over workers, its rankdist-block part (from "
+    "transfer_outgoing_log) times real / simulated block bytes, the rest times "
+    "block_rows / partial_rows"
 )
 
 
@@ -95,6 +103,7 @@ class TimedClient:
     def map(self, fn, *iterables, key, **kwargs):
         """All tiles, in one graph (rankdist.tiles.scheduler.run_tiles)."""
         import cloudpickle
+        from distributed import Future
 
         from rankdist.tiles.scheduler import tile_task
 
@@ -103,8 +112,10 @@ class TimedClient:
         t1 = time.time()
         self.submits += [(k, t0, t1, []) for k in key]
         # what a real run sends: the kernel's task (by reference), the job pickled once
-        blob = cloudpickle.dumps((tile_task, [list(it) for it in iterables], list(key), kwargs))
-        self.spec_bytes["tile"].append(len(blob) / max(len(key), 1))
+        plain = [[x.key if isinstance(x, Future) else x for x in it] for it in iterables]
+        blob = cloudpickle.dumps((tile_task, plain, list(key), kwargs))
+        if key:
+            self.spec_bytes[key[0].split("-")[1]].append(len(blob) / len(key))
         return futs
 
     def __getattr__(self, name):
@@ -204,8 +215,23 @@ def _stats(values) -> dict:
     }
 
 
-def _outgoing_bytes(dask_worker=None) -> int:
-    return dask_worker.transfer_outgoing_bytes_total
+def _outgoing_bytes(dask_worker=None) -> tuple[int, int, int]:
+    """Bytes this worker sent to peers: all, those of blocks, and the log's length."""
+    log = dask_worker.transfer_outgoing_log
+    blocks = sum(
+        n for entry in log for key, n in entry["keys"].items() if "rankdist-block" in str(key)
+    )
+    return dask_worker.transfer_outgoing_bytes_total, blocks, len(log)
+
+
+def _sent(client) -> tuple[int, int, int]:
+    """Bytes all workers sent to peers, those of blocks, and the longest log."""
+    per_worker = list(client.run(_outgoing_bytes).values())
+    return (
+        sum(t for t, _, _ in per_worker),
+        sum(b for _, b, _ in per_worker),
+        max((n for _, _, n in per_worker), default=0),
+    )
 
 
 def _store_reads(client, real_plan, partial_rows: int, genes: int, n_roles: int) -> dict:
@@ -239,7 +265,17 @@ def _planned(real_plan, workers: int, threads: int, genes: int, cal) -> dict:
 
 
 def run_one(
-    client, pids, real_plan, *, partial_rows, seconds_per_pair, workdir, threads, z_genes, genes
+    client,
+    pids,
+    real_plan,
+    *,
+    partial_rows,
+    seconds_per_pair,
+    workdir,
+    threads,
+    z_genes,
+    genes,
+    blocks="resident",
 ):
     """One simulated run; returns its measurements."""
     import psutil
@@ -247,6 +283,7 @@ def run_one(
 
     from rankdist.planning.model import tile_makespan
     from rankdist.planning.simulate import SIMULATED_RUN, simulate_run
+    from rankdist.planning.traffic import block_read_bytes
     from rankdist.reduce.runstore import checkpoint_path, work_path
     from rankdist.tiles.blocks import start_counting
 
@@ -256,7 +293,7 @@ def run_one(
     cpu0 = {role: _cpu(ps) for role, ps in pids.items()}
     machine0 = psutil.cpu_times()
     client.run(start_counting)
-    sent0 = sum(client.run(_outgoing_bytes).values())
+    sent0, block_sent0, _ = _sent(client)
     sampler.start()
     t0 = time.time()
     with get_task_stream(client) as ts:
@@ -268,9 +305,11 @@ def run_one(
             partial_rows=partial_rows,
             z_genes=z_genes,
             read_blocks=True,
+            blocks=blocks,
         )
     wall = time.time() - t0
-    peer_sim = sum(client.run(_outgoing_bytes).values()) - sent0
+    sent1, block_sent1, log_len = _sent(client)
+    peer_sim, block_sim = sent1 - sent0, block_sent1 - block_sent0
     moved = _store_reads(client, real_plan, job.plan.block_rows, genes, len(job.roles))
     sampler.stop()
     cpu = {role: _cpu(ps) - cpu0[role] for role, ps in pids.items()}
@@ -319,6 +358,10 @@ def run_one(
     n_tasks = len(timed.submits)
     spec = {k: float(np.mean(v)) for k, v in timed.spec_bytes.items()}
     partial_bytes = job.plan.block_rows * (job.k * 12 + len(job.cutoffs) * job.n_values * 4)
+    n_roles = len(job.roles)
+    block_scale = block_read_bytes(real_plan.block_rows, genes, n_roles) / block_read_bytes(
+        job.plan.block_rows, z_genes, n_roles
+    )
     return {
         "cells": real_plan.n_cells,
         "block_rows": real_plan.block_rows,
@@ -360,8 +403,14 @@ def run_one(
         "workers_restarted": restarted,
         "tile_phase_s": round(wall, 2),
         **moved,
-        "peer_bytes": peer_sim * real_plan.block_rows / job.plan.block_rows,
+        "blocks": blocks,
+        "peer_bytes": (
+            (peer_sim - block_sim) * real_plan.block_rows / job.plan.block_rows
+            + block_sim * block_scale
+        ),
+        "peer_block_bytes": block_sim * block_scale,
         "peer_bytes_sim": peer_sim,
+        "transfer_log_longest": log_len,
     }
 
 
@@ -437,6 +486,12 @@ def main() -> None:
     parser.add_argument(
         "--z-genes", type=int, default=16, help="genes of the stand-in Z the tiles read"
     )
+    parser.add_argument(
+        "--blocks",
+        default="resident",
+        choices=("resident", "streamed"),
+        help="blocks in worker memory (a run's default where Z fits) or read by each tile",
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--json", default=None, metavar="FILE", help="the largest run's record")
     args = parser.parse_args()
@@ -477,6 +532,7 @@ def main() -> None:
             threads=sim_threads,
             z_genes=args.z_genes,
             genes=args.genes,
+            blocks=args.blocks,
         )
         for n, rows in sizes:
             plan = TilePlan(n, args.block_rows)
@@ -491,6 +547,7 @@ def main() -> None:
                 threads=sim_threads,
                 z_genes=args.z_genes,
                 genes=args.genes,
+                blocks=args.blocks,
             )
             res |= _planned(plan, args.workers, args.threads, args.genes, cal)
             shutil.rmtree(work / f"run-{n}-{rows}", ignore_errors=True)

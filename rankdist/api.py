@@ -26,7 +26,8 @@ from rankdist.reduce import lock as runlock
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
 from rankdist.tiles.arguments import check_block_size, check_cutoffs, check_k
-from rankdist.tiles.grid import TilePlan, choose_block_rows
+from rankdist.tiles.blocks import encoded_bytes
+from rankdist.tiles.grid import TilePlan, choose_block_rows, choose_residence
 from rankdist.tiles.kernel import HIST_BINS
 from rankdist.tiles.kernel_choice import check_kernel, choose_kernel
 from rankdist.tiles.scheduler import TileJob, run_tiles, tile_task
@@ -370,7 +371,13 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             file=sys.stderr,
             flush=True,
         )
-    stats = run_tiles(client, job, str(work), str(ckpt), progress=request.progress, tile_fn=tile_fn)
+    width, limits = enc.n_columns or store.n_genes, _memory_limits(client)
+    z_bytes = encoded_bytes(job.z_path, store.n_cells, width, len(job.roles), form=enc.form)
+    residence = choose_residence(z_bytes, limits)
+    stats = run_tiles(
+        client, job, str(work), str(ckpt), progress=request.progress, tile_fn=tile_fn,
+        blocks=residence.mode,
+    )  # fmt: skip
     measured = {
         "block_rows": block_rows,
         "n_blocks": plan.n_blocks,
@@ -379,6 +386,8 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
         **choice.metadata(),
+        "blocks": residence.mode,
+        "blocks_reason": residence.reason,
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -389,6 +398,11 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     }
     runstore.publish_run(work, runstore.run_path(store.path, request.name), spec | measured)
     return load(store, request.name)
+
+
+def _memory_limits(client: Client) -> list[float | None]:
+    """Each worker's memory limit in bytes (None or 0: unlimited)."""
+    return [w.get("memory_limit") for w in client.scheduler_info().get("workers", {}).values()]
 
 
 def _worker_capacity(client: Client) -> tuple[int, float | None, int]:

@@ -149,6 +149,10 @@ class SparseRows:
     def nnz(self) -> int:
         return int(self.indptr[-1])
 
+    def __sizeof__(self) -> int:
+        # what Dask's sizeof reports for a block held in worker memory
+        return self.indptr.nbytes + self.indices.nbytes + self.data.nbytes + self.c.nbytes
+
     def to_dense(self) -> np.ndarray:
         """``(rows, genes)`` float64 ``z`` (for tests and small checks)."""
         z = np.repeat(self.c[:, None], self.n_genes, axis=1)

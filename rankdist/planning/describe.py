@@ -335,9 +335,14 @@ def _data_rows(plan: CapacityPlan) -> list[str]:
         )
         for n, (name, b, s, note) in enumerate(rows)
     ]
+    how = (
+        "each block read once, then moved to the workers that own its tiles"
+        if plan.byte_model == "resident"
+        else f"tiles read blocks through a {CACHED_BLOCKS}-block cache per worker"
+    )
     rule = (
-        f"({plan.byte_model} model: tiles read blocks through a {CACHED_BLOCKS}-block cache "
-        "per worker; both overlap the compute, the wall time adds what exceeds it)"
+        f"({plan.byte_model} model: {how}; both overlap the compute, the wall time adds "
+        "what exceeds it)"
     )
     return [*out, _row("", rule)]
 

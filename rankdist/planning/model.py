@@ -21,7 +21,7 @@ from rankdist.cluster.profile import SYSTEMS
 from rankdist.datasets.atlas.taxonomy import ATLAS_LABEL_SIZES
 from rankdist.layout import SUBTILE
 from rankdist.planning.calibration import Calibration
-from rankdist.planning.traffic import BYTE_MODELS, CURRENT_MODEL, DataMovement
+from rankdist.planning.traffic import BYTE_MODELS, CURRENT_MODEL, DataMovement, byte_model
 from rankdist.planning.traffic import DEFAULT_FS_BANDWIDTH as FS_BW
 from rankdist.planning.traffic import DEFAULT_NET_BANDWIDTH as NET_BW
 from rankdist.reduce.partial import partial_bytes_per_row
@@ -186,8 +186,12 @@ def n_tasks(plan: TilePlan) -> int:
 
 
 def data_movement(spec: RunSpec, layout: Layout, block_rows: int, cal: Calibration) -> DataMovement:
-    """Bytes read from the store and moved between workers, by today's execution model."""
-    return BYTE_MODELS[CURRENT_MODEL](spec, layout, block_rows, cal)
+    """Bytes read from the store and moved between workers, by the model a run would use.
+
+    ``resident`` where the blocks a worker holds fit its memory budget, else ``streamed``
+    (:func:`rankdist.planning.traffic.byte_model`).
+    """
+    return BYTE_MODELS[byte_model(spec, layout, block_rows)](spec, layout, block_rows, cal)
 
 
 def wall_time_model(

@@ -22,6 +22,9 @@ and ``z_genes`` genes, and each stand-in tile reads its two blocks through the r
 reader (:func:`rankdist.tiles.blocks.read_block`, with its per-process cache), so the
 store reads the tiles make can be counted (:func:`rankdist.tiles.blocks.read_counts`); a
 count scales to the real size by ``(block_rows * genes) / (partial_rows * z_genes)``.
+With ``blocks='resident'`` the blocks are Dask data, as in a real run where Z fits the
+workers' memory: one ``rankdist-block`` task reads each, and Dask moves them between
+workers to the tiles that need them.
 """
 
 from __future__ import annotations
@@ -223,6 +226,7 @@ def simulate_run(
     seconds_per_pair: float,
     log_dir: str | os.PathLike | None = None,
     read_blocks: bool = False,
+    blocks: str = "streamed",
     **layout,
 ) -> tuple[TileStats, TileJob, Path]:
     """Run :func:`run_tiles` over ``real_plan``'s tiles with :class:`SimulatedTile`.
@@ -238,6 +242,9 @@ def simulate_run(
         Stand-in sleep per pair of the real tile.
     log_dir, read_blocks
         Passed to :class:`SimulatedTile`; ``read_blocks`` needs ``z_genes``.
+    blocks
+        ``'streamed'`` or ``'resident'`` (:func:`run_tiles`); ``'resident'`` needs
+        ``z_genes``.
     **layout
         ``partial_rows``, ``k``, ``n_cutoffs``, ``roles``, ``role_sizes``, ``z_genes`` of
         :func:`prepare_simulation`.
@@ -249,12 +256,11 @@ def simulate_run(
         block written (the run is not published).
     """
     job, work = prepare_simulation(real_plan, workdir, **layout)
-    if read_blocks and not layout.get("z_genes"):
-        msg = "simulate_run(read_blocks=True) needs z_genes > 0: the stand-in Z to read"
+    if (read_blocks or blocks == "resident") and not layout.get("z_genes"):
+        msg = "simulate_run(read_blocks=True or blocks='resident') needs z_genes > 0: a Z to read"
         raise ValueError(msg)
     log = None if log_dir is None else str(log_dir)
     tile_fn = SimulatedTile(real_plan, seconds_per_pair, log, read_blocks)
-    stats = run_tiles(
-        client, job, str(work), str(runstore.checkpoint_path(work)), progress=False, tile_fn=tile_fn
-    )
+    ckpt = str(runstore.checkpoint_path(work))
+    stats = run_tiles(client, job, str(work), ckpt, progress=False, tile_fn=tile_fn, blocks=blocks)
     return stats, job, work

@@ -6,8 +6,12 @@ two Z blocks from the store through :func:`rankdist.tiles.blocks.read_block`, wh
 an LRU cache of :data:`~rankdist.tiles.grid.CACHED_BLOCKS` blocks per worker process; a
 tile's result (its two partials, one Dask datum) stays on the worker that computed it,
 and each merge task runs on one worker and fetches the inputs held elsewhere
-(:mod:`rankdist.tiles.scheduler`); a block write runs where its last partial is. A later
-model (blocks resident on workers) adds a function here and nothing else changes.
+(:mod:`rankdist.tiles.scheduler`); a block write runs where its last partial is.
+``resident`` (where Z fits the workers' memory, :func:`rankdist.tiles.grid.choose_residence`):
+each block is read from the store once, by a ``rankdist-block`` task; each tile runs on
+its owner in a 2D layout (:class:`rankdist.tiles.grid.OwnerLayout`), which fetches the
+blocks of its tiles from peers, and merges a block's partials from its own tiles before
+one last merge gathers what each owner holds (:mod:`rankdist.tiles.placement`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rankdist.tiles.grid import CACHED_BLOCKS, TilePlan
+from rankdist.tiles.grid import CACHED_BLOCKS, OwnerLayout, TilePlan, choose_residence
 from rankdist.tiles.scheduler import FAN_IN
 
 #: Default store bandwidth of the whole job, bytes/s (``--fs-bandwidth 5GB/s``).
@@ -168,6 +172,76 @@ def streamed_movement(spec, layout, block_rows: int, cal) -> DataMovement:
     )
 
 
-#: Execution models by name; the planner uses :data:`CURRENT_MODEL`.
-BYTE_MODELS = {"streamed": streamed_movement}
-CURRENT_MODEL = "streamed"
+def resident_movement(spec, layout, block_rows: int, cal) -> DataMovement:
+    """Blocks resident on workers, tiles and merges placed by owner (``resident``).
+
+    Each block is read from the store once. Each tile runs on its owner
+    (:class:`rankdist.tiles.grid.OwnerLayout`), which fetches every block of its tiles
+    from a peer but one: each block is read by one of the workers that use it, and
+    reaches each other user once. Partials: :func:`owner_merge_peer_bytes`. Tiles an
+    idle worker steals from a busy one (Dask's work stealing) move more; the model
+    leaves them out. Parameters as for :func:`streamed_movement`.
+    """
+    plan = TilePlan(spec.cells, block_rows)
+    roles = len(spec.label_values)
+    sizes = [block_read_bytes(b1 - b0, spec.genes, roles) for b0, b1 in _ranges(plan)]
+    peer = 0.0
+    if layout.nodes > 1:
+        owner = OwnerLayout(layout.nodes).owner
+        users: list[set] = [set() for _ in range(plan.n_blocks)]
+        for i, j in plan.tiles():
+            users[i].add(owner(i, j))
+            users[j].add(owner(i, j))
+        peer = sum((len(u) - 1) * size for u, size in zip(users, sizes, strict=True))
+        peer += owner_merge_peer_bytes(plan, spec.partial_bytes_per_row, owner)
+    return DataMovement(
+        store_read_bytes=float(sum(sizes)),
+        store_reads=plan.n_blocks,
+        peer_bytes=peer,
+        model="resident",
+    )
+
+
+def _ranges(plan: TilePlan):
+    return map(plan.block_range, range(plan.n_blocks))
+
+
+def owner_merge_peer_bytes(plan: TilePlan, partial_bytes_per_row: int, owner) -> float:
+    """Bytes moved to merges when each owner merges its own tiles' partials first.
+
+    A tile's result (both partials, one datum) stays on its owner, ``owner(i, j)``; every
+    ``FAN_IN`` items of a block from one owner merge there (no transfer). When all of a
+    block's tiles are in, each owner folds what it still holds into one partial (a tile
+    result alone stays as it is), and one merge gathers them, placed where most of their
+    bytes are: the others' bytes move.
+    """
+    part = [(b1 - b0) * partial_bytes_per_row for b0, b1 in _ranges(plan)]
+    left: list[dict] = [{} for _ in range(plan.n_blocks)]  # block -> owner -> item sizes
+    for i, j in plan.tiles():
+        result = part[i] + (part[j] if i != j else 0)
+        for b in (i, j) if i != j else (i,):
+            items = left[b].setdefault(owner(i, j), [])
+            items.append(result)
+            if len(items) >= FAN_IN:
+                items[:] = [part[b]]
+    moved = 0.0
+    for b, per_owner in enumerate(left):
+        held = [items[0] if len(items) == 1 else part[b] for items in per_owner.values()]
+        moved += sum(held) - max(held)
+    return moved
+
+
+def z_bytes(spec, plan: TilePlan) -> int:
+    """Bytes of every block once: Z, validity and label codes of all cells."""
+    return plan.n_cells * block_read_bytes(1, spec.genes, len(spec.label_values))
+
+
+#: Execution models by name; the planner picks one with :func:`byte_model`.
+BYTE_MODELS = {"streamed": streamed_movement, "resident": resident_movement}
+CURRENT_MODEL = "resident"
+
+
+def byte_model(spec, layout, block_rows: int) -> str:
+    """``resident`` where a worker's blocks fit its memory, as a run decides; else ``streamed``."""
+    plan = TilePlan(spec.cells, block_rows)
+    return choose_residence(z_bytes(spec, plan), [layout.mem_per_node] * layout.nodes).mode

@@ -1,8 +1,14 @@
-"""Worker-side reads of encoded row blocks, cached per worker process.
+"""Worker-side reads of encoded row blocks: resident in worker memory, or streamed and cached.
 
-Tiles are submitted row-major, so consecutive tiles on a worker share block i: a small
-LRU cache turns most reads of a tile into one read instead of two. A benchmark can count
-the reads that reach the store (:func:`start_counting`, :func:`read_counts`).
+With blocks *resident* (the default where Z fits the cluster's memory), each block is read
+once per run by a ``rankdist-block`` task and held by Dask; a tile task receives its two
+blocks as arguments and makes them visible to the block reader for its duration
+(:func:`blocks_in_memory`), so the tile kernel reads them through the same
+:func:`read_block` call either way. With blocks *streamed*, every tile reads its blocks
+from the store; tiles are submitted row-major, so consecutive tiles on a worker share
+block i and a small LRU cache turns most reads of a tile into one read instead of two. A
+benchmark can count the reads that reach the store (:func:`start_counting`,
+:func:`read_counts`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import google_crc32c
@@ -33,6 +41,23 @@ _lock = threading.Lock()
 # Blocks read from the store (cache misses) since start_counting(): (z_path, start, stop)
 # -> [reads, bytes]. None when nobody counts, so an uncounted read pays one comparison.
 _reads: dict | None = None
+# The blocks a running tile task received from Dask, per thread (a task runs on one thread).
+_held = threading.local()
+
+
+@contextmanager
+def blocks_in_memory(blocks: dict) -> Iterator[None]:
+    """Within the ``with``, :func:`read_block` returns these blocks without reading the store.
+
+    ``blocks`` maps ``(z_path, start, stop)`` to ``(z, valid, codes)`` as :func:`read_block`
+    returns them. Only the calling thread sees them: the tile task that holds them.
+    """
+    previous = getattr(_held, "blocks", None)
+    _held.blocks = blocks
+    try:
+        yield
+    finally:
+        _held.blocks = previous
 
 
 def start_counting() -> None:
@@ -66,14 +91,21 @@ def read_block(
     *,
     form: str,
     n_genes: int,
+    cache: bool = True,
 ):
     """``(z, valid, codes)`` for cells ``start:stop``: float32, bool, int32 (roles, rows).
 
     ``z`` is a :class:`rankdist.encode.sparse.SparseRows` of ``n_genes`` genes for an
     encoding stored in sparse form (``form='sparse'``, the job's form). The store is
-    opened only for the label codes of ``roles``.
+    opened only for the label codes of ``roles``. A block held by the calling tile task
+    (:func:`blocks_in_memory`) is returned as it is; otherwise the per-process cache is
+    tried, then the store (a counted read), whose block is cached unless ``cache`` is
+    False (a resident block's one read: Dask holds it).
     """
     key = (z_path, start, stop)
+    held = getattr(_held, "blocks", None)
+    if held is not None and key in held:
+        return held[key]
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -95,9 +127,10 @@ def read_block(
             count = _reads.setdefault(key, [0, 0])
             count[0] += 1
             count[1] += _nbytes(z) + valid.nbytes + codes.nbytes
-        _cache[key] = value
-        while len(_cache) > CACHED_BLOCKS:
-            _cache.popitem(last=False)
+        if cache:
+            _cache[key] = value
+            while len(_cache) > CACHED_BLOCKS:
+                _cache.popitem(last=False)
     return value
 
 
@@ -106,6 +139,22 @@ def _nbytes(z) -> int:
     if isinstance(z, np.ndarray):
         return z.nbytes
     return z.indptr.nbytes + z.indices.nbytes + z.data.nbytes + z.c.nbytes
+
+
+def encoded_bytes(z_path: str, n_cells: int, n_columns: int, n_roles: int, *, form: str) -> int:
+    """Bytes of every block of an encoding as the tiles hold them: Z, validity, label codes.
+
+    Dense: ``n_cells x (4 n_columns + 1 + 4 n_roles)``. Sparse: the chunk files' sizes
+    (compressed neither, so about their arrays' bytes) plus validity and codes.
+    """
+    per_cell = 1 + 4 * n_roles
+    if form != "sparse":
+        return n_cells * (4 * n_columns + per_cell)
+    from rankdist.encode.sparse import SPARSE_DIR
+
+    chunks = os.path.join(z_path, SPARSE_DIR)
+    files = sum(entry.stat().st_size for entry in os.scandir(chunks) if entry.is_file())
+    return files + n_cells * per_cell
 
 
 def read_z_rows(z_path: str, start: int, stop: int) -> np.ndarray:
@@ -212,6 +261,9 @@ def _raw_layout(z_path: str) -> tuple[int, int, int] | None:
 
 def read_valid(z_path: str, start: int, stop: int) -> np.ndarray:
     """The encoding's validity mask for cells ``start:stop`` (without reading Z)."""
+    held = getattr(_held, "blocks", None)
+    if held is not None and (z_path, start, stop) in held:
+        return held[(z_path, start, stop)][1]
     with _lock:
         for (path, s0, s1), (_, valid, _) in _cache.items():
             if path == z_path and s0 == start and s1 == stop:

@@ -77,6 +77,10 @@ CACHED_BLOCKS = 4
 #: Bytes per value of a block's 8-bit forms: level 1 and 2 of the left operand (1 + 2)
 #: and both levels of the right (2).
 QUANTISED_BYTES = 5
+#: Share of a worker's memory limit that the resident blocks it holds may fill, on top of
+#: the memory plan of :func:`choose_block_rows` (:data:`WORKER_MEMORY_SHARE`: the blocks
+#: of running tiles, partials), so that both together stay within Dask's spill mark (70 %).
+RESIDENT_SHARE = 0.1
 #: Memory a worker process uses before any rankdist data (interpreter, numba, Dask).
 WORKER_BASE_BYTES = 350 * 2**20
 #: Share of a worker's memory limit rankdist plans to fill: below Dask's spill (70 %) and
@@ -183,3 +187,93 @@ def choose_block_rows(
         rows = min(rows, max(budget, 0) / max(per_row, 1))
     rows = int(rows) // SUBTILE * SUBTILE
     return max(SUBTILE, min(rows, MAX_BLOCK_ROWS))
+
+
+@dataclass(frozen=True)
+class Residence:
+    """Where the tiles find their blocks: ``'resident'`` (Dask data) or ``'streamed'`` (store)."""
+
+    mode: str
+    reason: str
+
+
+def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Residence:
+    """Keep the blocks in worker memory when the blocks each worker must hold fit it.
+
+    With tiles placed by owner (:class:`OwnerLayout`) a worker holds the blocks of its
+    units, :attr:`OwnerLayout.block_share` of Z (all of it on one or two workers, a fifth
+    on 50), until its last tile that uses them has run.
+
+    Parameters
+    ----------
+    z_bytes
+        Bytes of all blocks (:func:`rankdist.tiles.blocks.encoded_bytes`).
+    memory_limits
+        Memory limit of each worker in bytes; ``None`` or 0 for an unlimited worker.
+
+    Returns
+    -------
+    Residence
+        ``resident`` when that share of ``z_bytes`` is at most :data:`RESIDENT_SHARE` of the
+        smallest limit (or a worker is unlimited), else ``streamed``; the reason in words.
+    """
+    gb = f"Z ({z_bytes / 1e9:.3g} GB)"
+    if not memory_limits or not all(memory_limits):
+        return Residence("resident", f"{gb}: a worker without a memory limit")
+    held = z_bytes * OwnerLayout(len(memory_limits)).block_share
+    budget = RESIDENT_SHARE * min(memory_limits)
+    what = f"{gb}: the blocks a worker holds ({held / 1e9:.3g} GB)"
+    share = f"{RESIDENT_SHARE:.0%} of its memory ({budget / 1e9:.3g} GB)"
+    if held <= budget:
+        return Residence("resident", f"{what} fit in {share}")
+    return Residence("streamed", f"{what} exceed {share}; each tile reads its blocks")
+
+
+#: Most work one worker may own against the mean, when units are shared out (at most
+#: one unit more than another worker).
+OWNER_IMBALANCE = 1.15
+
+
+@dataclass(frozen=True)
+class OwnerLayout:
+    """Which worker owns each tile: a 2D cyclic layout over groups of blocks.
+
+    Blocks fall into ``s`` groups cyclically (block ``b`` in group ``b % s``, ``s`` even).
+    A *unit* is either a pair of groups ``a < b`` (all tiles between them) or two diagonal
+    groups ``2m, 2m + 1`` (the tiles within each): ``s^2 / 2`` units of equal work, each
+    needing the blocks of two groups, ``2 N / s`` cells. The units go to the ``P`` workers
+    in turn; ``s`` is the least even number from ``2 round(sqrt(P / 2))`` up whose units
+    share out within :data:`OWNER_IMBALANCE` (at 50 workers ``s = 10``: one unit each, a
+    worker needs ``N / 5 = 2 N / sqrt(2 P)`` cells of Z rather than every block, and all of
+    Z moves about ``s - 1`` times in all).
+    """
+
+    n_workers: int
+
+    @property
+    def groups(self) -> int:
+        """``s``: the even number of block groups, ``s^2 / 2`` near the number of workers."""
+        s = max(2, 2 * round(math.sqrt(self.n_workers / 2)))
+        while True:
+            units = s * s // 2
+            if math.ceil(units / self.n_workers) * self.n_workers / units <= OWNER_IMBALANCE:
+                return s
+            s += 2
+
+    def unit(self, i: int, j: int) -> int:
+        """The unit of tile ``(i, j)``: off-diagonal group pairs first, then diagonal pairs."""
+        s = self.groups
+        a, b = sorted((i % s, j % s))
+        if a == b:
+            return s * (s - 1) // 2 + a // 2
+        return a * s - a * (a + 1) // 2 + (b - a - 1)
+
+    @property
+    def block_share(self) -> float:
+        """Share of all blocks the busiest worker needs: its units' two groups each."""
+        s = self.groups
+        return min(1.0, math.ceil(s * s / 2 / self.n_workers) * 2 / s)
+
+    def owner(self, i: int, j: int) -> int:
+        """Index of the worker (in a fixed order of the workers) that owns tile ``(i, j)``."""
+        return self.unit(i, j) % self.n_workers

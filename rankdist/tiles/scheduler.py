@@ -3,9 +3,15 @@
 The client submits every tile (row-major) and reacts to completions: each finished tile
 hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
 partials gets a merge task; a block whose tiles are all folded into one partial gets a
-write task. Tasks carry block coordinates and read their inputs from the store, so no
-large array passes through the scheduler. Task keys start with ``rankdist-tile``,
-``rankdist-merge`` and ``rankdist-write``, which is what the dashboard shows.
+write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
+block reads it from the store and Dask holds it in worker memory; each tile depends on
+its two blocks' futures and, on two or more workers, runs on its owner in a 2D layout
+(:mod:`rankdist.tiles.placement`); partials merge on the worker that holds them, and
+once a block's tiles are all in, each worker folds its share before one merge gathers
+them. With blocks streamed, tasks carry block coordinates and read their inputs from
+the store. Either way no large array passes through the scheduler. Task
+keys start with ``rankdist-block``, ``rankdist-tile``, ``rankdist-merge`` and
+``rankdist-write``, which is what the dashboard shows.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from rankdist.reduce.runstore import write_block
 from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
 from rankdist.tiles.grid import TilePlan
 from rankdist.tiles.kernel import tile_partials
+from rankdist.tiles.placement import owners_of, submit_resident
 from rankdist.tiles.screen import quantised_block
 
 #: Partials merged per merge task.
@@ -80,7 +87,8 @@ class TileJob:
     def n_values(self) -> int:
         return int(sum(self.role_sizes))
 
-    def block(self, b: int):
+    def block(self, b: int, *, cache: bool = True):
+        """``(z, valid, codes)`` of block ``b`` (:func:`rankdist.tiles.blocks.read_block`)."""
         start, stop = self.plan.block_range(b)
         return read_block(
             self.z_path,
@@ -91,7 +99,12 @@ class TileJob:
             stop,
             form=self.form,
             n_genes=self.n_genes,
+            cache=cache,
         )
+
+    def block_key(self, b: int) -> tuple[str, int, int]:
+        """How the block reader names block ``b``: ``(z_path, start, stop)``."""
+        return (self.z_path, *self.plan.block_range(b))
 
 
 def _single_threaded_blas() -> None:
@@ -208,6 +221,7 @@ def run_tiles(
     *,
     progress: bool = True,
     tile_fn=tile_task,
+    blocks: str = "streamed",
 ) -> TileStats:
     """Compute the tiles of ``job.plan`` not yet durable in ``ckpt_dir``; write every block.
 
@@ -228,15 +242,23 @@ def run_tiles(
         The tile task, ``tile_fn(job, i, j) -> (partial of i, partial of j or None)``.
         The default computes the tile; a stand-in of the same signature runs the scheduler
         without the kernel (``rankdist.planning.simulate``).
+    blocks
+        ``'resident'``: a ``rankdist-block`` task reads each block the tiles need once and
+        Dask holds it in worker memory until its last tile has run; ``'streamed'``: each
+        tile reads its blocks from the store (:func:`rankdist.tiles.grid.choose_residence`
+        decides for a run).
     """
+    if blocks not in ("resident", "streamed"):
+        msg = f"run_tiles blocks must be 'resident' or 'streamed', not {blocks!r}"
+        raise ValueError(msg)
     plan = job.plan
     resume = scan(ckpt_dir)
     stats = TileStats(blocks_resumed=len(resume.written))
     expected = plan.n_blocks  # tiles touching each row block
     todo = [b for b in range(plan.n_blocks) if b not in resume.written]
-    pending: dict[int, list] = {b: [] for b in todo}  # (future, side, n_tiles)
+    pending: dict[int, list] = {b: [] for b in todo}  # (future, side, n_tiles, owner)
     folded = dict.fromkeys(todo, 0)  # tiles in completed pending items
-    merging = dict.fromkeys(todo, 0)  # merge tasks in flight
+    merging = dict.fromkeys(todo, 0)  # tiles in merge tasks in flight
     covered = {b: resume.covered(b) for b in todo}
     role_of: dict[str, tuple] = {}
     counter = itertools.count()
@@ -251,7 +273,7 @@ def run_tiles(
             fut = client.submit(
                 load_task, path, b, key=f"rankdist-resume-{run}-{b}-{next(counter)}"
             )
-            role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}))
+            role_of[fut.key] = ("partial", b, len({(i, j) for i, j, _ in tiles}), None)
             futures.append(fut)
     needs: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in plan.tiles():
@@ -266,72 +288,100 @@ def run_tiles(
     # All tiles in one graph, in plan order (their priority): a submit per tile costs the
     # driver about a millisecond (10 s for the 10k tiles of 2.3 M cells), time in which no
     # finished tile is merged (benchmarks/bench_scale.py).
-    tile_futures = client.map(
-        tile_fn,
-        [job] * len(needs),
-        [i for i, _ in needs],
-        [j for _, j in needs],
-        key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in needs],
-        pure=False,
-    )
+    owners = owners_of(client, needs, blocks)
+    if blocks == "resident":
+        tile_futures = submit_resident(client, job, run, needs, owners, tile_fn)
+    else:
+        tile_futures = client.map(
+            tile_fn,
+            [job] * len(needs),
+            [i for i, _ in needs],
+            [j for _, j in needs],
+            key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in needs],
+            pure=False,
+        )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
+    place = {} if owners is None else {"allow_other_workers": True}
     futures += tile_futures
     ac = as_completed(futures)
     del futures, tile_futures  # so that a tile's result is freed once both sides are merged
     written = 0
 
+    def merge(b: int, items: list, owner: str | None) -> None:
+        n = sum(t for _, _, t, _ in items)
+        m = client.submit(
+            merge_task,
+            ckpt_dir,
+            *[(f, s) for f, s, _, _ in items],
+            key=f"rankdist-merge-{run}-{b}-{next(counter)}",
+            priority=1,  # before the owner's queued tiles: a thief would fetch every input
+            **({} if owner is None else {"workers": [owner], **place}),
+        )
+        role_of[m.key] = ("partial", b, n, owner)
+        merging[b] += n
+        folded[b] -= n
+        ac.add(m)
+
     def settle(b: int) -> None:
         items = pending[b]
-        complete = folded[b] == expected and merging[b] == 0
+        complete = folded[b] == expected  # every tile in, no merge in flight
+        by_owner: dict = {}
+        for item in items:
+            by_owner.setdefault(item[3], []).append(item)
+        # once every tile is in, each owner first folds what it holds into one partial,
+        # so that the last merge fetches one partial per owner, not its tile results
+        last = folded[b] + merging[b] == expected and owners is not None
+        local = {w: mine for w, mine in by_owner.items() if len(mine) > 1 and last}
         if complete and len(items) == 1:
-            ((fut, side, _),) = items
+            ((fut, side, _, _),) = items
             w = client.submit(
                 write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{run}-{b}"
             )
             role_of[w.key] = ("write", b)
             ac.add(w)
             pending[b] = []
-        elif len(items) >= FAN_IN or (complete and len(items) > 1):
-            n = sum(t for _, _, t in items)
-            m = client.submit(
-                merge_task,
-                ckpt_dir,
-                *[(f, s) for f, s, _ in items],
-                key=f"rankdist-merge-{run}-{b}-{next(counter)}",
-            )
-            role_of[m.key] = ("partial", b, n)
-            merging[b] += 1
-            folded[b] -= n
+        elif complete and len(items) > 1 and not (local and len(by_owner) > 1):
+            merge(b, items, None)
             pending[b] = []
-            ac.add(m)
+        else:  # FAN_IN partials from one owner's tiles merge there, so they seldom move
+            for owner, mine in by_owner.items():
+                if len(mine) >= FAN_IN or owner in local:
+                    merge(b, mine, owner)
+                    pending[b] = [item for item in pending[b] if item[3] != owner]
 
     with _progress.bar("tiles", plan.n_tiles, enabled=progress) as bar:
         bar.advance(stats.tiles_resumed)
-        for fut in ac:
-            if fut.status != "finished":
-                try:
-                    fut.result()
-                except BaseException:  # the task's own error, re-raised unchanged
-                    held = [fut, *(f for items in pending.values() for f, _, _ in items)]
-                    _abandon(client, ac, held)
-                    raise
-            kind, *info = role_of.pop(fut.key)
-            if kind == "tile":
-                bar.advance()
-                stats.tiles_computed += 1
-                for b, side in needs.pop(tuple(info)):
-                    pending[b].append((fut, side, 1))
-                    folded[b] += 1
+        for batch in ac.batches():
+            # where each result is: a tile an idle worker stole lies on the thief, so its
+            # partials merge there (one who_has per batch of completions, not per task)
+            where = {} if owners is None else client.who_has(batch)
+            for n_done, fut in enumerate(batch):
+                if fut.status != "finished":
+                    try:
+                        fut.result()
+                    except BaseException:  # the task's own error, re-raised unchanged
+                        held = [*batch[n_done:], *(f for it in pending.values() for f, *_ in it)]
+                        _abandon(client, ac, held)
+                        raise
+                kind, *info = role_of.pop(fut.key)
+                at = (where.get(fut.key) or [None])[0]
+                if kind == "tile":
+                    bar.advance()
+                    stats.tiles_computed += 1
+                    owner = at or (None if owners is None else owners[tuple(info)])
+                    for b, side in needs.pop(tuple(info)):
+                        pending[b].append((fut, side, 1, owner))
+                        folded[b] += 1
+                        settle(b)
+                elif kind == "partial":
+                    b, n, owner = info
+                    if fut.key.startswith("rankdist-merge"):
+                        merging[b] -= n
+                    pending[b].append((fut, None, n, at or owner))
+                    folded[b] += n
                     settle(b)
-            elif kind == "partial":
-                b, n = info
-                if fut.key.startswith("rankdist-merge"):
-                    merging[b] -= 1
-                pending[b].append((fut, None, n))
-                folded[b] += n
-                settle(b)
-            else:
-                written += 1
+                else:
+                    written += 1
     if written != len(todo):
         msg = f"internal error: {written} of {len(todo)} blocks written"
         raise RuntimeError(msg)

@@ -100,6 +100,7 @@ class _CountingClient:
         self._client = client
         self.submitted: list[str] = []
         self.mapped: list[list[str]] = []
+        self.restricted: list[list[str] | None] = []  # the workers= of each map
 
     def submit(self, *args, key, **kwargs):
         self.submitted.append(key)
@@ -107,6 +108,7 @@ class _CountingClient:
 
     def map(self, *args, key, **kwargs):
         self.mapped.append(list(key))
+        self.restricted.append(kwargs.get("workers"))
         return self._client.map(*args, key=key, **kwargs)
 
     def __getattr__(self, name):
@@ -169,3 +171,56 @@ def test_the_simulation_lays_out_a_real_work_directory(tmp_path):
     assert {role: res[f"counts/{role}"].shape for role in job.roles} == {
         role: (3 * 512, 2, size) for role, size in zip(job.roles, job.role_sizes, strict=True)
     }
+
+
+def test_resident_blocks_are_read_once_and_every_tile_runs_once(client, tmp_path):
+    """Blocks resident: one ``rankdist-block`` task reads each block; tiles get it from Dask.
+
+    On two workers each tile is owned by one (tiles/grid.py: OwnerLayout), its graph
+    restricted to it, and runs there unless the other worker stole it.
+    """
+    import os
+
+    from rankdist.tiles.blocks import read_counts, start_counting
+    from rankdist.tiles.grid import OwnerLayout
+
+    log = tmp_path / "ran"
+    log.mkdir()
+    real = TilePlan(10 * 16384, 16384)
+    client.run(start_counting)
+    counting = _CountingClient(client)
+    stats, job, _ = simulate_run(
+        counting,
+        real,
+        tmp_path / "sim",
+        seconds_per_pair=PAIR_S,
+        partial_rows=512,
+        log_dir=log,
+        z_genes=16,
+        read_blocks=True,
+        blocks="resident",
+    )
+    assert stats.tiles_computed == real.n_tiles
+    assert _ran(log) == Counter(real.tiles())
+    reads = Counter()
+    for per_worker in client.run(read_counts).values():
+        for (_, start, _), (n, _) in per_worker.items():
+            reads[start // 512] += n
+    assert reads == dict.fromkeys(range(real.n_blocks), 1)  # each block once, in all workers
+    kinds = [{k.split("-")[1] for k in keys} for keys in counting.mapped]
+    assert kinds == [{"block"}] * 2 + [{"tile"}] * 2  # per worker, every block first
+    workers = sorted(client.scheduler_info()["workers"])
+    owner = OwnerLayout(len(workers)).owner
+    mapped = zip(counting.mapped, counting.restricted, strict=True)
+    tile_graphs = [(keys, where) for keys, where in mapped if "-tile-" in keys[0]]
+    for keys, where in tile_graphs:
+        tiles = [tuple(int(x) for x in k.split("-")[-2:]) for k in keys]
+        assert where == [workers[owner(*tiles[0])]] and len({owner(i, j) for i, j in tiles}) == 1
+    assert sum(len(keys) for keys, _ in tile_graphs) == real.n_tiles
+    pid_of = client.run(os.getpid)
+    ran = [
+        (tuple(int(x) for x in p.name.split("-")[:2]), int(p.name.split("-")[2]))
+        for p in log.iterdir()
+    ]
+    at_owner = sum(pid_of[workers[owner(i, j)]] == pid for (i, j), pid in ran)
+    assert at_owner >= 0.75 * real.n_tiles  # the rest stolen by an idle worker, if any

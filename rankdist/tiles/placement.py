@@ -1,0 +1,99 @@
+"""Where blocks and tiles run: blocks resident in worker memory, tiles placed by owner.
+
+With blocks resident (:func:`rankdist.tiles.grid.choose_residence`), a ``rankdist-block``
+task reads each block from the store once and Dask holds it; each tile task depends on
+its two blocks' futures (:func:`resident_tile`). On two or more workers each tile has an
+owner (:class:`rankdist.tiles.grid.OwnerLayout`, a 2D cyclic layout over groups of
+blocks), and a worker's blocks and tiles are submitted restricted to it with
+``allow_other_workers``, so that a worker needs only the blocks of its own units while a
+lost or busy worker's tasks still run elsewhere. The merges of
+:func:`rankdist.tiles.scheduler.run_tiles` follow the same owners.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from rankdist.tiles.blocks import blocks_in_memory
+from rankdist.tiles.grid import OwnerLayout
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def block_task(job, b: int):
+    """Read block ``b`` of a :class:`~rankdist.tiles.scheduler.TileJob` from the store.
+
+    Once for the run: Dask then holds it (resident).
+    """
+    return job.block(b, cache=False)
+
+
+def resident_tile(tile_fn, job, i: int, j: int, block_i, block_j):
+    """Run ``tile_fn(job, i, j)`` on the blocks Dask delivered to this task.
+
+    The tile function reads its blocks through ``job.block`` as when they are streamed;
+    here the block reader hands it these (:func:`rankdist.tiles.blocks.blocks_in_memory`).
+    """
+    with blocks_in_memory({job.block_key(i): block_i, job.block_key(j): block_j}):
+        return tile_fn(job, i, j)
+
+
+def owners_of(client: Client, needs: dict, blocks: str) -> dict | None:
+    """Tile -> the worker address that owns it (:class:`~rankdist.tiles.grid.OwnerLayout`).
+
+    None where placement buys nothing: blocks streamed from the store, or one worker.
+    """
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    if blocks != "resident" or len(workers) < 2:
+        return None
+    layout = OwnerLayout(len(workers))
+    return {(i, j): workers[layout.owner(i, j)] for i, j in needs}
+
+
+def submit_resident(client: Client, job, run: str, needs: dict, owners, tile_fn) -> list:
+    """Submit a block task per block the tiles need, then the tiles on their blocks' futures.
+
+    With ``owners``, each worker's blocks and tiles go in one graph restricted to it
+    (``allow_other_workers``: a lost or busy worker's tasks still run elsewhere); a block
+    is read by one of the workers that owns a tile of it. The client keeps no block future:
+    Dask keeps a block while a tile waits for it, frees it after its last tile, and
+    recomputes it from the store if its worker is lost while a tile (or a lost tile's
+    recomputation) needs it.
+    """
+    users: dict = {}  # block -> the workers whose tiles need it
+    for i, j in needs:
+        for b in (i, j):
+            users.setdefault(b, set()).add(None if owners is None else owners[(i, j)])
+    # each block is read by one of its users, in turn, so the reads spread over the workers
+    home = {b: sorted(ws, key=str)[b % len(ws)] for b, ws in users.items()}
+    place = {} if owners is None else {"allow_other_workers": True}
+    block_of: dict = {}
+    for worker in dict.fromkeys(home.values()):
+        mine = sorted(b for b, w in home.items() if w == worker)
+        futures = client.map(
+            block_task,
+            [job] * len(mine),
+            mine,
+            key=[f"rankdist-block-{run}-{b}" for b in mine],
+            pure=False,
+            **({} if worker is None else {"workers": [worker], **place}),
+        )
+        block_of.update(zip(mine, futures, strict=True))
+    tile_of: dict = {}
+    for worker in dict.fromkeys([None] if owners is None else owners.values()):
+        mine = [t for t in needs if owners is None or owners[t] == worker]
+        futures = client.map(
+            functools.partial(resident_tile, tile_fn),
+            [job] * len(mine),
+            [i for i, _ in mine],
+            [j for _, j in mine],
+            [block_of[i] for i, _ in mine],
+            [block_of[j] for _, j in mine],
+            key=[f"rankdist-tile-{run}-{i}-{j}" for i, j in mine],
+            pure=False,
+            **({} if worker is None else {"workers": [worker], **place}),
+        )
+        tile_of.update(zip(mine, futures, strict=True))
+    return [tile_of[t] for t in needs]
