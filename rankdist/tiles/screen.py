@@ -261,13 +261,13 @@ def crowded(s, margin, row_thr, col_thr, cutoffs, upper_only):
 
     A pair is recomputed when its screened value ``s`` lies within ``margin`` of, or
     above, its row's or column's current k-th best (``row_thr``, ``col_thr``), or within
-    ``margin`` of a cutoff. Every fourth row is looked at: the answer decides only speed,
+    ``margin`` of a cutoff. Every 16th row is looked at: the answer decides only speed,
     never a result.
     """
     nr, nc = s.shape
     hits = 0
     seen = 0
-    for a in range(0, nr, 4):
+    for a in range(0, nr, 16):
         rt = row_thr[a] - margin
         for b in range(a + 1 if upper_only else 0, nc):
             v = s[a, b]

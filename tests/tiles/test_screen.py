@@ -203,13 +203,13 @@ def test_crowded_counts_the_pairs_near_a_threshold():
     cut = np.array([0.5])
     over, under = int(REFINE_SHARE * 512) + 8, int(REFINE_SHARE * 512) - 8
     assert not screen.crowded(s, 0.01, low, low, cut, False)
-    s[::4, :over] = 0.495  # in each looked-at row, just over the share near the cutoff
+    s[::16, :over] = 0.495  # in each looked-at row, just over the share near the cutoff
     assert screen.crowded(s, 0.01, low, low, cut, False)
     assert not screen.crowded(s, 0.001, low, low, cut, False)  # outside a tighter margin
-    s[::4, :over] = 0.0
-    s[::4, :under] = 0.895  # near the row's k-th best, just under the share
+    s[::16, :over] = 0.0
+    s[::16, :under] = 0.895  # near the row's k-th best, just under the share
     assert not screen.crowded(s, 0.01, low, low, cut, False)
-    s[::4, :over] = 0.895
+    s[::16, :over] = 0.895
     assert screen.crowded(s, 0.01, low, low, cut, False)
 
 
