@@ -107,7 +107,7 @@ def choose_kernel(
         if requested == "screen":
             raise ScreenUnavailable(estimate)
         return KernelChoice("float32", estimate)
-    share, gain = estimate.share, estimate.gain
+    share, gain = _rounded(estimate.share), _rounded(estimate.gain)  # as the metadata says
     if requested == "screen":
         return KernelChoice("screen", "requested", share, gain)
     if gain >= MIN_GAIN:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 
 import rankdist
 import rankdist.tiles.screen as screen
@@ -85,17 +86,22 @@ def test_impossible_kernel_requests_fail_before_any_work(store, kwargs, message)
         rankdist.neighbors(store, k=8, client=None, progress=False, cluster="nonexistent", **kwargs)
 
 
-def test_a_screen_that_cannot_run_is_one_line_and_auto_falls_back(
-    store, inproc_client, monkeypatch, capsys
-):
+def test_a_screen_that_cannot_run_is_one_line_and_auto_falls_back(store, monkeypatch):
     why = "the screen kernel needs onnxruntime and onnx (onnxruntime is not installed): ..."
-    monkeypatch.setattr(screen, "_state", {"levels": why})  # the in-process workers see it
-    res = rankdist.neighbors(store, k=8, client=inproc_client, progress=False, name="fallback")
-    assert (res.metadata["kernel"], res.metadata["kernel_reason"]) == ("float32", why)
-    with pytest.raises(screen.ScreenUnavailable, match="onnxruntime is not installed"):
-        rankdist.neighbors(
-            store, k=8, client=inproc_client, progress=False, kernel="screen", name="refused"
-        )
+    monkeypatch.setattr(screen, "_state", {"levels": why})  # in-process workers see it
+    # a cluster of its own: nothing of the shared clients' state meets the patched one
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        res = rankdist.neighbors(store, k=8, client=client, progress=False, name="fallback")
+        assert (res.metadata["kernel"], res.metadata["kernel_reason"]) == ("float32", why)
+        with pytest.raises(screen.ScreenUnavailable, match="onnxruntime is not installed"):
+            rankdist.neighbors(
+                store, k=8, client=client, progress=False, kernel="screen", name="refused"
+            )
     assert "refused" not in rankdist.list_runs(store)
 
 
