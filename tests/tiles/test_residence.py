@@ -19,7 +19,7 @@ import rankdist
 from rankdist.tiles.blocks import read_counts, start_counting
 from rankdist.tiles.grid import RESIDENT_SHARE, choose_residence
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 #: The memory manager off: a worker's limit is then only what rankdist plans with.
 NO_MEMORY_MANAGER = {
@@ -50,13 +50,7 @@ def test_choose_residence():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     adata = tricky_adata(n_cells=1300, n_genes=120, seed=5)
-    return rankdist.ingest(
-        adata,
-        tmp_path_factory.mktemp("residence") / "s.zarr",
-        cell_type="celltype",
-        batch="donor",
-        progress=False,
-    )
+    return ingest_tricky(adata, tmp_path_factory.mktemp("residence") / "s.zarr")
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,14 @@ import pytest
 
 import rankdist
 
-from _data import tricky_adata
+from _data import ingest_tricky, tricky_adata
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # 1300 cells: 3 blocks of 512, or 2 of 1024, or 1 of 1536 -> different tile layouts
     adata = tricky_adata(n_cells=1300, n_genes=120, seed=3)
-    return rankdist.ingest(
-        adata,
-        tmp_path_factory.mktemp("stab") / "s.zarr",
-        cell_type="celltype",
-        batch="donor",
-        progress=False,
-    )
+    return ingest_tricky(adata, tmp_path_factory.mktemp("stab") / "s.zarr")
 
 
 def _run(store, client, block_size, name):
