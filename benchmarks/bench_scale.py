@@ -414,12 +414,22 @@ def run_one(
     }
 
 
-def start_cluster(workdir: Path, workers: int, threads: int, memory_limit: str):
-    """A scheduler process and a ``dask worker`` process with ``workers`` worker processes."""
+def start_cluster(workdir: Path, workers: int, threads: int, memory_limit: str, stealing: bool):
+    """A scheduler process and a ``dask worker`` process with ``workers`` worker processes.
+
+    Without ``stealing`` the scheduler is configured as the ones rankdist starts
+    (``rankdist.cluster.stealing.OWN_SCHEDULER``: no work stealing).
+    """
     from distributed import Client
+
+    from rankdist.cluster.stealing import OWN_SCHEDULER
 
     sched_file = workdir / "scheduler.json"
     py = sys.executable
+    env = dict(os.environ)
+    if not stealing:  # Dask reads DASK_A__B_C as the key a.b-c
+        for key, value in OWN_SCHEDULER.items():
+            env["DASK_" + key.upper().replace(".", "__").replace("-", "_")] = str(value)
     sched = subprocess.Popen(
         [
             py,
@@ -434,6 +444,7 @@ def start_cluster(workdir: Path, workers: int, threads: int, memory_limit: str):
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "scheduler.log", "w"),
+        env=env,
     )
     while not sched_file.exists():
         time.sleep(0.2)
@@ -492,6 +503,12 @@ def main() -> None:
         choices=("resident", "streamed"),
         help="blocks in worker memory (a run's default where Z fits) or read by each tile",
     )
+    parser.add_argument(
+        "--stealing",
+        default="off",
+        choices=("off", "on"),
+        help="Dask work stealing: off (default), as on the clusters rankdist starts, or on",
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--json", default=None, metavar="FILE", help="the largest run's record")
     args = parser.parse_args()
@@ -518,7 +535,12 @@ def main() -> None:
     if args.full_size_blocks:
         sizes.append((args.full_size_blocks * args.block_rows, args.block_rows))
 
-    client, pids, procs = start_cluster(work, args.workers, args.threads, args.memory_limit)
+    client, pids, procs = start_cluster(
+        work, args.workers, args.threads, args.memory_limit, args.stealing == "on"
+    )
+    from rankdist.cluster.stealing import steals
+
+    print(f"work stealing: {'on' if steals(client) else 'off'}")
     results = []
     try:
         warm = TilePlan(8 * args.block_rows, args.block_rows)
@@ -573,6 +595,7 @@ def main() -> None:
         "scale": scale,
         "real_seconds_per_pair": real_pair_s,
         "stand_in": "sleep",
+        "work_stealing": args.stealing == "on",
         "commit": _commit(),
         "calibration_date": cal.measured.get("date"),
     }

@@ -15,6 +15,7 @@ from distributed.security import Security
 
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client
+from rankdist.cluster.stealing import steals
 from rankdist.encode.cache import Encoded, encode
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
@@ -386,8 +387,8 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         "tiles_resumed": stats.tiles_resumed,
         "blocks_resumed": stats.blocks_resumed,
         **choice.metadata(),
-        "blocks": residence.mode,
-        "blocks_reason": residence.reason,
+        **residence.metadata(),
+        "work_stealing": steals(client),
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
         "wall_time_s": round(time.perf_counter() - started, 3),

@@ -39,6 +39,7 @@ from rankdist.cluster.profile import (
     walltime_seconds,
     worker_lifetime,
 )
+from rankdist.cluster.stealing import own_scheduler
 
 __all__ = [
     "OTHERS_GRACE_S",
@@ -101,7 +102,8 @@ def make_cluster(profile: JobqueueProfile, *, security=None):
             raise ValueError(msg)
         options |= {"security": security, "protocol": "tls://"}
     try:
-        return cls(**options)
+        with own_scheduler():  # its scheduler starts here (cluster/stealing.py)
+            return cls(**options)
     except RuntimeError as err:  # "Cluster failed to start", from a ValueError
         if not isinstance(err.__cause__, ValueError):
             raise

@@ -35,6 +35,7 @@ from distributed.security import Security
 
 from rankdist.cluster.describe import describe_client
 from rankdist.cluster.security import InsecureClusterWarning
+from rankdist.cluster.stealing import own_scheduler
 
 __all__ = [
     "LOOPBACK",
@@ -177,6 +178,7 @@ def _in_process_cluster(threads, memory_limit, dashboard_address, quiet) -> Iter
         _quiet_distributed_logs(quiet),
         single_threaded_blas(),
         dask.config.set({"distributed.dashboard.link": link}),
+        own_scheduler(),
     ):
         with _quiet_start(quiet):
             cluster = LocalCluster(
@@ -205,7 +207,7 @@ def _process_cluster(
             InsecureClusterWarning,
             stacklevel=5,
         )
-    with _quiet_distributed_logs(quiet):
+    with _quiet_distributed_logs(quiet), own_scheduler():
         with _quiet_start(quiet):
             cluster = LocalCluster(
                 n_workers=n_workers,

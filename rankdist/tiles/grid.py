@@ -196,6 +196,10 @@ class Residence:
     mode: str
     reason: str
 
+    def metadata(self) -> dict:
+        """The run metadata's ``blocks`` and ``blocks_reason`` (docs/results.md)."""
+        return {"blocks": self.mode, "blocks_reason": self.reason}
+
 
 def choose_residence(z_bytes: float, memory_limits: list[float | None]) -> Residence:
     """Keep the blocks in worker memory when the blocks each worker must hold fit it.

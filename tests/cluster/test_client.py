@@ -14,6 +14,7 @@ import rankdist
 from rankdist.cluster import client, local
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client, doctor_report
+from rankdist.cluster.stealing import steals
 from rankdist.datasets.toy import synthetic_counts
 
 
@@ -97,6 +98,7 @@ def test_local_cluster_and_joining_it_by_address(capsys):
         "local", workers=2, threads_per_worker=1, dashboard_address=":0", quiet=True
     ) as local:
         assert len(local.scheduler_info()["workers"]) == 2
+        assert steals(local) is False  # rankdist's own scheduler: tiles stay by their blocks
         address = local.scheduler.address
         assert address.startswith("tls://127.0.0.1:")
         # joined with the run's credentials (another process has none: test_security_local)
@@ -168,6 +170,7 @@ def test_in_process_and_process_workers_give_identical_results(client, tmp_path)
         seen = []
         with cluster_client("local", dashboard_address=":0", quiet=True) as inproc:
             assert inproc.scheduler.address.startswith("inproc://")
+            assert steals(inproc) is False
             seen.append(inproc.submit(blas_threads, pure=False).result())
             threads = rankdist.neighbors(store, name="threads", client=inproc, **common)
         assert seen == [[1] * len(before)]
@@ -177,6 +180,8 @@ def test_in_process_and_process_workers_give_identical_results(client, tmp_path)
         assert blas_threads() == before
     processes = rankdist.neighbors(store, name="processes", client=client, **common)
     assert default.metadata["n_tiles"] == processes.metadata["n_tiles"] == 6
+    assert default.metadata["work_stealing"] is False  # started by rankdist
+    assert processes.metadata["work_stealing"] is True  # Dask's default, kept when joined
     for res in (threads, default):
         np.testing.assert_array_equal(res.indices, processes.indices)
         assert res.similarities.tobytes() == processes.similarities.tobytes()

@@ -320,6 +320,7 @@ def test_neighbors_on_slurm_equal_local_bit_for_bit(small_store, client, tmp_pat
 
     assert len(slurm_jobs(name)) == 2, "two SLURM jobs should have run"
     assert res.metadata["workers"] == 2 and res.metadata["n_tiles"] == 6
+    assert res.metadata["work_stealing"] is False  # its scheduler was started here
     assert (res.metadata["kernel"], ref.metadata["kernel"]) == ("screen", "float32")
     assert np.array_equal(res.indices, ref.indices)
     assert np.array_equal(res.similarities.view(np.int32), ref.similarities.view(np.int32))

@@ -7,6 +7,7 @@ killed, at least 4 merges are on disk and the run cannot have finished.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -18,6 +19,7 @@ from distributed import Client, LocalCluster
 from faults import _hooks
 
 import rankdist
+from rankdist.cluster.stealing import own_scheduler, steals
 from rankdist.datasets.toy import synthetic_counts
 from rankdist.tiles import scheduler
 
@@ -30,7 +32,10 @@ def store(tmp_path_factory):
     )
 
 
-def test_worker_killed_mid_run(store, client, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stealing", ["on", "off"])
+def test_worker_killed_mid_run(store, client, tmp_path, monkeypatch, stealing):
+    """Off is how rankdist starts its own schedulers: the tasks a lost worker owned must
+    still run elsewhere, by their restrictions' ``allow_other_workers``, not by stealing."""
     kw = dict(k=10, cutoffs=(0.45,), block_size=512, progress=False)
     reference = rankdist.neighbors(store, client=client, name="ref", **kw)
     hook = tmp_path / "hook"
@@ -38,8 +43,11 @@ def test_worker_killed_mid_run(store, client, tmp_path, monkeypatch):
     monkeypatch.setattr(
         scheduler, "merge_task", functools.partial(_hooks.paused_merge, str(hook), 4)
     )
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+    config = own_scheduler() if stealing == "off" else contextlib.nullcontext()
+    with config:
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
     with cluster as lc, Client(lc) as c:
+        assert steals(c) is (stealing == "on")
         pids = c.run(os.getpid)
         outcome = {}
 
@@ -68,6 +76,7 @@ def test_worker_killed_mid_run(store, client, tmp_path, monkeypatch):
         # the nanny restarted the killed worker: a new process took its place
         assert victim_pid not in c.run(os.getpid).values()
     res = outcome["res"]
+    assert res.metadata["work_stealing"] is (stealing == "on")
     assert res.metadata["tiles_computed"] == res.metadata["n_tiles"]
     assert np.array_equal(res.indices, reference.indices)
     assert np.array_equal(res.similarities.view(np.int32), reference.similarities.view(np.int32))
