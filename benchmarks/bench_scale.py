@@ -504,6 +504,12 @@ def main() -> None:
         help="blocks in worker memory (a run's default where Z fits) or read by each tile",
     )
     parser.add_argument(
+        "--fan-in",
+        type=int,
+        default=None,
+        help="partials merged per merge task (default: rankdist's FAN_IN)",
+    )
+    parser.add_argument(
         "--stealing",
         default="off",
         choices=("off", "on"),
@@ -513,10 +519,13 @@ def main() -> None:
     parser.add_argument("--json", default=None, metavar="FILE", help="the largest run's record")
     args = parser.parse_args()
 
+    import rankdist.tiles.scheduler as tile_scheduler
     from rankdist.planning.calibration import load_calibration
     from rankdist.planning.describe import parse_count
     from rankdist.tiles.grid import TilePlan
 
+    if args.fan_in is not None:  # read by run_tiles at each merge decision
+        tile_scheduler.FAN_IN = args.fan_in
     cal = load_calibration(args.calibration)
     sim_threads = args.workers * args.threads
     scale = args.real_threads / sim_threads
@@ -596,6 +605,7 @@ def main() -> None:
         "real_seconds_per_pair": real_pair_s,
         "stand_in": "sleep",
         "work_stealing": args.stealing == "on",
+        "fan_in": tile_scheduler.FAN_IN,
         "commit": _commit(),
         "calibration_date": cal.measured.get("date"),
     }
