@@ -101,19 +101,31 @@ class TimedClient:
         return fut
 
     def map(self, fn, *iterables, key, **kwargs):
-        """All tiles, in one graph (rankdist.tiles.scheduler.run_tiles)."""
+        """Tiles and blocks in one graph per worker, a batch's merges in one per owner."""
         import cloudpickle
         from distributed import Future
 
         from rankdist.tiles.scheduler import tile_task
 
+        def flat(x):  # the futures a task's argument holds (a merge's list of pairs)
+            if isinstance(x, list | tuple):
+                return [y for item in x for y in flat(item)]
+            return [x]
+
+        def plain(x):
+            if isinstance(x, list | tuple):
+                return type(x)(plain(item) for item in x)
+            return x.key if isinstance(x, Future) else x
+
         t0 = time.time()
         futs = self._client.map(fn, *iterables, key=key, **kwargs)
         t1 = time.time()
-        self.submits += [(k, t0, t1, []) for k in key]
-        # what a real run sends: the kernel's task (by reference), the job pickled once
-        plain = [[x.key if isinstance(x, Future) else x for x in it] for it in iterables]
-        blob = cloudpickle.dumps((tile_task, plain, list(key), kwargs))
+        for n, k in enumerate(key):
+            deps = [x.key for it in iterables for x in flat(it[n]) if isinstance(x, Future)]
+            self.submits.append((k, t0, t1, deps if k.startswith("rankdist-merge") else []))
+        # what a real run sends: a tile's kernel by reference (not the stand-in)
+        task = tile_task if key and key[0].startswith("rankdist-tile") else fn
+        blob = cloudpickle.dumps((task, plain(list(iterables)), list(key), kwargs))
         if key:
             self.spec_bytes[key[0].split("-")[1]].append(len(blob) / len(key))
         return futs

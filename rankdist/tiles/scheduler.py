@@ -2,8 +2,8 @@
 
 The client submits every tile (row-major) and reacts to completions: each finished tile
 hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
-partials gets a merge task; a block whose tiles are all folded into one partial gets a
-write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
+partials gets a merge task (the merges one batch of completions decides go to Dask in one
+call per owner); a block whose tiles are all folded into one partial gets a write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
 block reads it from the store and Dask holds it in worker memory; each tile depends on
 its two blocks' futures and, on two or more workers, runs on its owner in a 2D layout
 (:mod:`rankdist.tiles.placement`); partials merge on the worker that holds them, and
@@ -26,6 +26,7 @@ from distributed import Client, as_completed
 
 from rankdist import _progress
 from rankdist.cluster.local import blas_limited_here
+from rankdist.cluster.stealing import steals
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.reduce.runstore import write_block
@@ -175,6 +176,11 @@ def merge_task(ckpt_dir: str, *sources) -> Partial:
     return merged
 
 
+def merge_sources(merge_fn, ckpt_dir: str, sources: list) -> Partial:
+    """``merge_fn(ckpt_dir, *sources)``: the merges of a batch go to Dask in one call."""
+    return merge_fn(ckpt_dir, *sources)
+
+
 def load_task(path: str, block: int) -> Partial:
     """Read a checkpointed partial of a resumed run."""
     return load_partial(path, block)
@@ -306,21 +312,37 @@ def run_tiles(
     ac = as_completed(futures)
     del futures, tile_futures  # so that a tile's result is freed once both sides are merged
     written = 0
+    queued: list = []  # the merges decided while handling one batch of completions
+    # where results lie matters only where tiles can leave their owner unasked
+    stolen = owners is not None and steals(client) is not False
 
     def merge(b: int, items: list, owner: str | None) -> None:
         n = sum(t for _, _, t, _ in items)
-        m = client.submit(
-            merge_task,
-            ckpt_dir,
-            *[(f, s) for f, s, _, _ in items],
-            key=f"rankdist-merge-{run}-{b}-{next(counter)}",
-            priority=1,  # before the owner's queued tiles: a thief would fetch every input
-            **({} if owner is None else {"workers": [owner], **place}),
-        )
-        role_of[m.key] = ("partial", b, n, owner)
+        key = f"rankdist-merge-{run}-{b}-{next(counter)}"
+        queued.append((key, ("partial", b, n, owner), [(f, s) for f, s, _, _ in items]))
         merging[b] += n
         folded[b] -= n
-        ac.add(m)
+
+    def submit_merges() -> None:
+        """One ``client.map`` per owner for the batch's merges (one graph, not one each)."""
+        by_owner: dict = {}
+        for item in queued:
+            by_owner.setdefault(item[1][3], []).append(item)
+        queued.clear()
+        for owner, items in by_owner.items():
+            futures = client.map(
+                merge_sources,
+                [merge_task] * len(items),
+                [ckpt_dir] * len(items),
+                [sources for _, _, sources in items],
+                key=[key for key, _, _ in items],
+                pure=False,
+                priority=1,  # before the owner's queued tiles
+                **({} if owner is None else {"workers": [owner], **place}),
+            )
+            for (_, role, _), m in zip(items, futures, strict=True):
+                role_of[m.key] = role
+                ac.add(m)
 
     def settle(b: int) -> None:
         items = pending[b]
@@ -353,14 +375,17 @@ def run_tiles(
         bar.advance(stats.tiles_resumed)
         for batch in ac.batches():
             # where each result is: a tile an idle worker stole lies on the thief, so its
-            # partials merge there (one who_has per batch of completions, not per task)
-            where = {} if owners is None else client.who_has(batch)
+            # partials merge there (one who_has per batch of completions, not per task).
+            # Without stealing, tiles run on their owners (or, after a worker is lost,
+            # wherever Dask sent them: their merges then fetch them).
+            where = client.who_has(batch) if stolen else {}
             for n_done, fut in enumerate(batch):
                 if fut.status != "finished":
                     try:
                         fut.result()
                     except BaseException:  # the task's own error, re-raised unchanged
                         held = [*batch[n_done:], *(f for it in pending.values() for f, *_ in it)]
+                        held += [f for _, _, sources in queued for f, _ in sources]
                         _abandon(client, ac, held)
                         raise
                 kind, *info = role_of.pop(fut.key)
@@ -382,6 +407,7 @@ def run_tiles(
                     settle(b)
                 else:
                     written += 1
+            submit_merges()
     if written != len(todo):
         msg = f"internal error: {written} of {len(todo)} blocks written"
         raise RuntimeError(msg)

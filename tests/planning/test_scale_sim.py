@@ -121,11 +121,15 @@ def test_tiles_reach_the_scheduler_in_one_graph(client, tmp_path):
     counting = _CountingClient(client)
     real = TilePlan(10 * 16384, 16384)
     simulate_run(counting, real, tmp_path / "sim", seconds_per_pair=0.0, partial_rows=512)
-    (keys,) = counting.mapped
+    (keys,) = [keys for keys in counting.mapped if keys[0].startswith("rankdist-tile")]
     (run,) = {k.split("-")[2] for k in keys}  # one token per run, so runs never share keys
     assert keys == [f"rankdist-tile-{run}-{i}-{j}" for i, j in real.tiles()]
     assert not [k for k in counting.submitted if k.startswith("rankdist-tile")]
-    kinds = Counter(k.split("-")[1] for k in counting.submitted)
+    # the merges a batch of completions decides go together, one map per owner
+    merges = [keys for keys in counting.mapped if keys[0].startswith("rankdist-merge")]
+    assert len(merges) + 1 == len(counting.mapped)
+    assert all(k.startswith(f"rankdist-merge-{run}-") for keys in merges for k in keys)
+    kinds = Counter(k.split("-")[1] for k in counting.submitted + sum(merges, []))
     assert kinds == {"merge": 10 * 3, "write": 10}  # ceil(9 / 3) merges per block
 
 
@@ -173,16 +177,36 @@ def test_the_simulation_lays_out_a_real_work_directory(tmp_path):
     }
 
 
-def test_resident_blocks_are_read_once_and_every_tile_runs_once(client, tmp_path):
+@pytest.fixture(params=["stealing on", "stealing off"])
+def two_workers(request, client):
+    """Dask's default (the session's cluster), and a scheduler as rankdist starts it."""
+    if request.param == "stealing on":
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    from rankdist.cluster.stealing import own_scheduler
+
+    with own_scheduler():
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+    with cluster, Client(cluster) as own:
+        yield own
+
+
+def test_resident_blocks_are_read_once_and_every_tile_runs_once(two_workers, tmp_path):
     """Blocks resident: one ``rankdist-block`` task reads each block; tiles get it from Dask.
 
     On two workers each tile is owned by one (tiles/grid.py: OwnerLayout), its graph
-    restricted to it, and runs there unless the other worker stole it.
+    restricted to it, and runs there unless the other worker stole it: never, without
+    work stealing.
     """
     import os
 
+    from rankdist.cluster.stealing import steals
     from rankdist.tiles.blocks import read_counts, start_counting
     from rankdist.tiles.grid import OwnerLayout
+
+    client = two_workers
 
     log = tmp_path / "ran"
     log.mkdir()
@@ -208,7 +232,8 @@ def test_resident_blocks_are_read_once_and_every_tile_runs_once(client, tmp_path
             reads[start // 512] += n
     assert reads == dict.fromkeys(range(real.n_blocks), 1)  # each block once, in all workers
     kinds = [{k.split("-")[1] for k in keys} for keys in counting.mapped]
-    assert kinds == [{"block"}] * 2 + [{"tile"}] * 2  # per worker, every block first
+    assert kinds[:4] == [{"block"}] * 2 + [{"tile"}] * 2  # per worker, every block first
+    assert all(kind == {"merge"} for kind in kinds[4:])  # then each batch's merges
     workers = sorted(client.scheduler_info()["workers"])
     owner = OwnerLayout(len(workers)).owner
     mapped = zip(counting.mapped, counting.restricted, strict=True)
@@ -223,4 +248,7 @@ def test_resident_blocks_are_read_once_and_every_tile_runs_once(client, tmp_path
         for p in log.iterdir()
     ]
     at_owner = sum(pid_of[workers[owner(i, j)]] == pid for (i, j), pid in ran)
-    assert at_owner >= 0.75 * real.n_tiles  # the rest stolen by an idle worker, if any
+    if steals(client):
+        assert at_owner >= 0.75 * real.n_tiles  # the rest stolen by an idle worker, if any
+    else:
+        assert at_owner == real.n_tiles
