@@ -3,8 +3,9 @@
 The client submits every tile (row-major) and reacts to completions: each finished tile
 hands one partial to each of its two row blocks; a block with ``FAN_IN`` waiting
 partials gets a merge task (the merges one batch of completions decides go to Dask in one
-call per owner); a block whose tiles are all folded into one partial gets a write task. With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per
-block reads it from the store and Dask holds it in worker memory; each tile depends on
+call per owner); a block whose tiles are all folded into one partial gets a write task.
+With blocks resident (``blocks='resident'``), one ``rankdist-block`` task per block
+reads it from the store and Dask holds it in worker memory; each tile depends on
 its two blocks' futures and, on two or more workers, runs on its owner in a 2D layout
 (:mod:`rankdist.tiles.placement`); partials merge on the worker that holds them, and
 once a block's tiles are all in, each worker folds its share before one merge gathers

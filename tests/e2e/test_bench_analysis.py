@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from _bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench_analysis():
-    """The benchmarks/bench_analysis.py module (benchmarks/ is a folder of scripts)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_analysis
-
-        yield bench_analysis
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with bench_module("bench_analysis") as module:
+        yield module
 
 
 def test_small_run_writes_every_step(bench_analysis, tmp_path, capsys):

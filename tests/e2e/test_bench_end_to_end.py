@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import anndata as ad
 import pytest
+from _bench import bench_module
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 STEPS = ["synth", "neighbors spearman", "neighbors pearson", "report", "export"]
 
 
 @pytest.fixture(scope="module")
 def bench_end_to_end():
-    """The benchmarks/bench_end_to_end.py module (benchmarks/ is a folder of scripts)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_end_to_end
-
-        yield bench_end_to_end
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with bench_module("bench_end_to_end") as module:
+        yield module
 
 
 def test_small_run_records_every_step(bench_end_to_end, tmp_path, capsys):

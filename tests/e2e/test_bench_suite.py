@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from _bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench_suite():
-    """The benchmarks/bench_suite.py module (benchmarks/ is a folder of scripts, not a package)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_suite
-
-        yield bench_suite
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with bench_module("bench_suite") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
