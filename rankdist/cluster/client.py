@@ -214,6 +214,7 @@ def _joined_scheduler(address: str, *, security, quiet: bool) -> Iterator[Client
     """
     logger = logging.getLogger("distributed.client")
     level = logger.level
+    logger.addFilter(_handler_tracebacks)
     try:
         with scheduler_client(address, security=security, quiet=quiet) as client:
             try:
@@ -232,6 +233,17 @@ def _joined_scheduler(address: str, *, security, quiet: bool) -> Iterator[Client
                 raise ConnectionError(msg) from err
     finally:
         logger.setLevel(level)
+        logger.removeFilter(_handler_tracebacks)
+
+
+def _handler_tracebacks(record: logging.LogRecord) -> bool:
+    """Drop the tracebacks Dask's client logs when one of its message handlers fails.
+
+    As a scheduler dies, its last messages can reach the client half-made (a task error
+    without its traceback), and the client logs the failed handling with a traceback.
+    What follows surfaces as the block's own error, in one line.
+    """
+    return record.funcName != "_handle_report"
 
 
 def _check_security(cluster: str, *, insecure: bool, security) -> None:

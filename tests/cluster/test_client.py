@@ -191,3 +191,25 @@ def test_in_process_and_process_workers_give_identical_results(client, tmp_path)
 def blas_threads() -> list[int]:
     """Threads of each BLAS library loaded in this process."""
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_a_joined_run_keeps_dasks_handler_tracebacks_out_of_the_terminal(client, caplog):
+    """As a scheduler dies, Dask's client can log a traceback for a half-made message;
+    the run's own error says what happened, in one line (tests/e2e/test_errors_surface.py)."""
+    import logging
+
+    log = logging.getLogger("distributed.client")
+
+    def _handle_report():  # named as the client's message loop
+        log.error("a handler failed", exc_info=(AssertionError, AssertionError(), None))
+
+    with caplog.at_level(logging.INFO, logger="distributed.client"):
+        with cluster_client(client.scheduler.address, quiet=True):
+            _handle_report()
+            log.warning("any other line")
+        _handle_report()  # after the run, Dask's logging is as it was
+    lines = [(r.funcName, r.getMessage()) for r in caplog.records if r.name == log.name]
+    assert lines == [
+        ("test_a_joined_run_keeps_dasks_handler_tracebacks_out_of_the_terminal", "any other line"),
+        ("_handle_report", "a handler failed"),
+    ]
