@@ -204,7 +204,6 @@ def fabricate_run(store, name: str, encoding: str, k: int, cutoffs, seed: int) -
         runstore.resume_fingerprint(spec),
         block_rows=BLOCK_ROWS,
         role_sizes=role_sizes,
-        excluded=np.array([], dtype=np.int64),
         hist_bins=HIST_BINS,
     )
     same = k - k // 10 if encoding == "spearman" else k - k // 4
@@ -221,6 +220,7 @@ def fabricate_run(store, name: str, encoding: str, k: int, cutoffs, seed: int) -
         work,
         runstore.run_path(store.path, name),
         spec | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fabricated": True},
+        excluded=[],
     )
 
 

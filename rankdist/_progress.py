@@ -16,6 +16,11 @@ class _Bar:
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
+    def describe(self, description: str) -> None:
+        """Change the bar's label (say, what else the counted work is waiting for)."""
+        if self._progress is not None:
+            self._progress.update(self._task, description=description)
+
 
 @contextlib.contextmanager
 def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[_Bar]:

@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from importlib.metadata import version
 
-import numpy as np
 from distributed import Client
 from distributed.security import Security
 
 from rankdist.cluster._docs import CLUSTER_PARAMS, doc_params
 from rankdist.cluster.client import cluster_client
 from rankdist.cluster.stealing import steals
-from rankdist.encode.cache import Encoded, encode
+from rankdist.encode.cache import Encoded, PendingEncoding, start_encoding
 from rankdist.encode.registry import get_encoding
 from rankdist.encode.sparse import sample_gene_density
 from rankdist.io.atomic import naming_path
 from rankdist.io.store import Store
-from rankdist.layout import SUBTILE
 from rankdist.reduce import checkpoint, runstore
 from rankdist.reduce import lock as runlock
 from rankdist.reduce.partial import partial_bytes_per_row
 from rankdist.reduce.result import NeighborResult, load
-from rankdist.tiles.arguments import check_block_size, check_cutoffs, check_k
+from rankdist.request import NeighborsRequest
 from rankdist.tiles.blocks import encoded_bytes
 from rankdist.tiles.grid import TilePlan, choose_block_rows, choose_residence
 from rankdist.tiles.kernel import HIST_BINS
-from rankdist.tiles.kernel_choice import check_kernel, choose_kernel
+from rankdist.tiles.kernel_choice import choose_kernel
 from rankdist.tiles.scheduler import TileJob, run_tiles, tile_task
-from rankdist.tiles.sparse import FORMS, MIN_SPARSE_GENES, Form, choose_form, predicted_cost_ratio
+from rankdist.tiles.sparse import MIN_SPARSE_GENES, Form, choose_form, predicted_cost_ratio
 
 
 class ExcludedCellsWarning(UserWarning):
@@ -156,113 +154,6 @@ def neighbors(
     return _run(request, client, started)
 
 
-@dataclass(frozen=True)
-class NeighborsRequest:
-    """One call of :func:`neighbors`, checked once: what to compute and how.
-
-    The run's resume fingerprint (job.json) and its ``attrs["run"]`` are both derived
-    from it (:meth:`run_spec`). The fields are those of :func:`neighbors`, normalised:
-    ``store`` a :class:`Store`, ``cutoffs`` sorted and unique, ``name`` filled in.
-    """
-
-    store: Store
-    encoding: str
-    params: dict | None
-    k: int
-    cutoffs: tuple[float, ...]
-    name: str
-    block_size: int | None
-    type_hist: bool
-    form: Form
-    progress: bool
-    wait: bool = False
-    kernel: str = "auto"
-
-    @classmethod
-    def checked(
-        cls,
-        store: str | os.PathLike | Store,
-        encoding: str,
-        k,
-        cutoffs,
-        *,
-        params: dict | None,
-        name: str | None,
-        block_size,
-        type_hist: bool,
-        form: str,
-        progress: bool,
-        wait: bool = False,
-        kernel: str = "auto",
-    ) -> NeighborsRequest:
-        """Validate the arguments of :func:`neighbors` (before any cluster starts)."""
-        store = store if isinstance(store, Store) else Store(store)
-        k = check_k(k)
-        cutoffs = check_cutoffs(cutoffs)
-        get_encoding(encoding).resolve(params)  # fail now, before any cluster starts
-        name = runstore.check_run_name(name or encoding)
-        block_size = check_block_size(block_size)
-        if form not in FORMS:
-            msg = f"form must be one of {', '.join(map(repr, FORMS))}, not {form!r}"
-            raise ValueError(msg)
-        check_kernel(kernel, type_hist=bool(type_hist), form=form)
-        if type_hist and "cell_type" not in store.labels:
-            msg = (
-                f"type_hist needs cell-type labels, and {store.path} has none; "
-                "re-ingest with --cell-type COLUMN"
-            )
-            raise ValueError(msg)
-        return cls(
-            store=store,
-            encoding=encoding,
-            params=params,
-            k=k,
-            cutoffs=cutoffs,
-            name=name,
-            block_size=block_size,
-            type_hist=bool(type_hist),
-            form="dense" if kernel == "screen" and form == "auto" else form,
-            kernel=kernel,
-            progress=bool(progress),
-            wait=bool(wait),
-        )
-
-    @property
-    def role_sizes(self) -> dict[str, int]:
-        """Label role -> number of categories, in the order the counts are laid out."""
-        return {role: len(lab.categories) for role, lab in self.store.labels.items()}
-
-    def run_spec(self, enc: Encoded, sparse_cost: float) -> dict:
-        """The ``attrs["run"]`` entries fixed before any tile runs (docs/results.md).
-
-        Parameters
-        ----------
-        enc
-            The computed encoding (its key, resolved parameters, form, excluded cells).
-        sparse_cost
-            Predicted sparse / dense cost of the tiles; NaN when not estimated.
-        """
-        store = self.store
-        return {
-            "name": self.name,
-            "encoding": self.encoding,
-            "encoding_params": enc.params,
-            "encoding_key": enc.key,
-            "content_id": store.content_id,
-            "form": enc.form,
-            "form_requested": self.form,
-            "sparse_cost_estimate": None if np.isnan(sparse_cost) else round(sparse_cost, 4),
-            "k": self.k,
-            "cutoffs": list(self.cutoffs),
-            "labels": {role: lab.column for role, lab in store.labels.items()},
-            "subtile": SUBTILE,
-            "type_hist": self.type_hist,
-            "n_cells": store.n_cells,
-            "n_genes": store.n_genes,
-            "n_excluded": len(enc.excluded),
-        }
-
-
 def _choose_form(store: Store, encoding: str, form: str, client: Client) -> tuple[str, float]:
     """The form to run and the predicted sparse/dense cost (NaN when not estimated)."""
     if form != "auto":
@@ -291,12 +182,37 @@ def _run(
 
 
 def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn) -> NeighborResult:
-    """The body of :func:`_run`, under the run's lock."""
+    """The body of :func:`_run`, under the run's lock.
+
+    A dense encoding not yet cached is computed by the tiles' own block tasks where the
+    blocks stay in worker memory (docs/architecture.md, "Encoding pipelined into the
+    tiles"); otherwise it is computed (or read) first.
+    """
     store = request.store
     form, sparse_cost = _choose_form(store, request.encoding, request.form, client)
-    enc = encode(
+    enc = start_encoding(
         store, request.encoding, request.params, client, progress=request.progress, form=form
     )
+    width = enc.n_columns or store.n_genes  # Z's width: the embedding's for genept
+    n_roles = len(request.role_sizes)
+    z_bytes = encoded_bytes(str(enc.path), store.n_cells, width, n_roles, form=enc.form)
+    residence = choose_residence(z_bytes, _memory_limits(client))
+    if isinstance(enc, PendingEncoding) and (
+        residence.mode != "resident" or request.k >= store.n_cells
+    ):
+        enc = enc.run(client, progress=request.progress)  # the tiles read the finished Z
+    if isinstance(enc, Encoded):
+        _check_encoded(request, enc)
+        return _tiles(request, client, started, tile_fn, enc, sparse_cost, residence)
+    try:
+        return _tiles(request, client, started, tile_fn, enc, sparse_cost, residence)
+    finally:
+        enc.abandon()  # nothing, once published
+
+
+def _check_encoded(request: NeighborsRequest, enc: Encoded) -> None:
+    """k below the cells with a correlation; the excluded cells named in a warning."""
+    store = request.store
     if request.k >= enc.n_valid:
         msg = (
             f"k={request.k} must be smaller than the number of cells with a defined "
@@ -312,10 +228,16 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             f"similarity; they are excluded (indices "
             f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
+
+
+def _tiles(request, client, started, tile_fn, enc, sparse_cost, residence) -> NeighborResult:
+    """Every tile not yet durable, then the run published; ``enc`` may still be computing."""
+    store = request.store
     role_sizes = request.role_sizes
     threads, worker_memory, threads_per_worker = _worker_capacity(client)
+    pending = enc if isinstance(enc, PendingEncoding) else None
     spec = request.run_spec(enc, sparse_cost)
     choice = choose_kernel(
         request.kernel,
@@ -326,6 +248,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         cutoffs=request.cutoffs,
         client=client,
         n_roles=len(request.role_sizes),
+        encode_from=None if pending is None else pending.sample_args(),
     )
     fingerprint = runstore.resume_fingerprint(spec)
     work = runstore.work_path(store.path, request.name)
@@ -343,12 +266,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             screen=choice.kernel == "screen",
         )
         runstore.create_work_dir(
-            work,
-            fingerprint,
-            block_rows=block_rows,
-            role_sizes=role_sizes,
-            excluded=enc.excluded,
-            hist_bins=HIST_BINS,
+            work, fingerprint, block_rows=block_rows, role_sizes=role_sizes, hist_bins=HIST_BINS
         )
     plan = TilePlan(store.n_cells, block_rows)
     job = TileJob(
@@ -372,14 +290,25 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
             file=sys.stderr,
             flush=True,
         )
-    width, limits = enc.n_columns or store.n_genes, _memory_limits(client)
-    z_bytes = encoded_bytes(job.z_path, store.n_cells, width, len(job.roles), form=enc.form)
-    residence = choose_residence(z_bytes, limits)
+    published: list[Encoded] = [] if pending else [enc]
+
+    def on_encoded() -> None:
+        published.append(pending.finish())
+        try:
+            _check_encoded(request, published[0])
+        except ValueError:
+            shutil.rmtree(work)  # a run of this k can never finish: nothing to resume
+            raise
+
     stats = run_tiles(
         client, job, str(work), str(ckpt), progress=request.progress, tile_fn=tile_fn,
         blocks=residence.mode,
+        encoding=pending,
+        on_encoded=on_encoded,
     )  # fmt: skip
+    (enc,) = published
     measured = {
+        "n_excluded": len(enc.excluded),
         "block_rows": block_rows,
         "n_blocks": plan.n_blocks,
         "n_tiles": plan.n_tiles,
@@ -388,6 +317,7 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         "blocks_resumed": stats.blocks_resumed,
         **choice.metadata(),
         **residence.metadata(),
+        "encoding_pipelined": pending is not None,
         "work_stealing": steals(client),
         "workers": len(client.scheduler_info().get("workers", {})),
         "threads": threads,
@@ -397,7 +327,8 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         },
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    runstore.publish_run(work, runstore.run_path(store.path, request.name), spec | measured)
+    final = runstore.run_path(store.path, request.name)
+    runstore.publish_run(work, final, spec | measured, excluded=enc.excluded)
     return load(store, request.name)
 
 

@@ -66,6 +66,7 @@ LAYERS = (
     ("encode",),
     ("reduce",),
     ("tiles",),
+    ("request",),
     ("api", "analysis", "datasets"),
     ("pp",),
     ("planning", "report", "tl"),

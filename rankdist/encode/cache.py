@@ -12,9 +12,13 @@ cached beside the encodings by encode/medians.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import sys
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,8 @@ from distributed import Client, as_completed
 from rankdist import _progress
 from rankdist.encode.registry import ENCODINGS, get_encoding
 from rankdist.encode.sparse import SPARSE_DIR, write_chunks
-from rankdist.io.store import Store, atomic_directory
+from rankdist.io.atomic import atomic_directory
+from rankdist.io.store import Store
 from rankdist.io.verified import open_group, raw_codecs
 from rankdist.layout import SUBTILE
 
@@ -104,6 +109,29 @@ def encode(
         as CSR of ``s`` plus ``c`` (``z = s + c``) in ``<name>-<key>-sparse/sparse/``,
         for encodings with a sparse form (docs/encodings.md, all-genes mode).
     """
+    begun = start_encoding(store, name, params, client, progress=progress, form=form)
+    if isinstance(begun, Encoded):
+        return begun
+    return begun.run(client, progress=progress)
+
+
+def start_encoding(
+    store: Store,
+    name: str,
+    params: dict | None,
+    client: Client,
+    *,
+    progress: bool = True,
+    form: str = "dense",
+) -> Encoded | PendingEncoding:
+    """The cached encoding, or a :class:`PendingEncoding` ready for its chunk tasks.
+
+    As :func:`encode`, but a dense encoding not yet cached is only begun: its temporary
+    directory and empty arrays exist, and whoever holds the returned object runs the
+    chunk tasks (:meth:`PendingEncoding.run`, or the tiles' block tasks, which encode
+    their own rows: :mod:`rankdist.tiles.placement`), then :meth:`~PendingEncoding.finish`
+    publishes it, or :meth:`~PendingEncoding.abandon` removes it.
+    """
     enc = get_encoding(name)
     if form not in ("dense", "sparse") or (form == "sparse" and enc.sparse is None):
         have = [n for n, e in ENCODINGS.items() if e.sparse is not None]
@@ -118,61 +146,132 @@ def encode(
         path = path.with_name(f"{path.name}-sparse")
         if not (path / "zarr.json").exists():
             _encode_sparse(store, enc, resolved, key, path, client, progress)
-    elif not (path / "zarr.json").exists():
+    if form == "sparse" or (path / "zarr.json").exists():
+        return load_encoded(path, store, name, resolved, key, form=form, n_columns=width)
+    attrs = {
+        "name": name,
+        "params": resolved,
+        "version": enc.version,
+        "key": key,
+        "prepared": {k: array_digest(v) for k, v in sorted(prepared.items())},
+    }
+    publish = atomic_directory(path, replace=True)
+    tmp = publish.__enter__()
+    try:
+        group = open_group(tmp, mode="w")
+        # Z is read many times per run: stored uncompressed (only the crc32c appended)
+        # so a block read is a copy.
+        group.create_array(
+            "Z",
+            shape=(store.n_cells, width),
+            dtype="float32",
+            chunks=(SUBTILE, width),
+            compressors=raw_codecs(),
+        )
         rows = store.chunk_cells
-        with atomic_directory(path, replace=True) as tmp:
-            group = open_group(tmp, mode="w")
-            # Z is read many times per run: stored uncompressed (only the crc32c appended)
-            # so a block read is a copy.
-            group.create_array(
-                "Z",
-                shape=(store.n_cells, width),
-                dtype="float32",
-                chunks=(SUBTILE, width),
-                compressors=raw_codecs(),
-            )
-            group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(rows,))
-            starts = list(range(0, store.n_cells, rows))
-            # Keys unique to this call: Dask hands a key's existing result, an error
-            # included, to whoever submits it again, so a rerun on the same client (after
-            # a full disk, say) would get the failed attempt's error instead of computing.
-            call = uuid.uuid4().hex[:8]
-            # prepared arrays go to each worker once, not once per task
-            shared = client.scatter([prepared], broadcast=True)[0] if prepared else {}
+        group.create_array("valid", shape=(store.n_cells,), dtype="bool", chunks=(SUBTILE,))
+        # prepared arrays go to each worker once, not once per task; under a key of this
+        # call (hash=False): the same arrays scattered by the previous call may still be
+        # being released, and a task of this one would then lose its dependency
+        shared = client.scatter([prepared], broadcast=True, hash=False)[0] if prepared else {}
+    except BaseException:
+        publish.__exit__(*sys.exc_info())
+        raise
+    return PendingEncoding(
+        store, path, tmp, name, resolved, key, width, rows, shared, attrs, publish
+    )
+
+
+@dataclass
+class PendingEncoding:
+    """A dense encoding begun by :func:`start_encoding`: its chunks are written into ``tmp``.
+
+    Chunk tasks (:func:`encode_chunk`) may write any rows whose ``valid`` chunks (of
+    :data:`~rankdist.layout.SUBTILE` cells) no other task writes; once every row is
+    written, :meth:`finish` renames ``tmp`` to ``path`` (one rename: readers never see
+    half an encoding) and returns the :class:`Encoded`.
+    """
+
+    store: Store
+    path: Path
+    tmp: Path
+    name: str
+    params: dict
+    key: str
+    n_columns: int
+    rows: int  # cells per chunk task when :meth:`run` encodes (the store's X chunks)
+    prepared: object  # the prepare step's arrays (scattered to every worker), or {}
+    attrs: dict
+    publish: AbstractContextManager
+    form: str = "dense"
+    done: bool = False  # published or abandoned
+
+    def sample_args(self) -> dict:
+        """The keyword arguments of :func:`encode_rows` but the rows."""
+        args = {"store_path": str(self.store.path.resolve()), "name": self.name}
+        return args | {"params": self.params, "prepared": self.prepared}
+
+    def task_args(self) -> dict:
+        """The keyword arguments of :func:`encode_chunk` but ``start``, ``rows`` and ``keep``."""
+        return self.sample_args() | {"out_path": str(self.tmp.resolve())}
+
+    def run(self, client: Client, *, progress: bool = True) -> Encoded:
+        """Encode every chunk of the store's X, one task each, then :meth:`finish`."""
+        starts = list(range(0, self.store.n_cells, self.rows))
+        # Keys unique to this call: Dask hands a key's existing result, an error included,
+        # to whoever submits it again, so a rerun on the same client (after a full disk,
+        # say) would get the failed attempt's error instead of computing.
+        call = uuid.uuid4().hex[:8]
+        try:
             futures = client.map(
-                _encode_chunk,
+                encode_chunk,
                 starts,
-                store_path=str(store.path),
-                out_path=str(tmp),
-                rows=rows,
-                name=name,
-                params=resolved,
-                prepared=shared,
-                key=[f"rankdist-encode-{name}-{key}-{call}-{s}" for s in starts],
+                rows=self.rows,
+                **self.task_args(),
+                key=[f"rankdist-encode-{self.name}-{self.key}-{call}-{s}" for s in starts],
             )
-            with _progress.bar(f"encode {name}", len(futures), enabled=progress) as bar:
+            with _progress.bar(f"encode {self.name}", len(futures), enabled=progress) as bar:
                 for fut in as_completed(futures):
                     fut.result()  # re-raises a worker's error here
                     bar.advance()
-            group.attrs["encoding"] = {
-                "name": name,
-                "params": resolved,
-                "version": enc.version,
-                "key": key,
-                "prepared": {k: array_digest(v) for k, v in sorted(prepared.items())},
-            }
-    group = open_group(path, mode="r")
-    valid = np.asarray(group["valid"][:])
+        except BaseException:
+            self.abandon()
+            raise
+        return self.finish()
+
+    def finish(self) -> Encoded:
+        """Publish the encoding (every row written) and return it."""
+        open_group(self.tmp, mode="r+").attrs["encoding"] = self.attrs
+        self.publish.__exit__(None, None, None)
+        self.done = True
+        store = self.store
+        return load_encoded(
+            self.path, store, self.name, self.params, self.key, n_columns=self.n_columns
+        )
+
+    def abandon(self) -> None:
+        """Remove the temporary directory, unless the encoding was published."""
+        if self.done:
+            return
+        self.done = True
+        error = RuntimeError(f"encoding {self.path.name} abandoned")
+        with contextlib.suppress(RuntimeError):
+            self.publish.__exit__(RuntimeError, error, None)
+
+
+def load_encoded(path, store, name, params, key, *, form="dense", n_columns=0) -> Encoded:
+    """The :class:`Encoded` of a published encoding (its excluded cells read from ``valid``)."""
+    valid = np.asarray(open_group(path, mode="r")["valid"][:])
     return Encoded(
         path=path,
         name=name,
-        params=resolved,
+        params=params,
         key=key,
         n_cells=store.n_cells,
         n_genes=store.n_genes,
         excluded=np.flatnonzero(~valid).astype(np.int64),
         form=form,
-        n_columns=width,
+        n_columns=n_columns,
     )
 
 
@@ -225,7 +324,18 @@ def _encode_sparse_chunk(
     return int(indptr[-1])
 
 
-def _encode_chunk(
+def encode_rows(
+    start: int, stop: int, *, store_path: str, name: str, params: dict, prepared: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, valid)`` of cells ``start:stop``, float32 as Z stores them; nothing written."""
+    root = open_group(store_path, mode="r")
+    block = np.asarray(root["X"][start:stop])  # each encoding casts as it needs
+    totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
+    z, valid = get_encoding(name).fn(block, totals, **params, **prepared)
+    return np.ascontiguousarray(z, dtype=np.float32), np.asarray(valid, dtype=np.bool_)
+
+
+def encode_chunk(
     start: int,
     *,
     store_path: str,
@@ -234,14 +344,21 @@ def _encode_chunk(
     name: str,
     params: dict,
     prepared: dict,
+    keep: bool = False,
 ):
-    """Worker task: encode cells ``start:start+rows`` and write their Z and valid rows."""
-    root = open_group(store_path, mode="r")
-    stop = min(start + rows, root["X"].shape[0])
-    block = np.asarray(root["X"][start:stop])  # each encoding casts as it needs
-    totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
-    z, valid = get_encoding(name).fn(block, totals, **params, **prepared)
-    out = open_group(out_path, mode="r+")
-    out["Z"][start:stop] = z
-    out["valid"][start:stop] = valid
-    return int((~valid).sum())
+    """Worker task: encode cells ``start:start+rows`` and write their Z and valid rows.
+
+    Returns the number of excluded cells, or with ``keep`` the rows themselves,
+    ``(z, valid)``, for a caller that holds them in memory. Where ``out_path`` is gone
+    (the encoding was published or abandoned: a block recomputed after a lost worker),
+    nothing is written.
+    """
+    n = open_group(store_path, mode="r")["X"].shape[0]
+    stop = min(start + rows, n)
+    args = {"store_path": store_path, "name": name, "params": params, "prepared": prepared}
+    z, valid = encode_rows(start, stop, **args)
+    if os.path.isdir(out_path):
+        out = open_group(out_path, mode="r+")
+        out["Z"][start:stop] = z
+        out["valid"][start:stop] = valid
+    return (z, valid) if keep else int((~valid).sum())

@@ -203,7 +203,6 @@ def prepare_simulation(
         runstore.resume_fingerprint(spec),
         block_rows=rows,
         role_sizes=dict(zip(roles, role_sizes, strict=True)),
-        excluded=np.array([], dtype=np.int64),
         hist_bins=0,
     )
     job = TileJob(

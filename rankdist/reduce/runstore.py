@@ -4,7 +4,7 @@ A run is computed in a hidden work directory and renamed into place when complet
 
     results/.<run>.partial/       while it runs (or after it was killed)
       indices, similarities,      the result arrays, created empty, filled block by block
-      excluded, counts/<role>
+      counts/<role>               (``excluded`` is written when the run is published)
       pair_hist_blocks            (with type_hist) one type x type histogram per row block
       checkpoint/                 merged partials (reduce/checkpoint.py)
       job.json                    what the arrays belong to; written last, atomically
@@ -108,16 +108,9 @@ def checkpoint_path(work: str | os.PathLike) -> Path:
 def resume_fingerprint(spec: dict) -> dict:
     """The part of a run's metadata that must match for its checkpoints to be reused.
 
-    Parameters
-    ----------
-    spec
-        The run's ``attrs["run"]`` entries known before the tiles run; must hold every
-        key of :data:`RESUME_KEYS`.
-
-    Returns
-    -------
-    dict
-        JSON-plain (tuples become lists), so that it compares equal to a job.json read back.
+    ``spec``: the run's ``attrs["run"]`` entries known before the tiles run (every key of
+    :data:`RESUME_KEYS`). JSON-plain (tuples become lists), so that it compares equal to
+    a job.json read back.
     """
     return json.loads(json.dumps({"format": JOB_FORMAT} | {k: spec[k] for k in RESUME_KEYS}))
 
@@ -149,7 +142,6 @@ def create_work_dir(
     *,
     block_rows: int,
     role_sizes: dict[str, int],
-    excluded: np.ndarray,
     hist_bins: int,
 ) -> None:
     """Create the run's work directory: empty result arrays, then job.json (last).
@@ -164,8 +156,6 @@ def create_work_dir(
         Cells per row block: the chunk rows of the result arrays.
     role_sizes
         Label role -> number of categories, in the order of the partials' count axis.
-    excluded
-        ``(n_excluded,)`` int64 indices of the cells without a defined correlation.
     hist_bins
         Similarity bins of the type x type histogram (used with ``type_hist``).
     """
@@ -175,10 +165,6 @@ def create_work_dir(
     checkpoint_path(work).mkdir()
     for key, shape, dtype in [("indices", (n, k), "int64"), ("similarities", (n, k), "float32")]:
         out.create_array(key, shape=shape, dtype=dtype, chunks=(rows, k), compressors=compressor())
-    mask = np.zeros(n, dtype=bool)
-    mask[excluded] = True
-    out.create_array("excluded", shape=(n,), dtype="bool", chunks=(max(1, min(n, 1 << 20)),))
-    out["excluded"][:] = mask
     for role, size in role_sizes.items():
         out.create_array(
             f"counts/{role}",
@@ -246,14 +232,23 @@ def write_block(
         out["pair_hist_blocks"][part.block] = part.pair_hist
 
 
-def publish_run(work: Path, final: Path, metadata: dict, *, codes: dict | None = None) -> None:
+def publish_run(
+    work: Path, final: Path, metadata: dict, *, excluded, codes: dict | None = None
+) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
-    Writes ``relations/`` (label ``codes`` by role, default ``obs/<role>``) while job.json
-    keeps ``work`` resumable, drops checkpoints and job.json, folds the block histograms into
-    ``pair_hist``, writes the attrs, then replaces ``final`` (``io.store.publish_directory``).
+    Writes ``excluded`` (from the int indices of the cells without a defined correlation,
+    known once the encoding is) and ``relations/`` (label ``codes`` by role, default
+    ``obs/<role>``) while job.json keeps ``work`` resumable, drops checkpoints and job.json,
+    folds the block histograms into ``pair_hist``, writes the attrs, then replaces
+    ``final`` (``io.store.publish_directory``).
     """
     out = open_group(work, mode="r+")
+    n = out["indices"].shape[0]
+    mask = np.zeros(n, dtype=bool)
+    mask[np.asarray(excluded, dtype=np.int64)] = True
+    chunks = (max(1, min(n, 1 << 20)),)  # overwrite: a publish the last run was killed in
+    out.create_array("excluded", shape=(n,), dtype="bool", chunks=chunks, overwrite=True)[:] = mask
     if "counts" in out and (roles := [role for role, _ in out["counts"].arrays()]):
         write_relations(out, codes if codes is not None else store_codes(work.parents[1], roles))
     shutil.rmtree(checkpoint_path(work))

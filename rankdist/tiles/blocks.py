@@ -117,21 +117,28 @@ def read_block(
     else:
         z = read_z_rows(z_path, start, stop)
     valid = np.asarray(enc["valid"][start:stop], dtype=np.bool_)
-    root = open_group(store_path, mode="r") if roles else None
-    codes = np.empty((len(roles), stop - start), dtype=np.int32)
-    for r, (role, off) in enumerate(zip(roles, offsets, strict=True)):
-        codes[r] = np.asarray(root[f"obs/{role}"][start:stop], dtype=np.int32) + off
-    value = (z, valid, codes)
+    value = (z, valid, read_codes(store_path, roles, offsets, start, stop))
     with _lock:
         if _reads is not None:
             count = _reads.setdefault(key, [0, 0])
             count[0] += 1
-            count[1] += _nbytes(z) + valid.nbytes + codes.nbytes
+            count[1] += _nbytes(z) + valid.nbytes + value[2].nbytes
         if cache:
             _cache[key] = value
             while len(_cache) > CACHED_BLOCKS:
                 _cache.popitem(last=False)
     return value
+
+
+def read_codes(
+    store_path: str, roles: tuple[str, ...], offsets: tuple[int, ...], start: int, stop: int
+) -> np.ndarray:
+    """int32 ``(roles, rows)``: label codes of cells ``start:stop``, each role's offset added."""
+    root = open_group(store_path, mode="r") if roles else None
+    codes = np.empty((len(roles), stop - start), dtype=np.int32)
+    for r, (role, off) in enumerate(zip(roles, offsets, strict=True)):
+        codes[r] = np.asarray(root[f"obs/{role}"][start:stop], dtype=np.int32) + off
+    return codes
 
 
 def _nbytes(z) -> int:

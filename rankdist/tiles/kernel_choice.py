@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rankdist.encode.cache import encode_rows
 from rankdist.layout import SUBTILE
 from rankdist.tiles.blocks import read_valid, read_z_rows
 from rankdist.tiles.kernel import tile_partials
@@ -83,11 +84,15 @@ def choose_kernel(
     cutoffs,
     client,
     n_roles: int = 1,
+    encode_from: dict | None = None,
 ) -> KernelChoice:
     """Resolve ``requested`` (``auto``, ``float32`` or ``screen``) for one run.
 
-    An explicit ``screen`` that cannot run on the workers raises
-    :class:`~rankdist.tiles.screen.ScreenUnavailable` saying why.
+    The sample is read from the encoding's Z at ``z_path``, or, for an encoding still
+    being computed, encoded from X (``encode_from``: the keyword arguments of
+    :func:`rankdist.encode.cache.encode_rows` but the rows). An explicit ``screen`` that
+    cannot run on the workers raises :class:`~rankdist.tiles.screen.ScreenUnavailable`
+    saying why.
     """
     if requested == "float32":
         return KernelChoice("float32", "requested")
@@ -101,6 +106,7 @@ def choose_kernel(
         k,
         tuple(cutoffs),
         n_roles,
+        encode_from,
         key=f"rankdist-kernel-{uuid.uuid4().hex[:8]}",
     ).result()
     if isinstance(estimate, str):
@@ -134,7 +140,11 @@ class ScreenEstimate:
 
 
 def estimate_screen(
-    z_path: str, k: int, cutoffs: tuple[float, ...], n_roles: int = 1
+    z_path: str,
+    k: int,
+    cutoffs: tuple[float, ...],
+    n_roles: int = 1,
+    encode_from: dict | None = None,
 ) -> ScreenEstimate | str:
     """Worker task: the screen's predicted cost (:class:`ScreenEstimate`), or why it cannot run.
 
@@ -156,14 +166,19 @@ def estimate_screen(
         return reason
     from threadpoolctl import threadpool_limits
 
-    n = _n_cells(z_path)
+    n = _n_cells(z_path if encode_from is None else encode_from["store_path"])
     runs = max(1, min(SAMPLE_CELLS // SUBTILE, -(-n // SUBTILE)))
     starts = np.unique(np.linspace(0, max(n - SUBTILE, 0), runs).astype(np.int64))
     rows, valid = [], []
     for s in starts:
         stop = min(int(s) + SUBTILE, n)
-        rows.append(read_z_rows(z_path, int(s), stop))
-        valid.append(read_valid(z_path, int(s), stop))
+        if encode_from is None:
+            rows.append(read_z_rows(z_path, int(s), stop))
+            valid.append(read_valid(z_path, int(s), stop))
+        else:  # the same rows as Z will hold them (each cell is encoded on its own)
+            z, v = encode_rows(int(s), stop, **encode_from)
+            rows.append(z)
+            valid.append(v)
     z = np.concatenate(rows)[np.concatenate(valid)]
     m = len(z)
     if m < 2 * min(k + 1, m) or m < 64:
@@ -198,10 +213,12 @@ def estimate_screen(
     return ScreenEstimate((shares[0], shares[1]), shares[0] > REFINE_SHARE, t32 / t8)
 
 
-def _n_cells(z_path: str) -> int:
+def _n_cells(path: str) -> int:
+    """Cells of an encoding (its ``valid``) or of a store (its ``X``)."""
     from rankdist.io.verified import open_group
 
-    return int(open_group(z_path, mode="r")["valid"].shape[0])
+    group = open_group(path, mode="r")
+    return int((group["valid"] if "valid" in group else group["X"]).shape[0])
 
 
 def _best_time(fn, repeats: int = 3) -> float:

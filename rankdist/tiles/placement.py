@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from rankdist.tiles.blocks import blocks_in_memory
+from rankdist.encode import cache
+from rankdist.tiles.blocks import blocks_in_memory, read_codes
 from rankdist.tiles.grid import OwnerLayout
 
 if TYPE_CHECKING:
@@ -28,6 +29,23 @@ def block_task(job, b: int):
     Once for the run: Dask then holds it (resident).
     """
     return job.block(b, cache=False)
+
+
+def encoding_block_task(job, b: int, encoding: dict):
+    """Encode block ``b``'s cells from X, write them into the encoding being computed, and
+    return the block as :func:`block_task` does (the encoding pipelined into the tiles).
+
+    ``encoding``: :meth:`rankdist.encode.cache.PendingEncoding.task_args`.
+    """
+    start, stop = job.plan.block_range(b)
+    z, valid = cache.encode_chunk(start, rows=stop - start, keep=True, **encoding)
+    return z, valid, read_codes(job.store_path, job.roles, job.offsets, start, stop)
+
+
+def encode_only_task(job, b: int, encoding: dict) -> int:
+    """Encode block ``b``'s cells into the encoding being computed (no tile needs them)."""
+    start, stop = job.plan.block_range(b)
+    return cache.encode_chunk(start, rows=stop - start, **encoding)
 
 
 def resident_tile(tile_fn, job, i: int, j: int, block_i, block_j):
@@ -52,8 +70,17 @@ def owners_of(client: Client, needs: dict, blocks: str) -> dict | None:
     return {(i, j): workers[layout.owner(i, j)] for i, j in needs}
 
 
-def submit_resident(client: Client, job, run: str, needs: dict, owners, tile_fn) -> list:
+def submit_resident(
+    client: Client, job, run: str, needs: dict, owners, tile_fn, encoding: dict | None = None
+) -> tuple[list, list]:
     """Submit a block task per block the tiles need, then the tiles on their blocks' futures.
+
+    Returns the tiles' futures (in the order of ``needs``) and, with ``encoding`` (an
+    encoding still being computed: :meth:`~rankdist.encode.cache.PendingEncoding.task_args`),
+    a future per block of the encoding's tasks: the block tasks, which then encode their
+    cells from X (:func:`encoding_block_task`) instead of reading Z, and a task for each
+    block no tile needs (a resumed run's), so that every cell is encoded. Without
+    ``encoding`` the second list is empty.
 
     With ``owners``, each worker's blocks and tiles go in one graph restricted to it
     (``allow_other_workers``: a lost or busy worker's tasks still run elsewhere); a block
@@ -73,14 +100,27 @@ def submit_resident(client: Client, job, run: str, needs: dict, owners, tile_fn)
     for worker in dict.fromkeys(home.values()):
         mine = sorted(b for b, w in home.items() if w == worker)
         futures = client.map(
-            block_task,
+            block_task if encoding is None else encoding_block_task,
             [job] * len(mine),
             mine,
+            *([] if encoding is None else [[encoding] * len(mine)]),
             key=[f"rankdist-block-{run}-{b}" for b in mine],
             pure=False,
             **({} if worker is None else {"workers": [worker], **place}),
         )
         block_of.update(zip(mine, futures, strict=True))
+    encoded = []
+    if encoding is not None:
+        encoded = list(block_of.values())
+        rest = [b for b in range(job.plan.n_blocks) if b not in block_of]
+        encoded += client.map(
+            encode_only_task,
+            [job] * len(rest),
+            rest,
+            [encoding] * len(rest),
+            key=[f"rankdist-encode-{run}-{b}" for b in rest],
+            pure=False,
+        )
     tile_of: dict = {}
     for worker in dict.fromkeys([None] if owners is None else owners.values()):
         mine = [t for t in needs if owners is None or owners[t] == worker]
@@ -96,4 +136,4 @@ def submit_resident(client: Client, job, run: str, needs: dict, owners, tile_fn)
             **({} if worker is None else {"workers": [worker], **place}),
         )
         tile_of.update(zip(mine, futures, strict=True))
-    return [tile_of[t] for t in needs]
+    return [tile_of[t] for t in needs], encoded

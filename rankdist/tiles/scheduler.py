@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,13 @@ from distributed import Client, as_completed
 from rankdist import _progress
 from rankdist.cluster.local import blas_limited_here
 from rankdist.cluster.stealing import steals
+from rankdist.encode.cache import PendingEncoding
+from rankdist.io.atomic import naming_path
 from rankdist.reduce.checkpoint import load_partial, mark_written, save_partial, scan
 from rankdist.reduce.partial import EMPTY, Partial, merge_partials
 from rankdist.reduce.runstore import write_block
-from rankdist.tiles.blocks import raise_floors, read_block, read_valid, row_floors
-from rankdist.tiles.grid import TilePlan
+from rankdist.tiles.blocks import raise_floors, read_valid, row_floors
+from rankdist.tiles.job import TileJob
 from rankdist.tiles.kernel import tile_partials
 from rankdist.tiles.placement import owners_of, submit_resident
 from rankdist.tiles.screen import quantised_block
@@ -41,72 +44,6 @@ from rankdist.tiles.screen import quantised_block
 FAN_IN = 4
 
 _blas_limited = False  # this worker process's BLAS is limited for good
-
-
-@dataclass(frozen=True)
-class TileJob:
-    """Everything a tile, merge or write task needs, small enough to ship with each task.
-
-    ``form`` is how the encoding stores Z (``'dense'`` or ``'sparse'``, as
-    :class:`rankdist.encode.cache.Encoded` says); the sparse form needs ``n_genes``.
-    """
-
-    store_path: str
-    z_path: str
-    plan: TilePlan
-    k: int
-    cutoffs: tuple[float, ...]
-    roles: tuple[str, ...]
-    role_sizes: tuple[int, ...]
-    type_hist: bool = False
-    form: str = "dense"
-    n_genes: int = 0
-    kernel: str = "float32"
-
-    def __post_init__(self):
-        if self.form not in ("dense", "sparse"):
-            msg = f"TileJob form must be the encoding's: 'dense' or 'sparse', not {self.form!r}"
-            raise ValueError(msg)
-        if self.form == "sparse" and self.n_genes < 1:
-            msg = f"a sparse TileJob needs n_genes (the store's genes), got {self.n_genes}"
-            raise ValueError(msg)
-        if self.kernel not in ("float32", "screen"):
-            msg = f"TileJob kernel must be 'float32' or 'screen', not {self.kernel!r}"
-            raise ValueError(msg)
-
-    @property
-    def hist_types(self) -> int:
-        """Cell types in the type x type histogram (0: no histogram)."""
-        if not self.type_hist:
-            return 0
-        return self.role_sizes[self.roles.index("cell_type")]
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        return tuple(int(x) for x in np.cumsum((0,) + self.role_sizes[:-1])) if self.roles else ()
-
-    @property
-    def n_values(self) -> int:
-        return int(sum(self.role_sizes))
-
-    def block(self, b: int, *, cache: bool = True):
-        """``(z, valid, codes)`` of block ``b`` (:func:`rankdist.tiles.blocks.read_block`)."""
-        start, stop = self.plan.block_range(b)
-        return read_block(
-            self.z_path,
-            self.store_path,
-            self.roles,
-            self.offsets,
-            start,
-            stop,
-            form=self.form,
-            n_genes=self.n_genes,
-            cache=cache,
-        )
-
-    def block_key(self, b: int) -> tuple[str, int, int]:
-        """How the block reader names block ``b``: ``(z_path, start, stop)``."""
-        return (self.z_path, *self.plan.block_range(b))
 
 
 def _single_threaded_blas() -> None:
@@ -229,6 +166,8 @@ def run_tiles(
     progress: bool = True,
     tile_fn=tile_task,
     blocks: str = "streamed",
+    encoding: PendingEncoding | None = None,
+    on_encoded=None,
 ) -> TileStats:
     """Compute the tiles of ``job.plan`` not yet durable in ``ckpt_dir``; write every block.
 
@@ -254,10 +193,18 @@ def run_tiles(
         Dask holds it in worker memory until its last tile has run; ``'streamed'``: each
         tile reads its blocks from the store (:func:`rankdist.tiles.grid.choose_residence`
         decides for a run).
+    encoding, on_encoded
+        An encoding still being computed (resident blocks only): the block tasks encode
+        their cells (:func:`rankdist.tiles.placement.submit_resident`), so that a tile
+        starts as soon as its two blocks are encoded; once every block is, ``on_encoded()``
+        runs in this thread (it publishes the encoding) before any block is written. A
+        write error of an encoding task that names no file names the encoding.
     """
     if blocks not in ("resident", "streamed"):
         msg = f"run_tiles blocks must be 'resident' or 'streamed', not {blocks!r}"
         raise ValueError(msg)
+    if encoding is not None and blocks != "resident":
+        raise ValueError("run_tiles encodes in its block tasks only with blocks='resident'")
     plan = job.plan
     resume = scan(ckpt_dir)
     stats = TileStats(blocks_resumed=len(resume.written))
@@ -296,8 +243,12 @@ def run_tiles(
     # driver about a millisecond (10 s for the 10k tiles of 2.3 M cells), time in which no
     # finished tile is merged (benchmarks/bench_scale.py).
     owners = owners_of(client, needs, blocks)
+    encoding_futures: list = []
     if blocks == "resident":
-        tile_futures = submit_resident(client, job, run, needs, owners, tile_fn)
+        args = None if encoding is None else encoding.task_args()
+        tile_futures, encoding_futures = submit_resident(
+            client, job, run, needs, owners, tile_fn, args
+        )
     else:
         tile_futures = client.map(
             tile_fn,
@@ -308,10 +259,14 @@ def run_tiles(
             pure=False,
         )
     role_of.update({f.key: ("tile", i, j) for (i, j), f in zip(needs, tile_futures, strict=True)})
+    role_of.update({f.key: ("encoded",) for f in encoding_futures})
     place = {} if owners is None else {"allow_other_workers": True}
-    futures += tile_futures
+    futures += tile_futures + encoding_futures
     ac = as_completed(futures)
-    del futures, tile_futures  # so that a tile's result is freed once both sides are merged
+    unencoded = len(encoding_futures)  # blocks not yet encoded; none are written before
+    deferred: list = []  # writes waiting for the encoding
+    # so that a tile's result is freed once both sides are merged, a block after its tiles
+    del futures, tile_futures, encoding_futures
     written = 0
     queued: list = []  # the merges decided while handling one batch of completions
     # where results lie matters only where tiles can leave their owner unasked
@@ -345,6 +300,16 @@ def run_tiles(
                 role_of[m.key] = role
                 ac.add(m)
 
+    def write(b: int, fut, side) -> None:
+        if unencoded:
+            deferred.append((b, fut, side))
+            return
+        w = client.submit(
+            write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{run}-{b}"
+        )
+        role_of[w.key] = ("write", b)
+        ac.add(w)
+
     def settle(b: int) -> None:
         items = pending[b]
         complete = folded[b] == expected  # every tile in, no merge in flight
@@ -357,11 +322,7 @@ def run_tiles(
         local = {w: mine for w, mine in by_owner.items() if len(mine) > 1 and last}
         if complete and len(items) == 1:
             ((fut, side, _, _),) = items
-            w = client.submit(
-                write_task, job, out_path, ckpt_dir, fut, side, key=f"rankdist-write-{run}-{b}"
-            )
-            role_of[w.key] = ("write", b)
-            ac.add(w)
+            write(b, fut, side)
             pending[b] = []
         elif complete and len(items) > 1 and not (local and len(by_owner) > 1):
             merge(b, items, None)
@@ -372,7 +333,9 @@ def run_tiles(
                     merge(b, mine, owner)
                     pending[b] = [item for item in pending[b] if item[3] != owner]
 
-    with _progress.bar("tiles", plan.n_tiles, enabled=progress) as bar:
+    blocks_to_encode = unencoded
+    label = "tiles, encoding {} of {} blocks" if unencoded else "tiles"
+    with _progress.bar(label.format(0, unencoded), plan.n_tiles, enabled=progress) as bar:
         bar.advance(stats.tiles_resumed)
         for batch in ac.batches():
             # where each result is: a tile an idle worker stole lies on the thief, so its
@@ -382,12 +345,14 @@ def run_tiles(
             where = client.who_has(batch) if stolen else {}
             for n_done, fut in enumerate(batch):
                 if fut.status != "finished":
-                    try:
-                        fut.result()
-                    except BaseException:  # the task's own error, re-raised unchanged
+                    encoding_task = role_of[fut.key][0] == "encoded"
+                    try:  # the task's own error, re-raised unchanged (an encoding's named)
+                        with naming_path(encoding.path) if encoding_task else nullcontext():
+                            fut.result()
+                    except BaseException:
                         held = [*batch[n_done:], *(f for it in pending.values() for f, *_ in it)]
                         held += [f for _, _, sources in queued for f, _ in sources]
-                        _abandon(client, ac, held)
+                        _abandon(client, ac, held + [f for _, f, _ in deferred])
                         raise
                 kind, *info = role_of.pop(fut.key)
                 at = (where.get(fut.key) or [None])[0]
@@ -406,6 +371,20 @@ def run_tiles(
                     pending[b].append((fut, None, n, at or owner))
                     folded[b] += n
                     settle(b)
+                elif kind == "encoded":
+                    unencoded -= 1
+                    bar.describe(label.format(blocks_to_encode - unencoded, blocks_to_encode))
+                    if not unencoded:
+                        bar.describe("tiles")
+                        try:
+                            on_encoded()
+                        except BaseException:
+                            held = [f for it in pending.values() for f, *_ in it]
+                            _abandon(client, ac, held + [f for _, f, _ in deferred])
+                            raise
+                        for args in deferred:
+                            write(*args)
+                        deferred.clear()
                 else:
                     written += 1
             submit_merges()

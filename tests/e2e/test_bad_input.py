@@ -338,6 +338,24 @@ def test_k_must_be_below_the_cells_with_a_correlation(store, client):
         assert_no_run(store.path, "bigk")
 
 
+def test_k_at_the_valid_cells_fails_once_the_block_tasks_have_encoded_them(fresh_store, client):
+    """With no cached encoding the tiles' block tasks encode the cells; k is checked
+    against the valid cells once they all are, and the run's work directory goes."""
+    encodings = fresh_store.path / "encodings"
+    for cached in encodings.iterdir():
+        if cached.is_dir():
+            shutil.rmtree(cached)
+    n_valid = int((~constant_mask(fresh_store)).sum())
+    with pytest.raises(ValueError) as err:
+        rankdist.neighbors(fresh_store, k=n_valid, client=client, name="bigk", progress=False)
+    assert str(err.value) == (
+        f"k={n_valid} must be smaller than the number of cells with a defined correlation "
+        f"({n_valid} of {N_CELLS} in {fresh_store.path}); choose k <= {n_valid - 1}"
+    )
+    assert_no_run(fresh_store.path, "bigk")
+    assert len([p for p in encodings.iterdir() if p.is_dir()]) == 1  # published, reusable
+
+
 @pytest.mark.parametrize("k", [0, -3, 2.5, "3", True, None])
 def test_k_must_be_a_positive_integer(store, client, k):
     with pytest.raises(ValueError, match=re.escape(f"k must be a positive integer, got {k!r}")):

@@ -50,7 +50,7 @@ class Pause:
 
 #: Where each stage of a run can be paused (the command's own process runs the workers).
 INGEST = Pause("rankdist.io.ingest:_write_matrix")  # the temporary store exists, no X yet
-ENCODE = Pause("rankdist.encode.cache:_encode_chunk", when="after")  # a Z chunk is written
+ENCODE = Pause("rankdist.encode.cache:encode_chunk", when="after")  # a Z chunk is written
 TILES = Pause("rankdist.tiles.scheduler:tile_partials")  # no tile has finished
 
 

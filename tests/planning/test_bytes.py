@@ -11,11 +11,13 @@ decides, so there it must agree within 30 % (the issue's bound for plan vs simul
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 
 import rankdist
+from rankdist.encode.cache import encode
 from rankdist.planning.calibration import load_calibration
 from rankdist.planning.describe import parse_bandwidth
 from rankdist.planning.model import Layout, RunSpec, data_movement, plan_run, wall_time_model
@@ -37,10 +39,23 @@ TOLERANCE = 0.30
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, client_one):
+    """The store, its encoding computed: the planner counts the reads of a run on a cached
+    encoding (a run that encodes in its block tasks reads X once and Z never)."""
     x = np.random.default_rng(3).exponential(1.0, (CELLS, GENES)).astype(np.float32)
     path = tmp_path_factory.mktemp("bytes") / "s.zarr"
-    return rankdist.ingest(labelled_adata(x), path, cell_type="celltype", progress=False)
+    store = rankdist.ingest(labelled_adata(x), path, cell_type="celltype", progress=False)
+    encode(store, "spearman", None, client_one, progress=False)
+    return store
+
+
+def test_a_run_that_encodes_in_its_block_tasks_reads_no_z(store, tmp_path, client):
+    fresh = rankdist.Store(shutil.copytree(store.path, tmp_path / "fresh.zarr"))
+    shutil.rmtree(next(p for p in (fresh.path / "encodings").iterdir() if p.is_dir()))
+    client.run(start_counting)
+    res = rankdist.neighbors(fresh, k=5, client=client, block_size=BLOCK, progress=False)
+    assert res.metadata["encoding_pipelined"] and res.metadata["blocks"] == "resident"
+    assert [c for per_worker in client.run(read_counts).values() for c in per_worker] == []
 
 
 def _counted_run(store, client, name: str, blocks: str = "resident") -> tuple[int, int]:

@@ -178,9 +178,7 @@ def test_work_dir_blocks_and_publish_round_trip(tmp_path):
     """Counts are stored at or above each cutoff; excluded rows as -1 / NaN."""
     work = tmp_path / "results" / ".r.partial"
     sizes = {"cell_type": 2, "batch": 1}
-    runstore.create_work_dir(
-        work, FINGERPRINT, block_rows=4, role_sizes=sizes, excluded=np.array([1]), hist_bins=3
-    )
+    runstore.create_work_dir(work, FINGERPRINT, block_rows=4, role_sizes=sizes, hist_bins=3)
     assert json.loads((work / "job.json").read_text()) == FINGERPRINT | {"block_rows": 4}
     for b, (start, rows) in enumerate([(0, 4), (4, 1)]):
         part = Partial.empty(b, rows, 2, 2, 3)
@@ -192,7 +190,7 @@ def test_work_dir_blocks_and_publish_round_trip(tmp_path):
         runstore.write_block(work, part, start, np.arange(rows) != 1, sizes)
     codes = {"cell_type": np.array([1, 0, 0, 1, 1]), "batch": np.zeros(5, int)}
     runstore.publish_run(
-        work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]}, codes=codes
+        work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]}, excluded=[1], codes=codes
     )
     assert not work.exists()
     stored = runstore.read_run(tmp_path, "r")
@@ -217,13 +215,13 @@ def test_work_dir_blocks_and_publish_round_trip(tmp_path):
 def test_publish_reads_the_codes_from_the_store_and_names_missing_labels(tmp_path):
     work = runstore.work_path(tmp_path, "r")
     sizes = {"cell_type": 2, "batch": 1}
-    runstore.create_work_dir(
-        work, FINGERPRINT, block_rows=4, role_sizes=sizes, excluded=np.array([], int), hist_bins=3
-    )
+    runstore.create_work_dir(work, FINGERPRINT, block_rows=4, role_sizes=sizes, hist_bins=3)
     store = zarr.open_group(tmp_path, mode="a")
     store.create_array("obs/cell_type", data=np.array([1, 0, 1, 0, 1]))
     with pytest.raises(ValueError, match=r"has no labels \['obs/batch'\]") as err:
-        runstore.publish_run(work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]})
+        runstore.publish_run(
+            work, runstore.run_path(tmp_path, "r"), {"cutoffs": [0.1, 0.5]}, excluded=[]
+        )
     assert str(tmp_path) in str(err.value)
 
 
@@ -234,9 +232,7 @@ def test_publish_interrupted_in_the_relations_stays_resumable(tmp_path, monkeypa
 
     work = runstore.work_path(tmp_path, "r")
     sizes = {"cell_type": 2}
-    runstore.create_work_dir(
-        work, FINGERPRINT, block_rows=4, role_sizes=sizes, excluded=np.array([], int), hist_bins=3
-    )
+    runstore.create_work_dir(work, FINGERPRINT, block_rows=4, role_sizes=sizes, hist_bins=3)
     for b, (start, rows) in enumerate([(0, 4), (4, 1)]):
         part = Partial.empty(b, rows, 2, 2, 2)
         part.counts[:] = [[1, 2], [3, 4]]
@@ -254,11 +250,11 @@ def test_publish_interrupted_in_the_relations_stays_resumable(tmp_path, monkeypa
     monkeypatch.setattr(relations, "relations_block", killed_after_one_block)
     final = runstore.run_path(tmp_path, "r")
     with pytest.raises(KeyboardInterrupt):
-        runstore.publish_run(work, final, {"cutoffs": [0.1]}, codes=codes)
+        runstore.publish_run(work, final, {"cutoffs": [0.1]}, excluded=[], codes=codes)
     assert runstore.resumable_block_rows(work, FINGERPRINT, None) == 4
     assert runstore.checkpoint_path(work).is_dir()
     monkeypatch.undo()
-    runstore.publish_run(work, final, {"cutoffs": [0.1]}, codes=codes)
+    runstore.publish_run(work, final, {"cutoffs": [0.1]}, excluded=[], codes=codes)
     stored = runstore.read_run(tmp_path, "r")
     assert stored.relations["total"][:].tolist() == [[10, 7]] * 5
     assert stored.relations["same_cell_type"][:].tolist() == [[4, 3], [6, 4]] * 2 + [[4, 3]]
@@ -266,7 +262,7 @@ def test_publish_interrupted_in_the_relations_stays_resumable(tmp_path, monkeypa
 
 def test_work_dir_resumes_only_the_same_job(tmp_path):
     work = tmp_path / ".r.partial"
-    make = dict(block_rows=4, role_sizes={"cell_type": 2}, excluded=np.array([], int), hist_bins=3)
+    make = dict(block_rows=4, role_sizes={"cell_type": 2}, hist_bins=3)
     runstore.create_work_dir(work, FINGERPRINT, **make)
     assert runstore.resumable_block_rows(work, FINGERPRINT, None) == 4
     assert runstore.resumable_block_rows(work, FINGERPRINT, 4) == 4
