@@ -264,7 +264,10 @@ def run_tiles(
     futures += tile_futures + encoding_futures
     ac = as_completed(futures)
     unencoded = len(encoding_futures)  # blocks not yet encoded; none are written before
-    deferred: list = []  # writes waiting for the encoding
+    # writes waiting for the encoding to be published (they read ``valid`` from it). This
+    # costs nothing: a block is complete only once its tile with every other block has run,
+    # so all blocks are encoded before any is written (bar a resumed run's untiled blocks)
+    deferred: list = []
     # so that a tile's result is freed once both sides are merged, a block after its tiles
     del futures, tile_futures, encoding_futures
     written = 0

@@ -301,6 +301,16 @@ def quantised_block(key, z: np.ndarray) -> Quantised:
     return value
 
 
+def forget_quantised_blocks() -> None:
+    """Drop the quantised blocks this process holds, as if it had run no tile yet.
+
+    Results never depend on them; a timing that must not profit from an earlier run on the
+    same encoding (``benchmarks/bench_neighbors.py``) starts from none.
+    """
+    with _lock:
+        _cache.clear()
+
+
 def unavailable() -> str | None:
     """Why the screen cannot run in this process, or None when it can."""
     try:
