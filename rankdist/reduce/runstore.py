@@ -237,11 +237,12 @@ def publish_run(
 ) -> None:
     """Finish a work directory whose blocks are all written, and rename it to ``final``.
 
-    Writes ``excluded`` (from the int indices of the cells without a defined correlation,
-    known once the encoding is) and ``relations/`` (label ``codes`` by role, default
-    ``obs/<role>``) while job.json keeps ``work`` resumable, drops checkpoints and job.json,
-    folds the block histograms into ``pair_hist``, writes the attrs, then replaces
-    ``final`` (``io.store.publish_directory``).
+    While job.json and the checkpoints keep ``work`` resumable it writes ``excluded`` (the
+    cells without a defined correlation, by index), ``relations/`` (label ``codes`` by
+    role, default ``obs/<role>``), ``pair_hist`` and the attrs, each step repeatable by a
+    run that resumes a killed one; then replaces ``final`` (``io.store.publish_directory``)
+    and only then drops checkpoints and job.json from it. A kill at any instant leaves a
+    run that resumes or a complete published one.
     """
     out = open_group(work, mode="r+")
     n = out["indices"].shape[0]
@@ -251,14 +252,14 @@ def publish_run(
     out.create_array("excluded", shape=(n,), dtype="bool", chunks=chunks, overwrite=True)[:] = mask
     if "counts" in out and (roles := [role for role, _ in out["counts"].arrays()]):
         write_relations(out, codes if codes is not None else store_codes(work.parents[1], roles))
-    shutil.rmtree(checkpoint_path(work))
-    (work / _JOB_FILE).unlink()
     if "pair_hist_blocks" in out:
         _finish_pair_hist(out)
     out.attrs["encoding-type"] = RUN_TYPE
     out.attrs["encoding-version"] = RUN_VERSION
     out.attrs["run"] = metadata
     publish_directory(work, final)
+    shutil.rmtree(checkpoint_path(final))  # a kill before these leaves a complete run
+    (final / _JOB_FILE).unlink()
 
 
 def _finish_pair_hist(out: zarr.Group) -> None:
@@ -266,21 +267,25 @@ def _finish_pair_hist(out: zarr.Group) -> None:
 
     A pair (a, b) of cells was counted once, under (type of the lower-index cell, type of
     the other); ``pair_hist[s, t]`` (= ``pair_hist[t, s]``) counts the pairs of one cell
-    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t.
+    of type s and one of type t, ``pair_hist[t, t]`` the pairs within type t. Its
+    ``bin_edges``, written last, mark it complete: a publish killed while the block
+    histograms were being deleted only finishes deleting them.
     """
-    blocks = out["pair_hist_blocks"]
-    n_types, bins = blocks.shape[1], blocks.shape[3]
-    total = np.zeros((n_types, n_types, bins), np.int64)
-    for b in range(blocks.shape[0]):
-        total += np.asarray(blocks[b])
-    sym = total + total.transpose(1, 0, 2)
-    diag = np.arange(n_types)
-    sym[diag, diag] = total[diag, diag]
-    arr = out.create_array(
-        "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape, compressors=compressor()
-    )
-    arr[:] = sym
-    arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, bins + 1).tolist()
+    if "pair_hist" not in out or "bin_edges" not in out["pair_hist"].attrs:
+        blocks = out["pair_hist_blocks"]
+        n_types, bins = blocks.shape[1], blocks.shape[3]
+        total = np.zeros((n_types, n_types, bins), np.int64)
+        for b in range(blocks.shape[0]):
+            total += np.asarray(blocks[b])
+        sym = total + total.transpose(1, 0, 2)
+        diag = np.arange(n_types)
+        sym[diag, diag] = total[diag, diag]
+        arr = out.create_array(
+            "pair_hist", shape=sym.shape, dtype="int64", chunks=sym.shape,
+            compressors=compressor(), overwrite=True,
+        )  # fmt: skip
+        arr[:] = sym
+        arr.attrs["bin_edges"] = np.linspace(-1.0, 1.0, bins + 1).tolist()
     del out["pair_hist_blocks"]
 
 

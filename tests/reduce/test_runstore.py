@@ -13,7 +13,7 @@ import zarr
 
 import rankdist
 from rankdist.io.store import StoreError
-from rankdist.reduce import runstore
+from rankdist.reduce import checkpoint, runstore
 from rankdist.reduce.partial import Partial
 
 from _data import ingest_tricky, tricky_adata
@@ -258,6 +258,56 @@ def test_publish_interrupted_in_the_relations_stays_resumable(tmp_path, monkeypa
     stored = runstore.read_run(tmp_path, "r")
     assert stored.relations["total"][:].tolist() == [[10, 7]] * 5
     assert stored.relations["same_cell_type"][:].tolist() == [[4, 3], [6, 4]] * 2 + [[4, 3]]
+
+
+def _finished_work(tmp_path) -> Path:
+    """A work directory with both blocks of five cells written, type histogram included."""
+    work = runstore.work_path(tmp_path, "r")
+    sizes = {"cell_type": 2, "batch": 1}
+    runstore.create_work_dir(work, FINGERPRINT, block_rows=4, role_sizes=sizes, hist_bins=3)
+    for b, (start, rows) in enumerate([(0, 4), (4, 1)]):
+        part = Partial.empty(b, rows, 2, 2, 3)
+        part.counts[:] = 1
+        part.pair_hist = np.full((2, 2, 3), b + 1)
+        runstore.write_block(work, part, start, np.ones(rows, bool), sizes)
+        checkpoint.mark_written(runstore.checkpoint_path(work), b)
+    return work
+
+
+@pytest.mark.parametrize("killed", ["before the rename", "after the rename"])
+def test_a_publish_killed_anywhere_resumes_or_is_complete(tmp_path, monkeypatch, killed):
+    """Killed before the rename (the histogram folded, its block histograms deleted, the
+    attrs written), the run still resumes with every block written and publishes the
+    same; killed after it, the run is published and complete."""
+    from rankdist.reduce import runstore as module
+
+    work, final = _finished_work(tmp_path), runstore.run_path(tmp_path, "r")
+    codes = {"cell_type": np.array([1, 0, 0, 1, 1]), "batch": np.zeros(5, int)}
+    meta = {"cutoffs": [0.1, 0.5]}
+
+    def kill(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if killed == "before the rename":
+        monkeypatch.setattr(module, "publish_directory", kill)
+    else:  # where the published run's checkpoints are looked up for deletion
+        monkeypatch.setattr(module, "checkpoint_path", kill)
+    with pytest.raises(KeyboardInterrupt):
+        runstore.publish_run(work, final, meta, excluded=[2], codes=codes)
+    monkeypatch.undo()
+    if killed == "before the rename":
+        assert not final.exists()
+        assert runstore.resumable_block_rows(work, FINGERPRINT, None) == 4
+        assert checkpoint.scan(runstore.checkpoint_path(work)).written == {0, 1}
+        assert "pair_hist_blocks" not in zarr.open_group(work, mode="r")  # already folded
+        runstore.publish_run(work, final, meta, excluded=[2], codes=codes)
+        assert not (final / "job.json").exists()
+    assert not work.exists()
+    stored = runstore.read_run(tmp_path, "r")  # complete, whichever instant the kill was
+    assert stored.metadata == meta and stored.excluded.tolist() == [0, 0, 1, 0, 0]
+    want = np.array([[3, 6], [6, 3]])  # blocks 1 + 2 summed; (0, 1) and (1, 0) folded
+    assert np.array_equal(stored.pair_hist[..., 0], want)
+    assert stored.relations["total"][:].shape == (5, 2)
 
 
 def test_work_dir_resumes_only_the_same_job(tmp_path):
