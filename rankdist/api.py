@@ -210,8 +210,12 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
         enc.abandon()  # nothing, once published
 
 
-def _check_encoded(request: NeighborsRequest, enc: Encoded) -> None:
-    """k below the cells with a correlation; the excluded cells named in a warning."""
+def _check_encoded(request: NeighborsRequest, enc: Encoded, stacklevel: int = 5) -> None:
+    """k below the cells with a correlation; the excluded cells named in a warning.
+
+    ``stacklevel`` points the warning at the caller of :func:`neighbors` (5 frames up
+    from :func:`_compute`'s call, 8 from the tiles' own, through ``run_tiles``).
+    """
     store = request.store
     if request.k >= enc.n_valid:
         msg = (
@@ -228,7 +232,7 @@ def _check_encoded(request: NeighborsRequest, enc: Encoded) -> None:
             f"similarity; they are excluded (indices "
             f"-1, similarities NaN, result.excluded True). First: {names}",
             ExcludedCellsWarning,
-            stacklevel=5,
+            stacklevel=stacklevel,
         )
 
 
@@ -295,7 +299,7 @@ def _tiles(request, client, started, tile_fn, enc, sparse_cost, residence) -> Ne
     def on_encoded() -> None:
         published.append(pending.finish())
         try:
-            _check_encoded(request, published[0])
+            _check_encoded(request, published[0], stacklevel=8)
         except ValueError:
             shutil.rmtree(work)  # a run of this k can never finish: nothing to resume
             raise
