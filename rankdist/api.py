@@ -193,21 +193,22 @@ def _compute(request: NeighborsRequest, client: Client, started: float, tile_fn)
     enc = start_encoding(
         store, request.encoding, request.params, client, progress=request.progress, form=form
     )
-    width = enc.n_columns or store.n_genes  # Z's width: the embedding's for genept
-    n_roles = len(request.role_sizes)
-    z_bytes = encoded_bytes(str(enc.path), store.n_cells, width, n_roles, form=enc.form)
-    residence = choose_residence(z_bytes, _memory_limits(client))
-    if isinstance(enc, PendingEncoding) and (
-        residence.mode != "resident" or request.k >= store.n_cells
-    ):
-        enc = enc.run(client, progress=request.progress)  # the tiles read the finished Z
-    if isinstance(enc, Encoded):
-        _check_encoded(request, enc)
-        return _tiles(request, client, started, tile_fn, enc, sparse_cost, residence)
+    begun = enc
     try:
+        width = enc.n_columns or store.n_genes  # Z's width: the embedding's for genept
+        n_roles = len(request.role_sizes)
+        z_bytes = encoded_bytes(str(enc.path), store.n_cells, width, n_roles, form=enc.form)
+        residence = choose_residence(z_bytes, _memory_limits(client))
+        if isinstance(enc, PendingEncoding) and (
+            residence.mode != "resident" or request.k >= store.n_cells
+        ):
+            enc = enc.run(client, progress=request.progress)  # the tiles read the finished Z
+        if isinstance(enc, Encoded):
+            _check_encoded(request, enc)
         return _tiles(request, client, started, tile_fn, enc, sparse_cost, residence)
     finally:
-        enc.abandon()  # nothing, once published
+        if isinstance(begun, PendingEncoding):
+            begun.abandon()  # nothing, once published
 
 
 def _check_encoded(request: NeighborsRequest, enc: Encoded, stacklevel: int = 5) -> None:
