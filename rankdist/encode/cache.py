@@ -244,10 +244,8 @@ class PendingEncoding:
         open_group(self.tmp, mode="r+").attrs["encoding"] = self.attrs
         self.publish.__exit__(None, None, None)
         self.done = True
-        store = self.store
-        return load_encoded(
-            self.path, store, self.name, self.params, self.key, n_columns=self.n_columns
-        )
+        args = (self.path, self.store, self.name, self.params, self.key)
+        return load_encoded(*args, n_columns=self.n_columns)
 
     def abandon(self) -> None:
         """Remove the temporary directory, unless the encoding was published."""
@@ -327,7 +325,8 @@ def _encode_sparse_chunk(
 def encode_rows(
     start: int, stop: int, *, store_path: str, name: str, params: dict, prepared: dict
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(z, valid)`` of cells ``start:stop``, float32 as Z stores them; nothing written."""
+    """``(z, valid)`` of cells ``start:stop`` (``stop`` clipped to the store), float32 as Z
+    stores them; nothing written."""
     root = open_group(store_path, mode="r")
     block = np.asarray(root["X"][start:stop])  # each encoding casts as it needs
     totals = np.asarray(root["obs/total_counts"][start:stop], dtype=np.float64)
@@ -353,10 +352,9 @@ def encode_chunk(
     (the encoding was published or abandoned: a block recomputed after a lost worker),
     nothing is written.
     """
-    n = open_group(store_path, mode="r")["X"].shape[0]
-    stop = min(start + rows, n)
     args = {"store_path": store_path, "name": name, "params": params, "prepared": prepared}
-    z, valid = encode_rows(start, stop, **args)
+    z, valid = encode_rows(start, start + rows, **args)
+    stop = start + len(valid)
     if os.path.isdir(out_path):
         out = open_group(out_path, mode="r+")
         out["Z"][start:stop] = z
