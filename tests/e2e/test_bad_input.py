@@ -7,6 +7,7 @@ reports the same errors as ``rankdist <cmd>: error: <msg>`` and returns 2.
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 import warnings
@@ -441,9 +442,15 @@ def test_constant_cells_are_excluded_and_reported(fresh_store, client):
     constant = constant_mask(fresh_store)
     assert constant[2] and constant[CELL]  # all-zero and all-equal
     n_valid = int((~constant).sum())
+    for cached_encoding in (fresh_store.path / "encodings").iterdir():
+        if cached_encoding.is_dir():  # an earlier test's: this run encodes in its tiles
+            shutil.rmtree(cached_encoding)
     with pytest.warns(rankdist.ExcludedCellsWarning) as caught:
+        line = inspect.currentframe().f_lineno + 1
         res = rankdist.neighbors(fresh_store, k=n_valid - 1, client=client, progress=False)
     (warning,) = [w for w in caught if w.category is rankdist.ExcludedCellsWarning]
+    assert res.metadata["encoding_pipelined"]  # warned once the block tasks encoded them
+    assert (warning.filename, warning.lineno) == (__file__, line)  # at the caller's line
     assert f"{constant.sum()} cell(s) are constant" in str(warning.message)
     first = [f"BC{i:05d}-1" for i in np.flatnonzero(constant)[:5]]
     assert f"First: {first}" in str(warning.message)
@@ -454,6 +461,12 @@ def test_constant_cells_are_excluded_and_reported(fresh_store, client):
     assert np.isin(res.indices[valid], np.flatnonzero(valid)).all()  # never a constant cell
     assert (res.counts["cell_type"].to_numpy()[constant] == 0).all()
     np.testing.assert_array_equal(rankdist.load(fresh_store).excluded, constant)
+    # and with the encoding cached, from before the tiles: at the caller's line too
+    with pytest.warns(rankdist.ExcludedCellsWarning) as again:
+        line = inspect.currentframe().f_lineno + 1
+        rankdist.neighbors(fresh_store, k=n_valid - 1, client=client, name="b", progress=False)
+    (cached,) = [w for w in again if w.category is rankdist.ExcludedCellsWarning]
+    assert (cached.filename, cached.lineno) == (__file__, line)
 
 
 @pytest.mark.filterwarnings("ignore::rankdist.ExcludedCellsWarning")

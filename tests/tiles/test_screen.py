@@ -254,3 +254,11 @@ def test_without_onnxruntime_the_screen_says_what_to_install(monkeypatch):
         "the screen kernel needs onnxruntime and onnx (onnxruntime is not installed): "
         "pip install 'rankdist[fast]', or use --kernel float32"
     )
+
+
+def test_forget_quantised_blocks_drops_the_process_cache():
+    z = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    first = screen.quantised_block(("forget-test", 0, 64), z)
+    assert screen.quantised_block(("forget-test", 0, 64), z) is first  # cached
+    screen.forget_quantised_blocks()
+    assert screen.quantised_block(("forget-test", 0, 64), z) is not first
